@@ -1,0 +1,43 @@
+"""ingest + pack + validate in one call, for people without a DVC pipeline."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgpack.params import IngestParams, PackParams
+from imgpack.stages.ingest import IngestReport, ingest
+from imgpack.stages.pack import pack
+from imgpack.stages.validate import validate
+
+__all__ = ["build", "BuildResult"]
+
+
+@dataclass
+class BuildResult:
+    report: IngestReport
+    header: dict[str, Any]
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+def build(
+    raw_dir: str | Path,
+    out: str | Path,
+    labels: str | Path | None = None,
+    ingest_params: IngestParams | None = None,
+    pack_params: PackParams | None = None,
+    report_out: str | Path | None = None,
+) -> BuildResult:
+    """Pack `raw_dir` into `out`; the pack is validated before it is published, or not published."""
+    with tempfile.TemporaryDirectory(prefix="imgpack-build-") as scratch:
+        manifest = Path(scratch) / "manifest.jsonl"
+        report = ingest(raw_dir, manifest, report_out, labels, ingest_params)
+        result = BuildResult(report, {})
+
+        def check(tmp: Path) -> None:
+            result.validation = validate(tmp, manifest)
+
+        result.header = pack(manifest, raw_dir, out, pack_params, before_publish=check)
+    return result

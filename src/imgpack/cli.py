@@ -1,0 +1,163 @@
+"""The `imgpack` command: build, info, export, verify; main() is where errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from imgpack.errors import ImgpackError, InputError
+from imgpack.stages.common import fail_line
+
+__all__ = ["main"]
+
+
+def _on_error(values: list[str]) -> dict[str, str]:
+    policy = {}
+    for item in values:
+        kind, sep, action = item.partition("=")
+        if not sep:
+            raise InputError(f"--on-error {item!r}: expected KIND=skip or KIND=fail")
+        policy[kind] = action
+    return policy
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from imgpack.build import build
+    from imgpack.params import from_mapping, load_params
+
+    ingest_values = {}
+    pack_values = {}
+    if args.params:
+        ingest_values = vars(load_params(args.params, "ingest")).copy()
+        pack_values = vars(load_params(args.params, "pack")).copy()
+    for name in ("hash", "workers"):
+        if getattr(args, name) is not None:
+            ingest_values[name] = getattr(args, name)
+    if args.extensions:
+        ingest_values["extensions"] = [e if e.startswith(".") else "." + e for e in args.extensions.split(",")]
+    if args.on_error:
+        ingest_values["on_error"] = {**ingest_values.get("on_error", {}), **_on_error(args.on_error)}
+    if args.duplicates:
+        pack_values["duplicates"] = args.duplicates
+    ingest_values.pop("folder", None)
+    ingest_values.pop("labels", None)
+    result = build(
+        args.raw_dir,
+        args.out,
+        labels=args.labels,
+        ingest_params=from_mapping("ingest", ingest_values),
+        pack_params=from_mapping("pack", pack_values),
+        report_out=args.report,
+    )
+    summary = result.report.as_dict()
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items())
+    print(
+        f"packed {summary['packed']} of {summary['discovered']} files into {args.out}"
+        f" ({result.header['count']} records, {result.header['aliases']} aliases);"
+        f" skipped {summary['skipped']}{f' ({reasons})' if reasons else ''}"
+    )
+    if summary["label_rows_without_image"]:
+        print(f"label rows without an image: {summary['label_rows_without_image']}")
+    if summary["duplicates"]["groups"]:
+        print(
+            f"identical content: {summary['duplicates']['files']} files in "
+            f"{summary['duplicates']['groups']} groups"
+        )
+    for item in summary["skipped_files"][:20]:
+        print(f"  skipped {item['path']}: {item['reason']} ({item['detail']})")
+    if summary["skipped"] > 20:
+        print(f"  ... and {summary['skipped'] - 20} more; see --report for all")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from imgpack.reader import Pack
+
+    with Pack(args.pack) as pack:
+        info = dict(pack.header)
+        info["file_bytes"] = os.path.getsize(pack.path)
+        info["path"] = str(pack.path)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        for key in sorted(info):
+            value = info[key]
+            if key == "classes":
+                value = f"{len(value)}: {', '.join(value[:20])}{' ...' if len(value) > 20 else ''}"
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from imgpack.export import export_pack
+
+    written = export_pack(args.pack, args.dir)
+    print(f"exported {written} files to {args.dir}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from imgpack.verify import verify_pack
+
+    result = verify_pack(args.pack)
+    print(f"ok: {result.records} records match their stored hashes")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="imgpack", description="Pack many small images into one validated LMDB file."
+    )
+    from imgpack import __version__
+
+    top.add_argument("--version", action="version", version=f"imgpack {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="ingest + pack + validate RAW_DIR into OUT.lmdb")
+    b.add_argument("raw_dir", type=Path)
+    b.add_argument("out", type=Path)
+    b.add_argument("--labels", type=Path, help="CSV/TSV/JSONL/Parquet table; default: folder names")
+    b.add_argument("--params", type=Path, help="take ingest/pack settings from this params.yaml")
+    b.add_argument("--hash", choices=["sha256", "blake2b"])
+    b.add_argument("--extensions", help="comma-separated, e.g. .png,.jpg")
+    b.add_argument("--duplicates", choices=["keep", "dedupe"])
+    b.add_argument("--on-error", action="append", default=[], metavar="KIND=skip|fail")
+    b.add_argument("--workers", type=int)
+    b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("info", help="header and counts of a pack")
+    i.add_argument("pack", type=Path)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("export", help="write every image back to DIR/<key>")
+    e.add_argument("pack", type=Path)
+    e.add_argument("dir", type=Path)
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="re-hash every record against its stored hash")
+    v.add_argument("pack", type=Path)
+    v.set_defaults(func=cmd_verify)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ImgpackError as exc:
+        print(fail_line(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imgpack: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

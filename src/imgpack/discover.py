@@ -1,0 +1,96 @@
+"""Walk a raw folder and yield every file in record-key order, with file-system problems named."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgpack.errors import InputError
+
+__all__ = ["Found", "walk_sorted", "display_path", "MAX_KEY_BYTES"]
+
+MAX_KEY_BYTES = 511
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A file under the raw folder: its key (POSIX path relative to the folder) and any problem."""
+
+    key: str
+    path: str
+    problem: str | None = None  # an ERROR_KINDS kind, when the file cannot be a record
+    detail: str = ""
+
+
+def display_path(text: str) -> str:
+    """A path as printable text even when its bytes are not UTF-8."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _sort_name(entry: os.DirEntry) -> str:
+    # Folders sort as "name/" so that a depth-first walk yields full keys in byte order.
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_dir = False
+    return entry.name + "/" if is_dir else entry.name
+
+
+def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[Found]:
+    """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing."""
+    root_real = os.path.realpath(root)
+    if not os.path.isdir(root_real):
+        raise InputError(f"{root}: raw image folder not found (check the path, or ingest.folder in params.yaml)")
+    exclude = {os.path.realpath(p) for p in (exclude or ())}
+    stack: list[Iterator[os.DirEntry]] = [iter(_listing(root_real))]
+    prefixes = [""]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            prefixes.pop()
+            continue
+        key = prefixes[-1] + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            stack.append(iter(_listing(entry.path)))
+            prefixes.append(key + "/")
+            continue
+        if entry.path in exclude:
+            continue
+        yield _classify(key, entry, root_real)
+
+
+def _listing(path: str) -> list[os.DirEntry]:
+    with os.scandir(path) as entries:
+        return sorted(entries, key=_sort_name)
+
+
+def _classify(key: str, entry: os.DirEntry, root_real: str) -> Found:
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        return Found(key, entry.path, "bad_path", "path is not valid UTF-8")
+    if len(raw) > MAX_KEY_BYTES:
+        return Found(key, entry.path, "bad_path", f"key is {len(raw)} bytes, over LMDB's 511")
+    if entry.is_symlink():
+        problem = _symlink_problem(entry.path, root_real)
+        if problem:
+            return Found(key, entry.path, "bad_symlink", problem)
+    elif not entry.is_file(follow_symlinks=False):
+        return Found(key, entry.path, "not_image", "not a regular file")
+    return Found(key, entry.path)
+
+
+def _symlink_problem(path: str, root_real: str) -> str | None:
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        return "symlink loops" if exc.errno == errno.ELOOP else "symlink target does not exist"
+    if os.path.commonpath([target, root_real]) != root_real:
+        return "symlink points outside the raw folder"
+    if os.path.isdir(target):
+        return "symlink to a folder is not followed"
+    return None

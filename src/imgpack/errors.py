@@ -1,0 +1,48 @@
+"""The exception hierarchy: every expected failure is an ImgpackError with a message that says what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ImgpackError",
+    "InputError",
+    "PolicyError",
+    "PackFormatError",
+    "PackCorruptError",
+    "ValidationError",
+    "UnsafeKeyError",
+]
+
+
+class ImgpackError(Exception):
+    """Root of every error imgpack raises on purpose; `main()` turns it into one line and exit 1."""
+
+
+class InputError(ImgpackError):
+    """A raw folder, labels table or params file cannot be used as given."""
+
+
+class PolicyError(ImgpackError):
+    """Inputs were refused by an error policy set to `fail`."""
+
+
+class PackFormatError(ImgpackError):
+    """A file is not an imgpack pack, or one of a format version this imgpack cannot read."""
+
+
+class PackCorruptError(PackFormatError):
+    """A pack is truncated or its records do not match their stored hashes."""
+
+
+class ValidationError(ImgpackError):
+    """A pack disagrees with its manifest."""
+
+
+class UnsafeKeyError(ImgpackError):
+    """A record key would be written outside the export folder."""
+
+
+def name_offenders(items: list[str], limit: int = 20) -> str:
+    """Format the first `limit` offenders and the total count for a one-line message."""
+    shown = ", ".join(items[:limit])
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{len(items)}: {shown}{more}"

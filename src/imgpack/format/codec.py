@@ -1,0 +1,125 @@
+"""Encoders and decoders, in pairs, for every key and value an imgpack pack stores."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from imgpack.errors import PackFormatError
+
+FORMAT_NAME = "imgpack"
+FORMAT_VERSION = 1
+SUBDBS = (b"header", b"images", b"meta", b"keys", b"aliases")
+HEADER_KEY = b"header"
+
+# Bounds for untrusted msgpack: a record's metadata is small, so anything past these is hostile or broken.
+_MAX_META_BYTES = 1 << 20
+_MAX_HEADER_BYTES = 64 << 20
+_INDEX = struct.Struct(">Q")
+
+_HEADER_FIELDS = {
+    "format": str,
+    "format_version": int,
+    "count": int,
+    "aliases": int,
+    "hash_algorithm": str,
+    "imgpack_version": str,
+    "params_digest": str,
+    "manifest_digest": str,
+    "total_bytes": int,
+    "classes": list,
+}
+_META_FIELDS = {
+    "key": str,
+    "label": str,
+    "hash": str,
+    "size": int,
+    "format": str,
+    "width": int,
+    "height": int,
+    "split": str,
+    "extra": dict,
+}
+
+
+def encode_index(index: int) -> bytes:
+    """Record index -> 8-byte big-endian key, so LMDB's byte order is numeric order."""
+    return _INDEX.pack(index)
+
+
+def decode_index(raw: bytes) -> int:
+    if len(raw) != _INDEX.size:
+        raise PackFormatError(f"record index has {len(raw)} bytes, expected 8: the pack is damaged")
+    return _INDEX.unpack(raw)[0]
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(raw: bytes, limit: int, what: str) -> Any:
+    if len(raw) > limit:
+        raise PackFormatError(f"{what} is {len(raw)} bytes, over the {limit}-byte limit")
+    try:
+        value = msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=limit,
+            max_bin_len=limit,
+            max_array_len=limit // 2,
+            max_map_len=limit // 4,
+        )
+    except msgpack.exceptions.StackError:
+        raise PackFormatError(f"{what} is nested too deeply to be imgpack metadata") from None
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise PackFormatError(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    return value
+
+
+def _check_fields(value: Any, fields: dict[str, type], what: str) -> None:
+    if type(value) is not dict:
+        raise PackFormatError(f"{what} is a {type(value).__name__}, expected a map")
+    try:
+        if all(type(value[name]) is kind for name, kind in fields.items()):
+            return
+    except KeyError as missing:
+        raise PackFormatError(f"{what} has no {missing} field") from None
+    for name, kind in fields.items():
+        if type(value[name]) is not kind:
+            raise PackFormatError(f"{what} field '{name}' is not a {kind.__name__}")
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    _check_fields(header, _HEADER_FIELDS, "header")
+    return _pack(header)
+
+
+def decode_header(raw: bytes | None, where: str = "pack") -> dict[str, Any]:
+    """Decode and check a header; the format version must match exactly."""
+    if raw is None:
+        raise PackFormatError(f"{where} has no imgpack header: it is not an imgpack pack")
+    header = _unpack(raw, _MAX_HEADER_BYTES, f"{where} header")
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise PackFormatError(f"{where} header does not name the imgpack format: not an imgpack pack")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PackFormatError(
+            f"{where} has format version {version!r}, this imgpack reads version {FORMAT_VERSION}: "
+            "rebuild the pack with this imgpack or install the imgpack that wrote it"
+        )
+    _check_fields(header, _HEADER_FIELDS, f"{where} header")
+    return header
+
+
+def encode_meta(meta: dict[str, Any]) -> bytes:
+    _check_fields(meta, _META_FIELDS, "record metadata")
+    return _pack(meta)
+
+
+def decode_meta(raw: bytes, where: str = "record") -> dict[str, Any]:
+    meta = _unpack(raw, _MAX_META_BYTES, f"metadata of {where}")
+    _check_fields(meta, _META_FIELDS, f"metadata of {where}")
+    return meta

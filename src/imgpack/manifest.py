@@ -1,0 +1,85 @@
+"""The manifest: JSON Lines, a header line then one row per image in key order, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import InputError
+
+__all__ = ["MANIFEST_VERSION", "write_manifest", "read_manifest", "file_digest", "dumps"]
+
+MANIFEST_VERSION = 1
+ROW_FIELDS = ("key", "size", "hash", "format", "width", "height", "label", "extra", "duplicate_of")
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: the same value gives the same text on every run and machine."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_manifest(path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str]) -> None:
+    """Write header and rows; a row given as text is taken as an already canonical JSON line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(dumps({"imgpack_manifest": MANIFEST_VERSION, **header}) + "\n")
+            for row in rows:
+                handle.write(row if isinstance(row, str) else dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The header and a lazy iterator of rows; rows are checked for their fields and key order."""
+    path = Path(path)
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: manifest not found; run the ingest stage first") from None
+    first = handle.readline()
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        handle.close()
+        raise InputError(f"{path}: not an imgpack manifest (first line is not JSON)") from None
+    if not isinstance(header, dict) or header.get("imgpack_manifest") != MANIFEST_VERSION:
+        handle.close()
+        raise InputError(
+            f"{path}: manifest version {header.get('imgpack_manifest') if isinstance(header, dict) else None!r}, "
+            f"expected {MANIFEST_VERSION}; rerun the ingest stage"
+        )
+    return header, _rows(path, handle)
+
+
+def _rows(path: Path, handle) -> Iterator[dict[str, Any]]:
+    previous = None
+    with handle:
+        for line_number, line in enumerate(handle, 2):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
+            if not isinstance(row, dict) or any(f not in row for f in ROW_FIELDS):
+                raise InputError(f"{path}:{line_number}: row lacks manifest fields; rerun ingest")
+            if previous is not None and row["key"] <= previous:
+                raise InputError(f"{path}:{line_number}: keys are not in ascending order")
+            previous = row["key"]
+            yield row
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()

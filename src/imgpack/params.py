@@ -1,0 +1,132 @@
+"""Stage parameters: one dataclass per params.yaml block, with defaults and checked values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgpack.errors import InputError
+
+__all__ = [
+    "IngestParams",
+    "PackParams",
+    "ValidateParams",
+    "SummarizeParams",
+    "ERROR_KINDS",
+    "load_params",
+]
+
+# Each kind of bad input, and what happens by default: skip and report, or fail the stage.
+ERROR_KINDS = {
+    "not_image": "skip",
+    "empty": "skip",
+    "corrupt": "skip",
+    "too_large": "skip",
+    "unlabeled": "skip",
+    "bad_path": "skip",
+    "bad_symlink": "skip",
+    "missing_image": "fail",
+    "conflicting_labels": "fail",
+}
+HASH_ALGORITHMS = ("sha256", "blake2b")
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    folder: str = "data/raw/images"
+    labels: str = ""
+    path_column: str = "path"
+    label_column: str = "label"
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+    hash: str = "sha256"
+    chunksize: int = 50_000
+    max_pixels: int = 178_956_970  # Pillow's own decompression-bomb threshold
+    on_error: dict[str, str] = field(default_factory=lambda: dict(ERROR_KINDS))
+    workers: int = 1  # threads; >1 helps only for large images, the GIL serialises small ones
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        if self.hash not in HASH_ALGORITHMS:
+            raise InputError(f"ingest.hash is {self.hash!r}; choose one of {', '.join(HASH_ALGORITHMS)}")
+        policy = dict(ERROR_KINDS)
+        for kind, action in (self.on_error or {}).items():
+            if kind not in ERROR_KINDS:
+                raise InputError(
+                    f"ingest.on_error has unknown kind {kind!r}; known: {', '.join(ERROR_KINDS)}"
+                )
+            if action not in ("skip", "fail"):
+                raise InputError(f"ingest.on_error.{kind} is {action!r}; use 'skip' or 'fail'")
+            policy[kind] = action
+        object.__setattr__(self, "on_error", policy)
+        if self.chunksize < 1 or self.workers < 1:
+            raise InputError("ingest.chunksize and ingest.workers must be at least 1")
+
+
+@dataclass(frozen=True)
+class PackParams:
+    duplicates: str = "keep"
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    split_seed: int = 0
+    batch_mb: int = 32
+    initial_map_size_mb: int = 0  # 0: computed from the manifest
+    workers: int = 1  # threads; >1 helps only for large images, the GIL serialises small ones
+
+    def __post_init__(self) -> None:
+        if self.duplicates not in ("keep", "dedupe"):
+            raise InputError(f"pack.duplicates is {self.duplicates!r}; use 'keep' or 'dedupe'")
+        fractions = list(self.splits.values())
+        if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+            raise InputError(f"pack.splits {self.splits} must be non-negative fractions summing to 1")
+        if self.batch_mb < 1 or self.initial_map_size_mb < 0:
+            raise InputError("pack.batch_mb must be >= 1 and pack.initial_map_size_mb >= 0")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    max_listed: int = 20
+
+
+@dataclass(frozen=True)
+class SummarizeParams:
+    size_bins: int = 10
+
+
+_BLOCKS = {
+    "ingest": IngestParams,
+    "pack": PackParams,
+    "validate": ValidateParams,
+    "summarize": SummarizeParams,
+}
+
+
+def from_mapping(block: str, values: dict[str, Any] | None):
+    """Build a stage's params from its params.yaml block, naming unknown keys."""
+    cls = _BLOCKS[block]
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"params block '{block}' has unknown keys: {', '.join(unknown)}")
+    if "extensions" in values:
+        values["extensions"] = tuple(values["extensions"])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise InputError(f"params block '{block}': {exc}") from None
+
+
+def load_params(path: str | Path, block: str):
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of stage blocks")
+    return from_mapping(block, data.get(block))

@@ -1,0 +1,267 @@
+"""Open a pack read-only for random access, batch reads, iteration and a pandas metadata catalog."""
+
+from __future__ import annotations
+
+import operator
+import os
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from imgpack.errors import ImgpackError, PackCorruptError, PackFormatError
+from imgpack.format.codec import (
+    HEADER_KEY,
+    SUBDBS,
+    decode_header,
+    decode_index,
+    decode_meta,
+    encode_index,
+)
+
+__all__ = ["Pack", "Record", "open_pack", "check_pack_file"]
+
+_MIN_PAGES = 2  # LMDB's two meta pages
+_OS_PAGE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored image: its key, original file bytes and metadata."""
+
+    index: int
+    key: str
+    data: bytes
+    meta: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return self.meta["label"]
+
+
+def check_pack_file(path: Path) -> int:
+    """Raise a clear error for a missing, empty or undersized file before LMDB maps it."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise PackFormatError(f"{path}: no such pack file") from None
+    except OSError as exc:
+        raise PackFormatError(f"{path}: cannot read the pack file ({exc.strerror})") from None
+    if size < _MIN_PAGES * _OS_PAGE:
+        raise PackCorruptError(
+            f"{path} is {size} bytes, too small for an LMDB file: the pack is truncated "
+            "or not a pack; fetch it again (dvc pull / dvc checkout) or rebuild it"
+        )
+    return size
+
+
+# Packs open in this process: a forked child drops the inherited handles and reopens on first use.
+_LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pack in list(_LIVE):
+        pack._drop_handles()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Pack(Sequence):
+    """A read-only pack: `len`, `pack[i]`, `pack.get(key)`, `read_many`, iteration, `metadata()`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).resolve()
+        self._env: lmdb.Environment | None = None
+        self._txn: lmdb.Transaction | None = None
+        self._open()
+        _LIVE.add(self)
+
+    # -- opening, closing, fork and pickle --------------------------------------------------------
+    def _open(self) -> None:
+        size = check_pack_file(self.path)
+        try:
+            env = lmdb.open(
+                str(self.path),
+                subdir=False,
+                readonly=True,
+                lock=False,  # no reader slots, no lock file: never writes next to a DVC output
+                max_dbs=len(SUBDBS),
+                readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise PackFormatError(f"{self.path} is not a readable LMDB file ({exc})") from None
+        try:
+            needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+            if needed > size:
+                raise PackCorruptError(
+                    f"{self.path} is {size} bytes but its database needs {needed}: the pack is "
+                    "truncated; fetch it again (dvc pull / dvc checkout) or rebuild it"
+                )
+            txn = env.begin(buffers=False)
+            try:
+                self._dbs = {
+                    n.decode(): env.open_db(n, txn=txn, create=False) for n in SUBDBS
+                }
+            except lmdb.Error:
+                raise PackFormatError(
+                    f"{self.path} is an LMDB file but not an imgpack pack (sub-databases missing)"
+                ) from None
+            self.header = decode_header(txn.get(HEADER_KEY, db=self._dbs["header"]), str(self.path))
+        except BaseException:
+            env.close()
+            raise
+        self._env, self._txn = env, txn
+        self._count = self.header["count"]
+
+    def _drop_handles(self) -> None:
+        """Close inherited handles in a forked child (LMDB refuses a second open otherwise)."""
+        env, self._env, self._txn = self._env, None, None
+        if env is not None:
+            env.close()
+
+    def _reader(self) -> lmdb.Transaction:
+        if self._txn is None:
+            if getattr(self, "_closed", False):
+                raise ImgpackError(f"{self.path} was closed; open it again with imgpack.open()")
+            self._open()
+        return self._txn
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop_handles()
+
+    def __enter__(self) -> Pack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the path travels to spawned workers; each process opens its own handle lazily.
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = Path(state["path"])
+        self._env = self._txn = None
+        self._open()
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"<imgpack.Pack {self.path} records={self._count}>"
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count
+
+    def _index(self, i: Any) -> int:
+        i = operator.index(i)
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError(f"record {i} out of range for a pack of {self._count}")
+        return i
+
+    def __getitem__(self, i: Any) -> Record:
+        if isinstance(i, str):
+            return self.get(i)
+        if isinstance(i, slice):
+            return self.read_many(range(*i.indices(self._count)))
+        return self._record(self._reader(), self._index(i))
+
+    def _record(self, txn: lmdb.Transaction, index: int) -> Record:
+        raw = encode_index(index)
+        data = txn.get(raw, db=self._dbs["images"])
+        meta_raw = txn.get(raw, db=self._dbs["meta"])
+        if data is None or meta_raw is None:
+            raise PackCorruptError(f"{self.path}: record {index} is missing; the pack is damaged")
+        meta = decode_meta(meta_raw, f"record {index} of {self.path}")
+        return Record(index, meta["key"], data, meta)
+
+    def data(self, i: int) -> bytes:
+        """The original image bytes of record `i`, without decoding its metadata."""
+        data = self._reader().get(encode_index(self._index(i)), db=self._dbs["images"])
+        if data is None:
+            raise PackCorruptError(f"{self.path}: record {i} is missing; the pack is damaged")
+        return data
+
+    def meta(self, i: int) -> dict[str, Any]:
+        raw = self._reader().get(encode_index(self._index(i)), db=self._dbs["meta"])
+        if raw is None:
+            raise PackCorruptError(f"{self.path}: record {i} is missing; the pack is damaged")
+        return decode_meta(raw, f"record {i} of {self.path}")
+
+    def index_of(self, key: str) -> int:
+        """Index of the record stored under `key` or under an alias of it (deduplicated content)."""
+        txn = self._reader()
+        raw_key = key.encode("utf-8", "surrogateescape")
+        raw = txn.get(raw_key, db=self._dbs["keys"])
+        if raw is None:
+            canonical = txn.get(raw_key, db=self._dbs["aliases"])
+            raw = canonical and txn.get(canonical, db=self._dbs["keys"])
+        if raw is None:
+            raise KeyError(key)
+        return decode_index(raw)
+
+    def get(self, key: str) -> Record:
+        return self._record(self._reader(), self.index_of(key))
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        try:
+            self.index_of(key)
+        except KeyError:
+            return False
+        return True
+
+    def read_many(self, items: Iterable[int | str]) -> list[Record]:
+        """Read many records, by index or key, in one transaction and in the order asked."""
+        txn = self._reader()
+        indices = [self.index_of(x) if isinstance(x, str) else self._index(x) for x in items]
+        return [self._record(txn, i) for i in indices]
+
+    def __iter__(self) -> Iterator[Record]:
+        """All records in key order, walking both sub-databases with cursors."""
+        txn = self._reader()
+        images = txn.cursor(self._dbs["images"])
+        metas = txn.cursor(self._dbs["meta"])
+        for (raw_i, data), (raw_m, meta_raw) in zip(images, metas, strict=False):
+            if raw_i != raw_m:
+                raise PackCorruptError(f"{self.path}: images and metadata disagree; damaged pack")
+            index = decode_index(raw_i)
+            meta = decode_meta(meta_raw, f"record {index} of {self.path}")
+            yield Record(index, meta["key"], data, meta)
+
+    def keys(self) -> Iterator[str]:
+        """Record keys in index order (aliases not included)."""
+        for raw_key, _ in self._reader().cursor(self._dbs["keys"]):
+            yield raw_key.decode("utf-8")
+
+    def aliases(self) -> Iterator[tuple[str, str]]:
+        """(alias, key of the stored record) for content stored once under several keys."""
+        for raw_alias, raw_key in self._reader().cursor(self._dbs["aliases"]):
+            yield raw_alias.decode("utf-8"), raw_key.decode("utf-8")
+
+    def iter_meta(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(index, metadata) of every record, without touching image bytes."""
+        for raw, meta_raw in self._reader().cursor(self._dbs["meta"]):
+            index = decode_index(raw)
+            yield index, decode_meta(meta_raw, f"record {index} of {self.path}")
+
+    def metadata(self, columns: Sequence[str] | None = None, chunksize: int | None = None):
+        """The metadata catalog as a pandas DataFrame indexed by record, or an iterator of chunks."""
+        from imgpack.catalog import metadata_chunks, metadata_frame
+
+        if chunksize is None:
+            return metadata_frame(self.iter_meta(), columns)
+        return metadata_chunks(self.iter_meta(), columns, chunksize)
+
+
+def open_pack(path: str | os.PathLike) -> Pack:
+    """Open a pack read-only; raises PackFormatError/PackCorruptError with a clear message."""
+    return Pack(path)

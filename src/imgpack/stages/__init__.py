@@ -1,0 +1,1 @@
+"""The pipeline stages: ingest, pack, validate, summarize; each a plain function plus an entry point."""

@@ -1,0 +1,282 @@
+"""Stage ingest: find the images, join their labels, hash and probe them, write the manifest and report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import posixpath
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from functools import partial
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgpack.discover import Found, display_path, walk_sorted
+from imgpack.errors import PolicyError, name_offenders
+from imgpack.labels import read_label_rows
+from imgpack.manifest import dumps, write_manifest
+from imgpack.parallel import batched, ordered_batch_map
+from imgpack.params import IngestParams, load_params
+from imgpack.probe import ProbeFailure, digest, probe_image
+from imgpack.progress import progress
+from imgpack.stages.common import run_stage, write_json
+
+__all__ = ["ingest", "IngestReport"]
+
+@dataclass
+class IngestReport:
+    """Where every input went: discovered = packed + skipped, plus label rows with no image."""
+
+    discovered: int = 0
+    packed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    label_rows: int = 0
+    rows_without_image: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_groups: list[list[str]] = field(default_factory=list)
+
+    def skip(self, found: Found | str, kind: str, detail: str) -> None:
+        path = found.key if isinstance(found, Found) else found
+        self.skipped.append({"path": display_path(path), "reason": kind, "detail": detail})
+
+    def as_dict(self) -> dict[str, Any]:
+        by_reason: dict[str, int] = {}
+        for item in self.skipped:
+            by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+        return {
+            "discovered": self.discovered,
+            "packed": self.packed,
+            "skipped": len(self.skipped),
+            "skipped_by_reason": dict(sorted(by_reason.items())),
+            "label_rows": self.label_rows,
+            "label_rows_without_image": len(self.rows_without_image),
+            "duplicates": {
+                "groups": len(self.duplicate_groups),
+                "files": sum(len(g) for g in self.duplicate_groups),
+            },
+            "skipped_files": sorted(self.skipped, key=lambda item: item["path"]),
+            "label_rows_without_image_list": self.rows_without_image,
+            "duplicate_groups": self.duplicate_groups,
+        }
+
+
+def ingest(
+    folder: str | Path,
+    manifest_out: str | Path,
+    report_out: str | Path | None = None,
+    labels: str | Path | None = None,
+    params: IngestParams | None = None,
+) -> IngestReport:
+    """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names."""
+    params = params or IngestParams()
+    report = IngestReport()
+    refused: dict[str, list[str]] = {}
+
+    def account(found: Found | str, kind: str, detail: str) -> None:
+        report.skip(found, kind, detail)
+        if params.on_error[kind] == "fail":
+            refused.setdefault(kind, []).append(display_path(getattr(found, "key", found)))
+
+    with tempfile.TemporaryDirectory(prefix="imgpack-ingest-") as scratch:
+        db = sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
+        groups = _label_groups(db, labels, params, report) if labels else None
+        exclude = {str(labels)} if labels else set()
+        candidates = _labelled(walk_sorted(folder, exclude), groups, params, report, account)
+        staged = os.path.join(scratch, "rows.jsonl")
+        total_bytes = 0
+        with open(staged, "w", encoding="utf-8", newline="\n") as rows:
+            examined = ordered_batch_map(
+                partial(_examine_batch, params=params), progress(candidates, "ingest"), params.workers
+            )
+            for batch in batched(examined, 1024):
+                hashes = []
+                for (found, label, extra), outcome in batch:
+                    if isinstance(outcome, ProbeFailure):
+                        account(found, outcome.kind, outcome.detail)
+                        continue
+                    size, hash_hex, probe = outcome
+                    row = {
+                        "key": found.key,
+                        "size": size,
+                        "hash": hash_hex,
+                        "format": probe.format,
+                        "width": probe.width,
+                        "height": probe.height,
+                        "label": label,
+                        "extra": extra,
+                        "duplicate_of": None,
+                    }
+                    rows.write(dumps(row) + "\n")
+                    hashes.append((hash_hex, found.key, report.packed))
+                    report.packed += 1
+                    total_bytes += size
+                db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", hashes)
+        for row in report.rows_without_image:
+            if params.on_error["missing_image"] == "fail":
+                refused.setdefault("missing_image", []).append(row["path"])
+        if refused:
+            raise PolicyError(_refusal(refused))
+        db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
+        report.duplicate_groups, duplicate_of = _duplicates(db)
+        db.close()
+        header = {"hash_algorithm": params.hash, "count": report.packed, "total_bytes": total_bytes}
+        write_manifest(Path(manifest_out), header, _final_rows(staged, duplicate_of))
+    if report_out is not None:
+        write_json(Path(report_out), report.as_dict())
+    return report
+
+
+def _examine_batch(items: list, params: IngestParams) -> list:
+    return [_examine(found.path, params) for found, _, _ in items]
+
+
+def _examine(path: str, params: IngestParams):
+    """Read, probe and hash one file; returns (size, hash, probe) or the ProbeFailure."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return len(data), digest(data, params.hash), probe_image(data, params.max_pixels)
+    except ProbeFailure as failure:
+        return failure
+    except OSError as exc:
+        return ProbeFailure("corrupt", f"unreadable ({exc.strerror})")
+
+
+def _label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
+    """Load the table into SQLite (bounded memory) and return its rows grouped by path, in key order."""
+    db.execute("CREATE TABLE labels (path TEXT, label TEXT, extra TEXT, row INTEGER)")
+    rows = read_label_rows(table, params.path_column, params.label_column, params.chunksize)
+    while True:
+        chunk = [(p, lab, dumps(extra), n) for p, lab, extra, n in _take(rows, params.chunksize)]
+        if not chunk:
+            break
+        db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", chunk)
+        report.label_rows += len(chunk)
+    db.execute("CREATE INDEX labels_path ON labels (path, row)")
+    return _group_cursor(db)
+
+
+def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
+    cursor = db.cursor()
+    cursor.execute(
+        "SELECT g.path, g.labels, l.extra, g.first FROM "
+        "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
+        " FROM labels GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
+        "ORDER BY g.path"
+    )
+    for path, labels_json, extra_json, first in cursor:
+        yield path, sorted(json.loads(labels_json)), json.loads(extra_json), first
+
+
+def _take(rows: Iterator, n: int) -> list:
+    out = []
+    for row in rows:
+        out.append(row)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _labelled(found_files, groups, params: IngestParams, report: IngestReport, account):
+    """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine."""
+    pending = next(groups, None) if groups is not None else None
+    for found in found_files:
+        report.discovered += 1
+        match = None
+        if groups is not None:
+            while pending is not None and pending[0] < found.key:
+                _row_without_image(pending, report)
+                pending = next(groups, None)
+            if pending is not None and pending[0] == found.key:
+                match, pending = pending, next(groups, None)
+        if found.problem:
+            account(found, found.problem, found.detail)
+            continue
+        if posixpath.splitext(found.key)[1].lower() not in params.extensions:
+            account(found, "not_image", "extension not in ingest.extensions")
+            continue
+        if groups is None:
+            parent = posixpath.dirname(found.key)
+            if not parent:
+                account(found, "unlabeled", "no parent folder to take a label from")
+                continue
+            yield found, posixpath.basename(parent), {}
+        elif match is None:
+            account(found, "unlabeled", "no row in the labels table")
+        elif len(match[1]) > 1:
+            account(found, "conflicting_labels", f"label rows disagree: {', '.join(match[1])}")
+        elif not match[1][0]:
+            account(found, "unlabeled", f"empty label in row {match[3]}")
+        else:
+            yield found, match[1][0], match[2]
+    if groups is not None:
+        while pending is not None:
+            _row_without_image(pending, report)
+            pending = next(groups, None)
+
+
+def _row_without_image(group, report: IngestReport) -> None:
+    report.rows_without_image.append(
+        {"path": group[0], "reason": "missing_image", "detail": f"label row {group[3]} has no image"}
+    )
+
+
+def _duplicates(db: sqlite3.Connection) -> tuple[list[list[str]], dict[int, str]]:
+    """Groups of keys with identical bytes, and for each later key the ordinal -> first key."""
+    cursor = db.execute(
+        "SELECT h.hash, h.key, h.ordinal FROM hashes AS h JOIN "
+        "(SELECT hash FROM hashes GROUP BY hash HAVING COUNT(*) > 1) AS d ON d.hash = h.hash "
+        "ORDER BY h.hash, h.key"
+    )
+    groups: dict[str, list[str]] = {}
+    duplicate_of: dict[int, str] = {}
+    for hash_hex, key, ordinal in cursor:
+        group = groups.setdefault(hash_hex, [])
+        if group:
+            duplicate_of[ordinal] = group[0]
+        group.append(key)
+    return sorted(groups.values()), duplicate_of
+
+
+def _final_rows(staged: str, duplicate_of: dict[int, str]) -> Iterator[dict[str, Any] | str]:
+    """Staged rows with duplicate_of filled in; untouched rows pass through as text."""
+    with open(staged, encoding="utf-8") as rows:
+        for ordinal, line in enumerate(rows):
+            if ordinal in duplicate_of:
+                row = json.loads(line)
+                row["duplicate_of"] = duplicate_of[ordinal]
+                yield row
+            else:
+                yield line
+
+
+def _refusal(refused: dict[str, list[str]]) -> str:
+    parts = [f"{kind} {name_offenders(paths)}" for kind, paths in sorted(refused.items())]
+    return (
+        "ingest refused the inputs (policy 'fail'): "
+        + "; ".join(parts)
+        + ". Fix them, or set ingest.on_error.<kind> to 'skip' in params.yaml"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.ingest", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
+    parser.add_argument("--report", default="reports/ingest.json")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        params = load_params(args.params, "ingest")
+        ingest(params.folder, args.manifest, args.report, params.labels or None, params)
+
+    return run_stage(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Stage pack: original image bytes and msgpack metadata, in key order, into one new LMDB file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+from collections.abc import Callable
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from imgpack import __version__
+from imgpack.errors import InputError
+from imgpack.format.codec import FORMAT_NAME, FORMAT_VERSION
+from imgpack.manifest import dumps, file_digest, read_manifest
+from imgpack.parallel import ordered_batch_map
+from imgpack.params import PackParams, load_params
+from imgpack.probe import digest
+from imgpack.progress import progress
+from imgpack.splits import assign_split
+from imgpack.stages.common import run_stage
+from imgpack.writer import PackWriter, estimate_map_size
+
+__all__ = ["pack"]
+
+def pack(
+    manifest: str | Path,
+    folder: str | Path,
+    out: str | Path,
+    params: PackParams | None = None,
+    before_publish: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
+    """Write the pack for `manifest` (images read from `folder`) to `out`; returns its header.
+
+    `before_publish(tmp)` may check the finished file and raise to keep it from being published.
+    """
+    params = params or PackParams()
+    header, rows = read_manifest(Path(manifest))
+    folder = Path(folder)
+    algorithm = header["hash_algorithm"]
+    map_size = params.initial_map_size_mb << 20 or estimate_map_size(
+        header["total_bytes"], header["count"]
+    )
+    classes: set[str] = set()
+    total_bytes = 0
+    read = partial(_read_batch, folder=str(folder), algorithm=algorithm)
+    with PackWriter(Path(out), map_size, params.batch_mb << 20) as writer:
+        loaded = ordered_batch_map(read, progress(rows, "pack", header["count"]), params.workers)
+        for row, (data, hash_hex) in loaded:
+            if data is None or len(data) != row["size"] or hash_hex != row["hash"]:
+                raise InputError(
+                    f"{folder / row['key']} changed since ingest (size or {algorithm} differs); "
+                    "rerun the ingest stage"
+                )
+            if params.duplicates == "dedupe" and row["duplicate_of"]:
+                writer.add_alias(row["key"], row["duplicate_of"])
+                continue
+            classes.add(row["label"])
+            total_bytes += len(data)
+            writer.add(row["key"], data, _meta(row, params))
+        pack_header = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "count": writer.count,
+            "aliases": writer.aliases,
+            "hash_algorithm": algorithm,
+            "imgpack_version": __version__,
+            "params_digest": hashlib.sha256(dumps(dataclasses.asdict(params)).encode()).hexdigest(),
+            "manifest_digest": file_digest(Path(manifest)),
+            "total_bytes": total_bytes,
+            "classes": sorted(classes),
+        }
+        writer.publish(pack_header, before_publish)
+    return pack_header
+
+
+def _meta(row: dict[str, Any], params: PackParams) -> dict[str, Any]:
+    return {
+        "key": row["key"],
+        "label": row["label"],
+        "hash": row["hash"],
+        "size": row["size"],
+        "format": row["format"],
+        "width": row["width"],
+        "height": row["height"],
+        "split": assign_split(row["key"], params.split_seed, params.splits),
+        "extra": row["extra"],
+    }
+
+
+def _read_batch(rows: list[dict], folder: str, algorithm: str) -> list[tuple[bytes | None, str]]:
+    out = []
+    for row in rows:
+        try:
+            with open(os.path.join(folder, row["key"]), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            out.append((None, ""))
+            continue
+        out.append((data, digest(data, algorithm)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.pack", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
+    parser.add_argument("--out", default="data/packed/images.lmdb")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        folder = load_params(args.params, "ingest").folder
+        pack(args.manifest, folder, args.out, load_params(args.params, "pack"))
+
+    return run_stage(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

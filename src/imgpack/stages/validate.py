@@ -1,0 +1,106 @@
+"""Stage validate: check the pack read-only against the manifest, record by record."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import ValidationError, name_offenders
+from imgpack.manifest import read_manifest
+from imgpack.params import ValidateParams, load_params
+from imgpack.probe import digest
+from imgpack.progress import progress
+from imgpack.reader import Pack
+from imgpack.stages.common import run_stage, write_json
+
+__all__ = ["validate"]
+
+_KINDS = ("missing", "extra", "hash_mismatch", "label_mismatch", "meta_mismatch")
+
+
+def validate(
+    pack_path: str | Path,
+    manifest: str | Path,
+    report_out: str | Path | None = None,
+    params: ValidateParams | None = None,
+) -> dict[str, Any]:
+    """Compare counts, keys, recomputed hashes and labels; raise ValidationError on any mismatch."""
+    params = params or ValidateParams()
+    header, rows = read_manifest(Path(manifest))
+    problems: dict[str, list[str]] = {kind: [] for kind in _KINDS}
+    checked = 0
+    with Pack(pack_path) as pack:
+        algorithm = pack.header["hash_algorithm"]
+        if algorithm != header["hash_algorithm"]:
+            raise ValidationError(
+                f"{pack_path} uses {algorithm} but the manifest {header['hash_algorithm']}; rebuild"
+            )
+        aliases = dict(pack.aliases())
+        records = iter(pack)
+        record = next(records, None)
+        for row in progress(rows, "validate", header["count"]):
+            key = row["key"]
+            while record is not None and record.key < key:
+                problems["extra"].append(record.key)
+                record = next(records, None)
+            if record is not None and record.key == key:
+                stored, record = record, next(records, None)
+            elif key in aliases:
+                stored = pack.get(aliases.pop(key))
+            else:
+                problems["missing"].append(key)
+                continue
+            checked += 1
+            if digest(stored.data, algorithm) != row["hash"]:
+                problems["hash_mismatch"].append(key)
+            if stored.meta["label"] != row["label"]:
+                problems["label_mismatch"].append(key)
+            if stored.key == key and _meta_differs(stored.meta, row):
+                problems["meta_mismatch"].append(key)
+        while record is not None:
+            problems["extra"].append(record.key)
+            record = next(records, None)
+        problems["extra"].extend(sorted(aliases))
+        count_ok = len(pack) + pack.header["aliases"] == header["count"]
+    report = {
+        "ok": count_ok and not any(problems.values()),
+        "manifest_records": header["count"],
+        "pack_records": len(pack),
+        "pack_aliases": pack.header["aliases"],
+        "checked": checked,
+        **{kind: len(keys) for kind, keys in problems.items()},
+        "offenders": {k: v[: params.max_listed] for k, v in problems.items() if v},
+    }
+    if report_out is not None:
+        write_json(Path(report_out), report)
+    if not report["ok"]:
+        found = [f"{kind} {name_offenders(keys, params.max_listed)}" for kind, keys in problems.items() if keys]
+        if not count_ok:
+            found.insert(0, f"count: pack has {len(pack)} + {pack.header['aliases']} aliases, manifest {header['count']}")
+        raise ValidationError(
+            f"{pack_path} does not match {manifest}: " + "; ".join(found)
+            + ". Rebuild the pack (dvc repro -f pack) or fetch it again (dvc pull)"
+        )
+    return report
+
+
+def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
+    fields = ("hash", "size", "format", "width", "height", "extra")
+    return any(meta[f] != row[f] for f in fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.validate", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--pack", default="data/packed/images.lmdb")
+    parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
+    parser.add_argument("--report", default="reports/validation.json")
+    args = parser.parse_args(argv)
+    return run_stage(
+        lambda: validate(args.pack, args.manifest, args.report, load_params(args.params, "validate"))
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
