@@ -58,13 +58,56 @@ def check_pack_file(path: Path) -> int:
     return size
 
 
-# Packs open in this process: a forked child drops the inherited handles and reopens on first use.
+# One environment per file per process (LMDB refuses a second open of the same file), shared by
+# every Pack on it; a forked child closes the inherited ones and reopens on first use.
+_ENVS: dict[str, list] = {}  # real path -> [environment, number of packs using it]
 _LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
+
+
+def _acquire_env(path: Path) -> lmdb.Environment:
+    entry = _ENVS.get(str(path))
+    if entry is not None:
+        entry[1] += 1
+        return entry[0]
+    size = check_pack_file(path)
+    try:
+        env = lmdb.open(
+            str(path),
+            subdir=False,
+            readonly=True,
+            lock=False,  # no reader slots and no lock file: nothing is ever written near the pack
+            max_dbs=len(SUBDBS),
+            readahead=False,
+        )
+    except lmdb.Error as exc:
+        raise PackFormatError(f"{path} is not a readable LMDB file ({exc})") from None
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if needed > size:
+        env.close()
+        raise PackCorruptError(
+            f"{path} is {size} bytes but its database needs {needed}: the pack is truncated; "
+            "fetch it again (dvc pull / dvc checkout) or rebuild it"
+        )
+    _ENVS[str(path)] = [env, 1]
+    return env
+
+
+def _release_env(path: Path) -> None:
+    entry = _ENVS.get(str(path))
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _ENVS[str(path)]
+            entry[0].close()
 
 
 def _after_fork_in_child() -> None:
     for pack in list(_LIVE):
-        pack._drop_handles()
+        pack._txn = None
+        pack._env = None
+    for env, _ in _ENVS.values():
+        env.close()
+    _ENVS.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -78,62 +121,48 @@ class Pack(Sequence):
         self.path = Path(path).resolve()
         self._env: lmdb.Environment | None = None
         self._txn: lmdb.Transaction | None = None
+        self._closed = False
         self._open()
         _LIVE.add(self)
 
     # -- opening, closing, fork and pickle --------------------------------------------------------
     def _open(self) -> None:
-        size = check_pack_file(self.path)
+        env = _acquire_env(self.path)
         try:
-            env = lmdb.open(
-                str(self.path),
-                subdir=False,
-                readonly=True,
-                lock=False,  # no reader slots, no lock file: never writes next to a DVC output
-                max_dbs=len(SUBDBS),
-                readahead=False,
-            )
-        except lmdb.Error as exc:
-            raise PackFormatError(f"{self.path} is not a readable LMDB file ({exc})") from None
-        try:
-            needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-            if needed > size:
-                raise PackCorruptError(
-                    f"{self.path} is {size} bytes but its database needs {needed}: the pack is "
-                    "truncated; fetch it again (dvc pull / dvc checkout) or rebuild it"
-                )
             txn = env.begin(buffers=False)
             try:
-                self._dbs = {
-                    n.decode(): env.open_db(n, txn=txn, create=False) for n in SUBDBS
-                }
+                dbs = {n.decode(): env.open_db(n, txn=txn, create=False) for n in SUBDBS}
             except lmdb.Error:
                 raise PackFormatError(
                     f"{self.path} is an LMDB file but not an imgpack pack (sub-databases missing)"
                 ) from None
-            self.header = decode_header(txn.get(HEADER_KEY, db=self._dbs["header"]), str(self.path))
+            header = decode_header(txn.get(HEADER_KEY, db=dbs["header"]), str(self.path))
         except BaseException:
-            env.close()
+            _release_env(self.path)
             raise
-        self._env, self._txn = env, txn
-        self._count = self.header["count"]
-
-    def _drop_handles(self) -> None:
-        """Close inherited handles in a forked child (LMDB refuses a second open otherwise)."""
-        env, self._env, self._txn = self._env, None, None
-        if env is not None:
-            env.close()
+        self._env, self._txn, self._dbs, self.header = env, txn, dbs, header
+        self._count = header["count"]
 
     def _reader(self) -> lmdb.Transaction:
         if self._txn is None:
-            if getattr(self, "_closed", False):
+            if self._closed:
                 raise ImgpackError(f"{self.path} was closed; open it again with imgpack.open()")
             self._open()
         return self._txn
 
     def close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+            _release_env(self.path)
+        self._env = None
         self._closed = True
-        self._drop_handles()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> Pack:
         return self
@@ -148,13 +177,13 @@ class Pack(Sequence):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = Path(state["path"])
         self._env = self._txn = None
+        self._closed = False
         self._open()
         _LIVE.add(self)
 
     def __repr__(self) -> str:
-        return f"<imgpack.Pack {self.path} records={self._count}>"
+        return f"<imgpack.Pack {self.path} records={len(self)}>"
 
-    # -- lookups -----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self._count
 

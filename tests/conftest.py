@@ -1,0 +1,119 @@
+"""Shared fixtures: file trees in one call, real sample images, real packs, real DVC projects."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imgpack.build import build
+from imgpack.sample import make as make_sample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png_bytes(width: int = 8, height: int = 6, shade: int = 0) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height), shade).save(out, "PNG")
+    return out.getvalue()
+
+
+def jpeg_bytes(width: int = 8, height: int = 6, shade: int = 0) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (shade, 0, 0)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def write_tree(root: Path, files: dict[str, bytes | str]) -> Path:
+    """Create every file of `files` ({relative path: content}) under root; returns root."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return lambda files, name="raw": write_tree(tmp_path / name, files)
+
+
+@pytest.fixture
+def digits_tree(tmp_path) -> Path:
+    """An ImageFolder-layout tree: 3 labels x 4 distinct PNGs, plus a JPEG."""
+    files = {f"{label}/{n}.png": png_bytes(6 + n, 5, shade=label * 40 + n) for label in range(3) for n in range(4)}
+    files["2/extra.jpg"] = jpeg_bytes(9, 7, shade=200)
+    return write_tree(tmp_path / "digits", files)
+
+
+@pytest.fixture(scope="session")
+def sample_raw(tmp_path_factory) -> Path:
+    """The committed sample generator's output: PNG+JPEG shapes and labels.csv with a bbox column."""
+    out = tmp_path_factory.mktemp("sample")
+    make_sample(out, per_shape=12, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_pack(sample_raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("packs") / "sample.lmdb"
+    build(sample_raw / "images", out, labels=sample_raw / "labels.csv")
+    return out
+
+
+def source_files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+# -- real dvc and git in a temporary repository ------------------------------------------------------
+def tool_env() -> dict[str, str]:
+    """PATH with this interpreter's bin first, so stage commands run the `python` under test."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
+        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid",
+        DVC_NO_ANALYTICS="1", CI="true",
+    )
+    return env
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run(["git", *args], cwd)
+
+
+@pytest.fixture
+def dvc_project(tmp_path) -> Path:
+    """This repository's pipeline (dvc.yaml, params.yaml, src/) over a small sample, in a fresh git+dvc repo."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "src" / "imgpack", project / "src" / "imgpack",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    make_sample(project / "data" / "raw", per_shape=8, seed=2)
+    git("init", "-q", cwd=project)
+    dvc("init", "-q", cwd=project)
+    dvc("config", "core.analytics", "false", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "init", cwd=project)
+    return project

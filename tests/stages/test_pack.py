@@ -1,0 +1,81 @@
+"""Pack stores original bytes and metadata in key order, deterministically, and publishes atomically."""
+
+import hashlib
+import os
+
+import pytest
+
+import imgpack
+from imgpack.errors import InputError
+from imgpack.params import PackParams
+from imgpack.stages.ingest import ingest
+from imgpack.stages.pack import pack
+from tests.conftest import png_bytes, source_files, write_tree
+
+
+def ingest_and_pack(raw, tmp_path, params=None, name="p.lmdb"):
+    manifest = tmp_path / f"{name}.jsonl"
+    ingest(raw, manifest)
+    header = pack(manifest, raw, tmp_path / name, params)
+    return tmp_path / name, header
+
+
+def test_pack_stores_every_original_byte_and_its_metadata(digits_tree, tmp_path):
+    out, header = ingest_and_pack(digits_tree, tmp_path)
+    with imgpack.open(out) as p:
+        assert {r.key: r.data for r in p} == source_files(digits_tree)
+        record = p.get("2/extra.jpg")
+        assert record.meta["hash"] == hashlib.sha256(record.data).hexdigest()
+        assert (record.label, record.meta["format"]) == ("2", "JPEG")
+        assert record.meta["split"] in {"train", "val", "test"}
+    assert header["count"] == 13 and header["classes"] == ["0", "1", "2"]
+    assert os.listdir(tmp_path).count("p.lmdb") == 1 and not any(n.endswith("-lock") for n in os.listdir(tmp_path))
+
+
+def test_pack_is_byte_identical_whatever_the_listing_order(tmp_path):
+    files = {f"{d}/{n:02d}.png": png_bytes(5, 5, shade=d * 30 + n) for d in range(4) for n in range(25)}
+    forward = write_tree(tmp_path / "forward", files)
+    backward = write_tree(tmp_path / "backward", dict(reversed(list(files.items()))))
+    a, _ = ingest_and_pack(forward, tmp_path, name="a.lmdb")
+    b, _ = ingest_and_pack(backward, tmp_path, name="b.lmdb")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_pack_param_change_changes_the_header_digest(digits_tree, tmp_path):
+    _, one = ingest_and_pack(digits_tree, tmp_path, PackParams(split_seed=1), "a.lmdb")
+    _, two = ingest_and_pack(digits_tree, tmp_path, PackParams(split_seed=2), "b.lmdb")
+    assert one["params_digest"] != two["params_digest"]
+    assert one["manifest_digest"] == two["manifest_digest"]
+
+
+def test_dedupe_stores_identical_bytes_once_and_resolves_the_alias(tmp_path):
+    raw = write_tree(tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)})
+    out, header = ingest_and_pack(raw, tmp_path, PackParams(duplicates="dedupe"))
+    with imgpack.open(out) as p:
+        assert (len(p), header["aliases"]) == (1, 1)
+        assert p.get("1/b.png").data == (raw / "1/b.png").read_bytes()
+        assert dict(p.aliases()) == {"1/b.png": "0/a.png"}
+
+
+def test_keep_stores_both_copies_of_identical_bytes(tmp_path):
+    raw = write_tree(tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)})
+    out, header = ingest_and_pack(raw, tmp_path)
+    assert header["count"] == 2 and header["aliases"] == 0
+
+
+def test_a_file_changed_after_ingest_stops_pack_and_keeps_the_old_pack(digits_tree, tmp_path):
+    out, _ = ingest_and_pack(digits_tree, tmp_path)
+    before = out.read_bytes()
+    (digits_tree / "0/1.png").write_bytes(png_bytes(30, 30))
+    with pytest.raises(InputError, match="changed since ingest"):
+        pack(tmp_path / "p.lmdb.jsonl", digits_tree, out)
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["digits", "p.lmdb", "p.lmdb.jsonl"]
+
+
+def test_splits_follow_the_fractions(tmp_path):
+    files = {f"x/{n:03d}.png": png_bytes(4, 4, shade=n) for n in range(200)}
+    out, _ = ingest_and_pack(write_tree(tmp_path / "raw", files), tmp_path)
+    with imgpack.open(out) as p:
+        counts = p.metadata(columns=["split"])["split"].value_counts()
+    assert 130 <= counts["train"] <= 190 and counts["val"] > 5 and counts["test"] > 5

@@ -1,0 +1,129 @@
+"""The reader: lookups, batch reads, iteration, metadata, read-only opening, fork and truncation safety."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+import imgpack
+from tests.conftest import source_files
+
+
+def test_every_record_equals_its_source_file(sample_pack, sample_raw):
+    sources = source_files(sample_raw / "images")
+    with imgpack.open(sample_pack) as pack:
+        assert len(pack) == len(sources)
+        assert {r.key: r.data for r in pack} == sources
+        for i in range(len(pack)):
+            record = pack[i]
+            assert record.index == i and record.data == sources[record.key]
+
+
+def test_records_are_in_key_order_and_found_by_key_and_negative_index(sample_pack):
+    with imgpack.open(sample_pack) as pack:
+        keys = list(pack.keys())
+        assert keys == sorted(keys)
+        assert pack[keys[5]].index == 5 == pack.get(keys[5]).index
+        assert pack[-1].key == keys[-1]
+        assert keys[3] in pack and "nope.png" not in pack
+        with pytest.raises(KeyError):
+            pack.get("nope.png")
+        with pytest.raises(IndexError):
+            pack[len(pack)]
+
+
+def test_batch_read_returns_records_in_the_order_asked(sample_pack):
+    with imgpack.open(sample_pack) as pack:
+        keys = list(pack.keys())
+        records = pack.read_many([7, keys[2], 0, 7])
+        assert [r.key for r in records] == [keys[7], keys[2], keys[0], keys[7]]
+        assert [r.key for r in pack[2:5]] == keys[2:5]
+
+
+def test_metadata_catalog_has_labels_and_extra_columns_without_reading_images(sample_pack):
+    with imgpack.open(sample_pack) as pack:
+        frame = pack.metadata()
+        assert len(frame) == len(pack)
+        assert {"key", "label", "split", "width", "height", "format", "size", "hash", "bbox"} <= set(frame.columns)
+        assert frame.loc[4, "key"] == pack[4].key
+        assert frame.loc[4, "bbox"] == pack[4].meta["extra"]["bbox"]
+        only = pack.metadata(columns=["label", "width"])
+        assert list(only.columns) == ["label", "width"]
+
+
+def test_metadata_chunks_concatenate_to_the_whole_catalog(sample_pack):
+    with imgpack.open(sample_pack) as pack:
+        chunks = list(pack.metadata(chunksize=7))
+        assert all(len(c) <= 7 for c in chunks) and len(chunks) > 1
+        pd.testing.assert_frame_equal(pd.concat(chunks), pack.metadata())
+
+
+def test_opening_and_reading_never_changes_the_file(sample_pack):
+    before = (sample_pack.read_bytes(), os.stat(sample_pack).st_mtime_ns)
+    with imgpack.open(sample_pack) as pack:
+        list(pack)
+        pack.metadata()
+    assert (sample_pack.read_bytes(), os.stat(sample_pack).st_mtime_ns) == before
+    assert not os.path.exists(str(sample_pack) + "-lock")
+
+
+def test_a_pack_opened_in_the_parent_works_in_a_forked_child(sample_pack):
+    pack = imgpack.open(sample_pack)
+    expected = pack[3].data
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not raise "environment already open"
+        try:
+            os.write(write, pack[3].data)
+        finally:
+            os._exit(0)
+    os.close(write)
+    got = os.read(read, 1 << 20)
+    os.waitpid(pid, 0)
+    assert got == expected
+    assert pack[3].data == expected  # the parent's handle is untouched
+
+
+def test_a_pack_survives_a_pickle_round_trip_by_reopening_the_path(sample_pack):
+    with imgpack.open(sample_pack) as pack:
+        clone = pickle.loads(pickle.dumps(pack))
+        assert clone.path == pack.path and clone[0].data == pack[0].data
+
+
+def _open_in_subprocess(path):
+    code = textwrap.dedent(
+        f"""
+        import sys, imgpack
+        try:
+            pack = imgpack.open({str(path)!r})
+            for record in pack:
+                pass
+        except imgpack.ImgpackError as exc:
+            print(type(exc).__name__, exc)
+            sys.exit(3)
+        print("read fine")
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
+def test_a_truncated_pack_fails_on_open_with_a_clear_error_not_a_signal(sample_pack, tmp_path, keep):
+    data = sample_pack.read_bytes()
+    size = {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]
+    bad = tmp_path / "bad.lmdb"
+    bad.write_bytes(data[:size])
+    result = _open_in_subprocess(bad)
+    assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout.startswith("PackCorruptError") and "truncated" in result.stdout
+
+
+def test_a_file_of_garbage_is_not_a_pack(tmp_path):
+    bad = tmp_path / "garbage.lmdb"
+    bad.write_bytes(os.urandom(64 << 10))
+    result = _open_in_subprocess(bad)
+    assert result.returncode == 3 and result.stdout.startswith("PackFormatError")
