@@ -47,7 +47,11 @@ def tree(tmp_path):
 @pytest.fixture
 def digits_tree(tmp_path) -> Path:
     """An ImageFolder-layout tree: 3 labels x 4 distinct PNGs, plus a JPEG."""
-    files = {f"{label}/{n}.png": png_bytes(6 + n, 5, shade=label * 40 + n) for label in range(3) for n in range(4)}
+    files = {
+        f"{label}/{n}.png": png_bytes(6 + n, 5, shade=label * 40 + n)
+        for label in range(3)
+        for n in range(4)
+    }
     files["2/extra.jpg"] = jpeg_bytes(9, 7, shade=200)
     return write_tree(tmp_path / "digits", files)
 
@@ -69,7 +73,9 @@ def sample_pack(sample_raw, tmp_path_factory) -> Path:
 
 def source_files(folder: Path) -> dict[str, bytes]:
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -79,9 +85,12 @@ def tool_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
-        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid",
-        DVC_NO_ANALYTICS="1", CI="true",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t.invalid",
+        DVC_NO_ANALYTICS="1",
+        CI="true",
     )
     return env
 
@@ -89,7 +98,9 @@ def tool_env() -> dict[str, str]:
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -108,8 +119,11 @@ def dvc_project(tmp_path) -> Path:
     project.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, project / name)
-    shutil.copytree(REPO / "src" / "imgpack", project / "src" / "imgpack",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "src" / "imgpack",
+        project / "src" / "imgpack",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     make_sample(project / "data" / "raw", per_shape=8, seed=2)
     git("init", "-q", cwd=project)
     dvc("init", "-q", cwd=project)

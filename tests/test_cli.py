@@ -15,7 +15,9 @@ IMGPACK = [sys.executable, "-m", "imgpack.cli"]
 
 
 def imgpack(*args, cwd=None):
-    return subprocess.run([*IMGPACK, *map(str, args)], capture_output=True, text=True, env=tool_env(), cwd=cwd)
+    return subprocess.run(
+        [*IMGPACK, *map(str, args)], capture_output=True, text=True, env=tool_env(), cwd=cwd
+    )
 
 
 def assert_one_line_error(result, *words):
@@ -29,7 +31,9 @@ def assert_one_line_error(result, *words):
 
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("imgpack")
-    assert subprocess.run([script, "--version"], capture_output=True, text=True).stdout.startswith("imgpack ")
+    assert subprocess.run([script, "--version"], capture_output=True, text=True).stdout.startswith(
+        "imgpack "
+    )
 
 
 def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path):
@@ -38,7 +42,9 @@ def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path)
     assert built.returncode == 0, built.stderr
     assert "packed 13 of 13 files" in built.stdout
     info = json.loads(imgpack("info", out, "--json").stdout)
-    assert info["count"] == 13 and info["format_version"] == 1 and info["classes"] == ["0", "1", "2"]
+    assert (
+        info["count"] == 13 and info["format_version"] == 1 and info["classes"] == ["0", "1", "2"]
+    )
     assert "count: 13" in imgpack("info", out).stdout
     exported = imgpack("export", out, tmp_path / "exp")
     assert exported.returncode == 0
@@ -49,15 +55,24 @@ def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path)
 
 def test_build_with_a_labels_table_and_dedupe(sample_raw, tmp_path):
     out = tmp_path / "s.lmdb"
-    result = imgpack("build", sample_raw / "images", out, "--labels", sample_raw / "labels.csv",
-                     "--duplicates", "dedupe")
+    result = imgpack(
+        "build",
+        sample_raw / "images",
+        out,
+        "--labels",
+        sample_raw / "labels.csv",
+        "--duplicates",
+        "dedupe",
+    )
     assert result.returncode == 0, result.stderr
     exported = imgpack("export", out, tmp_path / "exp")
     assert exported.returncode == 0
     assert source_files(tmp_path / "exp") == source_files(sample_raw / "images")
 
 
-def test_export_of_the_sample_pack_equals_the_source_folder_byte_for_byte(sample_pack, sample_raw, tmp_path):
+def test_export_of_the_sample_pack_equals_the_source_folder_byte_for_byte(
+    sample_pack, sample_raw, tmp_path
+):
     assert imgpack("export", sample_pack, tmp_path / "exp").returncode == 0
     assert source_files(tmp_path / "exp") == source_files(sample_raw / "images")
 
@@ -87,7 +102,13 @@ def test_build_refusal_names_offenders_and_publishes_nothing(tmp_path):
 
 
 def test_build_reports_skipped_files(tmp_path):
-    raw = write_tree(tmp_path / "raw", {"x/a.png": png_bytes(), "x/.DS_Store": b"junk", "x/e.png": b""})
+    raw = write_tree(
+        tmp_path / "raw", {"x/a.png": png_bytes(), "x/.DS_Store": b"junk", "x/e.png": b""}
+    )
     result = imgpack("build", raw, tmp_path / "p.lmdb")
     assert result.returncode == 0
-    assert "packed 1 of 3 files" in result.stdout and "not_image 1" in result.stdout and "empty 1" in result.stdout
+    assert (
+        "packed 1 of 3 files" in result.stdout
+        and "not_image 1" in result.stdout
+        and "empty 1" in result.stdout
+    )

@@ -36,7 +36,10 @@ def test_repro_builds_then_reruns_only_what_changed_and_reproduces_the_same_byte
     assert json.loads((dvc_project / "reports/validation.json").read_text())["ok"] is True
     assert json.loads((dvc_project / "reports/summary.json").read_text())["images"] == 24
     # one data file: no -lock file and no temporary beside the DVC output
-    assert sorted(p.name for p in (dvc_project / "data/packed").iterdir()) == [".gitignore", "images.lmdb"]
+    assert sorted(p.name for p in (dvc_project / "data/packed").iterdir()) == [
+        ".gitignore",
+        "images.lmdb",
+    ]
 
     assert stages_run(dvc("repro", cwd=dvc_project).stdout) == []
 

@@ -48,7 +48,17 @@ def test_metadata_catalog_has_labels_and_extra_columns_without_reading_images(sa
     with imgpack.open(sample_pack) as pack:
         frame = pack.metadata()
         assert len(frame) == len(pack)
-        assert {"key", "label", "split", "width", "height", "format", "size", "hash", "bbox"} <= set(frame.columns)
+        assert {
+            "key",
+            "label",
+            "split",
+            "width",
+            "height",
+            "format",
+            "size",
+            "hash",
+            "bbox",
+        } <= set(frame.columns)
         assert frame.loc[4, "key"] == pack[4].key
         assert frame.loc[4, "bbox"] == pack[4].meta["extra"]["bbox"]
         only = pack.metadata(columns=["label", "width"])
@@ -112,7 +122,9 @@ def _open_in_subprocess(path):
 
 
 @pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
-def test_a_truncated_pack_fails_on_open_with_a_clear_error_not_a_signal(sample_pack, tmp_path, keep):
+def test_a_truncated_pack_fails_on_open_with_a_clear_error_not_a_signal(
+    sample_pack, tmp_path, keep
+):
     data = sample_pack.read_bytes()
     size = {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]
     bad = tmp_path / "bad.lmdb"

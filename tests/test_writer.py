@@ -13,15 +13,31 @@ from imgpack.writer import PackWriter, remove_stale_temporaries, temporary_path
 
 def header(count):
     return {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "count": count, "aliases": 0,
-        "hash_algorithm": "sha256", "imgpack_version": "t", "params_digest": "", "manifest_digest": "",
-        "total_bytes": 0, "classes": ["x"],
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "count": count,
+        "aliases": 0,
+        "hash_algorithm": "sha256",
+        "imgpack_version": "t",
+        "params_digest": "",
+        "manifest_digest": "",
+        "total_bytes": 0,
+        "classes": ["x"],
     }
 
 
 def meta(key):
-    return {"key": key, "label": "x", "hash": "", "size": 0, "format": "PNG", "width": 1,
-            "height": 1, "split": "train", "extra": {}}
+    return {
+        "key": key,
+        "label": "x",
+        "hash": "",
+        "size": 0,
+        "format": "PNG",
+        "width": 1,
+        "height": 1,
+        "split": "train",
+        "extra": {},
+    }
 
 
 def write(out, n, map_size, value=b"v" * 5000, batch_bytes=1 << 20):
@@ -58,13 +74,18 @@ def test_an_error_while_writing_publishes_nothing_and_keeps_the_old_pack(tmp_pat
 
 
 def test_keys_out_of_lmdb_limits_are_refused(tmp_path):
-    with PackWriter(tmp_path / "p.lmdb", 1 << 20) as writer, pytest.raises(imgpack.InputError, match="511"):
+    with (
+        PackWriter(tmp_path / "p.lmdb", 1 << 20) as writer,
+        pytest.raises(imgpack.InputError, match="511"),
+    ):
         writer.add("k" * 600, b"x", meta("k"))
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_but_live_ones_kept(tmp_path):
     out = tmp_path / "p.lmdb"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = out.with_name(f".p.lmdb.tmp-{int(dead.stdout)}")
     stale.write_bytes(b"half a pack")
     live = out.with_name(f".p.lmdb.tmp-{os.getppid()}")

@@ -25,7 +25,9 @@ def _frame(index: list[int], rows: list[dict[str, Any]], columns) -> pd.DataFram
     return frame
 
 
-def metadata_frame(items: Iterable[tuple[int, dict]], columns: Sequence[str] | None) -> pd.DataFrame:
+def metadata_frame(
+    items: Iterable[tuple[int, dict]], columns: Sequence[str] | None
+) -> pd.DataFrame:
     index, rows = [], []
     for i, meta in items:
         index.append(i)

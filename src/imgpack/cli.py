@@ -37,9 +37,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             ingest_values[name] = getattr(args, name)
     if args.extensions:
-        ingest_values["extensions"] = [e if e.startswith(".") else "." + e for e in args.extensions.split(",")]
+        ingest_values["extensions"] = [
+            e if e.startswith(".") else "." + e for e in args.extensions.split(",")
+        ]
     if args.on_error:
-        ingest_values["on_error"] = {**ingest_values.get("on_error", {}), **_on_error(args.on_error)}
+        ingest_values["on_error"] = {
+            **ingest_values.get("on_error", {}),
+            **_on_error(args.on_error),
+        }
     if args.duplicates:
         pack_values["duplicates"] = args.duplicates
     ingest_values.pop("folder", None)

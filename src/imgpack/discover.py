@@ -43,7 +43,9 @@ def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[F
     """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing."""
     root_real = os.path.realpath(root)
     if not os.path.isdir(root_real):
-        raise InputError(f"{root}: raw image folder not found (check the path, or ingest.folder in params.yaml)")
+        raise InputError(
+            f"{root}: raw image folder not found (check the path, or ingest.folder in params.yaml)"
+        )
     exclude = {os.path.realpath(p) for p in (exclude or ())}
     stack: list[Iterator[os.DirEntry]] = [iter(_listing(root_real))]
     prefixes = [""]

@@ -57,9 +57,7 @@ def read_label_rows(
             path, label = row.get(path_column), row.get(label_column)
             if path is None or not str(path).strip():
                 raise InputError(f"{table}: row {row_number} has an empty '{path_column}'")
-            extra = {
-                k: _plain(v) for k, v in row.items() if k not in (path_column, label_column)
-            }
+            extra = {k: _plain(v) for k, v in row.items() if k not in (path_column, label_column)}
             label_text = "" if label is None else str(label)
             yield normalise_path(str(path)), label_text, extra, row_number
 
@@ -83,14 +81,14 @@ def _delimited_chunks(table: Path, sep: str, chunksize: int):
 
     try:
         # dtype=str: type inference per chunk could disagree between chunks and break determinism.
-        reader = pd.read_csv(
-            table, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize
-        )
+        reader = pd.read_csv(table, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize)
         with reader:
             for frame in reader:
                 yield list(frame.columns), frame.to_dict("records")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{table}: cannot parse the labels table ({exc})".replace("\n", " ")) from None
+        raise InputError(
+            f"{table}: cannot parse the labels table ({exc})".replace("\n", " ")
+        ) from None
 
 
 def _jsonl_chunks(table: Path, chunksize: int):

@@ -22,7 +22,9 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_manifest(path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str]) -> None:
+def write_manifest(
+    path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str]
+) -> None:
     """Write header and rows; a row given as text is taken as an already canonical JSON line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,27 +45,26 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]
     """The header and a lazy iterator of rows; rows are checked for their fields and key order."""
     path = Path(path)
     try:
-        handle = open(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
     except FileNotFoundError:
         raise InputError(f"{path}: manifest not found; run the ingest stage first") from None
-    first = handle.readline()
     try:
         header = json.loads(first)
     except json.JSONDecodeError:
-        handle.close()
         raise InputError(f"{path}: not an imgpack manifest (first line is not JSON)") from None
-    if not isinstance(header, dict) or header.get("imgpack_manifest") != MANIFEST_VERSION:
-        handle.close()
+    version = header.get("imgpack_manifest") if isinstance(header, dict) else None
+    if version != MANIFEST_VERSION:
         raise InputError(
-            f"{path}: manifest version {header.get('imgpack_manifest') if isinstance(header, dict) else None!r}, "
-            f"expected {MANIFEST_VERSION}; rerun the ingest stage"
+            f"{path}: manifest version {version!r}, expected {MANIFEST_VERSION}; rerun the ingest stage"
         )
-    return header, _rows(path, handle)
+    return header, _rows(path)
 
 
-def _rows(path: Path, handle) -> Iterator[dict[str, Any]]:
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
     previous = None
-    with handle:
+    with open(path, encoding="utf-8") as handle:
+        handle.readline()
         for line_number, line in enumerate(handle, 2):
             try:
                 row = json.loads(line)

@@ -51,7 +51,9 @@ class IngestParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
         if self.hash not in HASH_ALGORITHMS:
-            raise InputError(f"ingest.hash is {self.hash!r}; choose one of {', '.join(HASH_ALGORITHMS)}")
+            raise InputError(
+                f"ingest.hash is {self.hash!r}; choose one of {', '.join(HASH_ALGORITHMS)}"
+            )
         policy = dict(ERROR_KINDS)
         for kind, action in (self.on_error or {}).items():
             if kind not in ERROR_KINDS:
@@ -69,7 +71,9 @@ class IngestParams:
 @dataclass(frozen=True)
 class PackParams:
     duplicates: str = "keep"
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    splits: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
+    )
     split_seed: int = 0
     batch_mb: int = 32
     initial_map_size_mb: int = 0  # 0: computed from the manifest
@@ -80,7 +84,9 @@ class PackParams:
             raise InputError(f"pack.duplicates is {self.duplicates!r}; use 'keep' or 'dedupe'")
         fractions = list(self.splits.values())
         if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-            raise InputError(f"pack.splits {self.splits} must be non-negative fractions summing to 1")
+            raise InputError(
+                f"pack.splits {self.splits} must be non-negative fractions summing to 1"
+            )
         if self.batch_mb < 1 or self.initial_map_size_mb < 0:
             raise InputError("pack.batch_mb must be >= 1 and pack.initial_map_size_mb >= 0")
 

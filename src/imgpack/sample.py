@@ -1,4 +1,4 @@
-"""Make the sample dataset (committed under data/raw/): labelled shapes as PNG and JPEG, plus labels.csv with a bbox column."""
+"""Make the sample dataset committed under data/raw/: labelled shapes (PNG, JPEG) and labels.csv with bboxes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ SHAPES = ("circle", "square", "triangle")
 COLOURS = ((220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 180, 30))
 
 
-def draw(shape: str, rng: random.Random, size: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def draw(
+    shape: str, rng: random.Random, size: int
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     image = Image.new("RGB", (size, size), (245, 245, 240))
     pen = ImageDraw.Draw(image)
     extent = rng.randint(size // 3, size - 8)
@@ -25,7 +27,9 @@ def draw(shape: str, rng: random.Random, size: int) -> tuple[Image.Image, tuple[
     elif shape == "square":
         pen.rectangle(box, fill=colour)
     else:
-        pen.polygon([(x0 + extent // 2, y0), (x0, y0 + extent), (x0 + extent, y0 + extent)], fill=colour)
+        pen.polygon(
+            [(x0 + extent // 2, y0), (x0, y0 + extent), (x0 + extent, y0 + extent)], fill=colour
+        )
     return image, box
 
 
@@ -42,7 +46,9 @@ def make(out: Path, per_shape: int, seed: int = 0) -> None:
                 image.save(images / name, "JPEG", quality=70)
             else:
                 name = f"{shape}/{shape}_{n:03d}.png"
-                image.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(images / name, optimize=True)
+                image.convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(
+                    images / name, optimize=True
+                )
             rows.append({"path": name, "label": shape, "bbox": " ".join(map(str, box))})
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, ["path", "label", "bbox"], lineterminator="\n")

@@ -38,7 +38,10 @@ def test_blake2b_can_be_chosen(digits_tree, tmp_path):
     ingest(digits_tree, tmp_path / "m.jsonl", params=IngestParams(hash="blake2b"))
     header, rows = rows_of(tmp_path / "m.jsonl")
     data = (digits_tree / rows[0]["key"]).read_bytes()
-    assert header["hash_algorithm"] == "blake2b" and rows[0]["hash"] == hashlib.blake2b(data).hexdigest()
+    assert (
+        header["hash_algorithm"] == "blake2b"
+        and rows[0]["hash"] == hashlib.blake2b(data).hexdigest()
+    )
 
 
 def write_table(path, rows):
@@ -56,7 +59,9 @@ def write_table(path, rows):
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_a_labels_table_gives_labels_and_keeps_extra_columns(tree, tmp_path, suffix):
-    raw = tree({"a.png": png_bytes(shade=1), "sub/b.jpg": jpeg_bytes(), "c.png": png_bytes(shade=2)})
+    raw = tree(
+        {"a.png": png_bytes(shade=1), "sub/b.jpg": jpeg_bytes(), "c.png": png_bytes(shade=2)}
+    )
     table = write_table(
         tmp_path / f"labels{suffix}",
         [
@@ -84,31 +89,50 @@ def test_the_manifest_is_byte_identical_whatever_the_table_row_order(tree, tmp_p
 
 
 def test_keys_sort_by_bytes_even_when_folder_names_prefix_file_names(tree, tmp_path):
-    raw = tree({"a/x.png": png_bytes(shade=1), "a-b.png": png_bytes(shade=2), "a.png": png_bytes(shade=3)})
-    ingest(raw, tmp_path / "m.jsonl", labels=write_table(tmp_path / "l.csv", [
-        {"path": p, "label": "z"} for p in ("a/x.png", "a-b.png", "a.png")]))
+    raw = tree(
+        {"a/x.png": png_bytes(shade=1), "a-b.png": png_bytes(shade=2), "a.png": png_bytes(shade=3)}
+    )
+    ingest(
+        raw,
+        tmp_path / "m.jsonl",
+        labels=write_table(
+            tmp_path / "l.csv", [{"path": p, "label": "z"} for p in ("a/x.png", "a-b.png", "a.png")]
+        ),
+    )
     assert [r["key"] for r in rows_of(tmp_path / "m.jsonl")[1]] == ["a-b.png", "a.png", "a/x.png"]
 
 
 def test_junk_files_are_skipped_and_reported_so_every_file_is_accounted_for(tree, tmp_path):
-    raw = tree({
-        "0/a.png": png_bytes(), "0/.DS_Store": b"\0\0\0\1Bud1", "0/notes.txt": "hi",
-        "0/empty.png": b"", "0/broken.png": b"\x89PNG\r\n\x1a\nnope", "0/cut.png": png_bytes(20, 20)[:40],
-        "top.png": png_bytes(shade=9),
-    })
+    raw = tree(
+        {
+            "0/a.png": png_bytes(),
+            "0/.DS_Store": b"\0\0\0\1Bud1",
+            "0/notes.txt": "hi",
+            "0/empty.png": b"",
+            "0/broken.png": b"\x89PNG\r\n\x1a\nnope",
+            "0/cut.png": png_bytes(20, 20)[:40],
+            "top.png": png_bytes(shade=9),
+        }
+    )
     report = ingest(raw, tmp_path / "m.jsonl", tmp_path / "r.json")
     saved = json.loads((tmp_path / "r.json").read_text())
     reasons = {item["path"]: item["reason"] for item in saved["skipped_files"]}
     assert reasons == {
-        "0/.DS_Store": "not_image", "0/notes.txt": "not_image", "0/empty.png": "empty",
-        "0/broken.png": "corrupt", "0/cut.png": "corrupt", "top.png": "unlabeled",
+        "0/.DS_Store": "not_image",
+        "0/notes.txt": "not_image",
+        "0/empty.png": "empty",
+        "0/broken.png": "corrupt",
+        "0/cut.png": "corrupt",
+        "top.png": "unlabeled",
     }
     assert saved["discovered"] == 7 == saved["packed"] + saved["skipped"] == report.packed + 6
 
 
 def test_conflicting_label_rows_fail_by_default_naming_the_path_and_write_nothing(tree, tmp_path):
     raw = tree({"a.png": png_bytes()})
-    table = write_table(tmp_path / "l.csv", [{"path": "a.png", "label": "x"}, {"path": "a.png", "label": "y"}])
+    table = write_table(
+        tmp_path / "l.csv", [{"path": "a.png", "label": "x"}, {"path": "a.png", "label": "y"}]
+    )
     with pytest.raises(PolicyError, match=r"conflicting_labels 1: a\.png"):
         ingest(raw, tmp_path / "m.jsonl", tmp_path / "r.json", labels=table)
     assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "r.json").exists()
@@ -116,7 +140,9 @@ def test_conflicting_label_rows_fail_by_default_naming_the_path_and_write_nothin
 
 def test_label_rows_without_an_image_fail_by_default_or_are_reported_when_skipped(tree, tmp_path):
     raw = tree({"a.png": png_bytes()})
-    table = write_table(tmp_path / "l.csv", [{"path": "a.png", "label": "x"}, {"path": "gone.png", "label": "y"}])
+    table = write_table(
+        tmp_path / "l.csv", [{"path": "a.png", "label": "x"}, {"path": "gone.png", "label": "y"}]
+    )
     with pytest.raises(PolicyError, match=r"missing_image 1: gone\.png"):
         ingest(raw, tmp_path / "m.jsonl", labels=table)
     params = IngestParams(on_error={"missing_image": "skip"})
@@ -125,7 +151,13 @@ def test_label_rows_without_an_image_fail_by_default_or_are_reported_when_skippe
 
 
 def test_identical_images_under_two_paths_are_reported_and_marked(tree, tmp_path):
-    raw = tree({"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5), "1/c.png": png_bytes(shade=6)})
+    raw = tree(
+        {
+            "0/a.png": png_bytes(shade=5),
+            "1/b.png": png_bytes(shade=5),
+            "1/c.png": png_bytes(shade=6),
+        }
+    )
     report = ingest(raw, tmp_path / "m.jsonl")
     assert report.duplicate_groups == [["0/a.png", "1/b.png"]]
     rows = {r["key"]: r["duplicate_of"] for r in rows_of(tmp_path / "m.jsonl")[1]}

@@ -29,11 +29,15 @@ def test_pack_stores_every_original_byte_and_its_metadata(digits_tree, tmp_path)
         assert (record.label, record.meta["format"]) == ("2", "JPEG")
         assert record.meta["split"] in {"train", "val", "test"}
     assert header["count"] == 13 and header["classes"] == ["0", "1", "2"]
-    assert os.listdir(tmp_path).count("p.lmdb") == 1 and not any(n.endswith("-lock") for n in os.listdir(tmp_path))
+    assert os.listdir(tmp_path).count("p.lmdb") == 1 and not any(
+        n.endswith("-lock") for n in os.listdir(tmp_path)
+    )
 
 
 def test_pack_is_byte_identical_whatever_the_listing_order(tmp_path):
-    files = {f"{d}/{n:02d}.png": png_bytes(5, 5, shade=d * 30 + n) for d in range(4) for n in range(25)}
+    files = {
+        f"{d}/{n:02d}.png": png_bytes(5, 5, shade=d * 30 + n) for d in range(4) for n in range(25)
+    }
     forward = write_tree(tmp_path / "forward", files)
     backward = write_tree(tmp_path / "backward", dict(reversed(list(files.items()))))
     a, _ = ingest_and_pack(forward, tmp_path, name="a.lmdb")
@@ -49,7 +53,9 @@ def test_a_pack_param_change_changes_the_header_digest(digits_tree, tmp_path):
 
 
 def test_dedupe_stores_identical_bytes_once_and_resolves_the_alias(tmp_path):
-    raw = write_tree(tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)})
+    raw = write_tree(
+        tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)}
+    )
     out, header = ingest_and_pack(raw, tmp_path, PackParams(duplicates="dedupe"))
     with imgpack.open(out) as p:
         assert (len(p), header["aliases"]) == (1, 1)
@@ -58,7 +64,9 @@ def test_dedupe_stores_identical_bytes_once_and_resolves_the_alias(tmp_path):
 
 
 def test_keep_stores_both_copies_of_identical_bytes(tmp_path):
-    raw = write_tree(tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)})
+    raw = write_tree(
+        tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)}
+    )
     out, header = ingest_and_pack(raw, tmp_path)
     assert header["count"] == 2 and header["aliases"] == 0
 

@@ -10,7 +10,11 @@ def test_summary_counts_labels_splits_formats_and_sizes(sample_pack, tmp_path):
     summary = summarize(sample_pack, tmp_path / "s.json", tmp_path / "plots")
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    assert saved["images"] == 36 and saved["per_label"] == {"circle": 12, "square": 12, "triangle": 12}
+    assert saved["images"] == 36 and saved["per_label"] == {
+        "circle": 12,
+        "square": 12,
+        "triangle": 12,
+    }
     assert sum(saved["per_split"].values()) == 36
     assert sum(n for per in saved["per_split_label"].values() for n in per.values()) == 36
     assert set(saved["formats"]) == {"JPEG", "PNG"} and sum(saved["formats"].values()) == 36

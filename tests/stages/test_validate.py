@@ -42,7 +42,9 @@ def test_a_flipped_byte_in_a_stored_image_fails_validation_naming_the_key(built,
     flip_byte_of(out, (raw / "1/3.png").read_bytes())
     with pytest.raises(ValidationError, match=r"hash_mismatch 1: 1/3\.png"):
         validate(out, manifest, tmp_path / "v.json")
-    assert json.loads((tmp_path / "v.json").read_text())["offenders"] == {"hash_mismatch": ["1/3.png"]}
+    assert json.loads((tmp_path / "v.json").read_text())["offenders"] == {
+        "hash_mismatch": ["1/3.png"]
+    }
 
 
 def test_a_manifest_with_more_images_names_the_missing_keys(built, tmp_path):

@@ -75,7 +75,9 @@ def _unpack(raw: bytes, limit: int, what: str) -> Any:
     except msgpack.exceptions.StackError:
         raise PackFormatError(f"{what} is nested too deeply to be imgpack metadata") from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise PackFormatError(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from None
+        raise PackFormatError(
+            f"{what} is not valid msgpack ({type(exc).__name__}: {exc})"
+        ) from None
     return value
 
 
@@ -103,7 +105,9 @@ def decode_header(raw: bytes | None, where: str = "pack") -> dict[str, Any]:
         raise PackFormatError(f"{where} has no imgpack header: it is not an imgpack pack")
     header = _unpack(raw, _MAX_HEADER_BYTES, f"{where} header")
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise PackFormatError(f"{where} header does not name the imgpack format: not an imgpack pack")
+        raise PackFormatError(
+            f"{where} header does not name the imgpack format: not an imgpack pack"
+        )
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise PackFormatError(

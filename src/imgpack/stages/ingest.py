@@ -9,8 +9,8 @@ import posixpath
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from imgpack.progress import progress
 from imgpack.stages.common import run_stage, write_json
 
 __all__ = ["ingest", "IngestReport"]
+
 
 @dataclass
 class IngestReport:
@@ -91,7 +92,9 @@ def ingest(
         total_bytes = 0
         with open(staged, "w", encoding="utf-8", newline="\n") as rows:
             examined = ordered_batch_map(
-                partial(_examine_batch, params=params), progress(candidates, "ingest"), params.workers
+                partial(_examine_batch, params=params),
+                progress(candidates, "ingest"),
+                params.workers,
             )
             for batch in batched(examined, 1024):
                 hashes = []
@@ -222,7 +225,11 @@ def _labelled(found_files, groups, params: IngestParams, report: IngestReport, a
 
 def _row_without_image(group, report: IngestReport) -> None:
     report.rows_without_image.append(
-        {"path": group[0], "reason": "missing_image", "detail": f"label row {group[3]} has no image"}
+        {
+            "path": group[0],
+            "reason": "missing_image",
+            "detail": f"label row {group[3]} has no image",
+        }
     )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from imgpack.stages.common import run_stage
 from imgpack.writer import PackWriter, estimate_map_size
 
 __all__ = ["pack"]
+
 
 def pack(
     manifest: str | Path,

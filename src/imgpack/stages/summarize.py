@@ -80,7 +80,9 @@ def summarize(
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
     _write_csv(plots / "images_per_label.csv", ["label", "count"], sorted(per_label.items()))
-    _write_csv(plots / "image_sizes.csv", ["size_bytes", "count"], _histogram(sizes, params.size_bins))
+    _write_csv(
+        plots / "image_sizes.csv", ["size_bytes", "count"], _histogram(sizes, params.size_bins)
+    )
     return summary
 
 
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", default="reports/plots")
     args = parser.parse_args(argv)
     return run_stage(
-        lambda: summarize(args.pack, args.summary, args.plots, load_params(args.params, "summarize"))
+        lambda: summarize(
+            args.pack, args.summary, args.plots, load_params(args.params, "summarize")
+        )
     )
 
 

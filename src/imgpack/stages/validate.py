@@ -75,11 +75,19 @@ def validate(
     if report_out is not None:
         write_json(Path(report_out), report)
     if not report["ok"]:
-        found = [f"{kind} {name_offenders(keys, params.max_listed)}" for kind, keys in problems.items() if keys]
+        found = [
+            f"{kind} {name_offenders(keys, params.max_listed)}"
+            for kind, keys in problems.items()
+            if keys
+        ]
         if not count_ok:
-            found.insert(0, f"count: pack has {len(pack)} + {pack.header['aliases']} aliases, manifest {header['count']}")
+            found.insert(
+                0,
+                f"count: pack has {len(pack)} + {pack.header['aliases']} aliases, manifest {header['count']}",
+            )
         raise ValidationError(
-            f"{pack_path} does not match {manifest}: " + "; ".join(found)
+            f"{pack_path} does not match {manifest}: "
+            + "; ".join(found)
             + ". Rebuild the pack (dvc repro -f pack) or fetch it again (dvc pull)"
         )
     return report
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="reports/validation.json")
     args = parser.parse_args(argv)
     return run_stage(
-        lambda: validate(args.pack, args.manifest, args.report, load_params(args.params, "validate"))
+        lambda: validate(
+            args.pack, args.manifest, args.report, load_params(args.params, "validate")
+        )
     )
 
 
