@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from imgpack.dataset import ImageDataset  # noqa: E402
 from imgpack.errors import (  # noqa: E402
     ImgpackError,
     InputError,
@@ -22,6 +23,7 @@ __all__ = [
     "open",
     "Pack",
     "Record",
+    "ImageDataset",
     "ImgpackError",
     "InputError",
     "PolicyError",
