@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from imgpack.params import IngestParams, PackParams
 from imgpack.stages.ingest import IngestReport, ingest
 from imgpack.stages.pack import pack
 from imgpack.stages.validate import validate
+from imgpack.writer import scratch_dir
 
 __all__ = ["build", "BuildResult"]
 
@@ -31,8 +31,8 @@ def build(
     report_out: str | Path | None = None,
 ) -> BuildResult:
     """Pack `raw_dir` into `out`; the pack is validated before it is published, or not published."""
-    with tempfile.TemporaryDirectory(prefix="imgpack-build-") as scratch:
-        manifest = Path(scratch) / "manifest.jsonl"
+    with scratch_dir(Path(out)) as scratch:
+        manifest = scratch / "manifest.jsonl"
         report = ingest(raw_dir, manifest, report_out, labels, ingest_params)
         result = BuildResult(report, {})
 

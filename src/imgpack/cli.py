@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from imgpack.errors import ImgpackError, InputError
-from imgpack.stages.common import fail_line
+from imgpack.errors import InputError
+from imgpack.stages.common import run_stage
 
 __all__ = ["main"]
 
@@ -152,16 +151,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ImgpackError as exc:
-        print(fail_line(exc), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("imgpack: interrupted; nothing was published", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
+    return run_stage(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -66,8 +66,11 @@ def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[F
 
 
 def _listing(path: str) -> list[os.DirEntry]:
-    with os.scandir(path) as entries:
-        return sorted(entries, key=_sort_name)
+    try:
+        with os.scandir(path) as entries:
+            return sorted(entries, key=_sort_name)
+    except OSError as exc:
+        raise InputError(f"{display_path(path)}: cannot list the folder ({exc.strerror})") from None
 
 
 def _classify(key: str, entry: os.DirEntry, root_real: str) -> Found:

@@ -10,6 +10,9 @@ __all__ = [
     "PackCorruptError",
     "ValidationError",
     "UnsafeKeyError",
+    "OutputError",
+    "output_failed",
+    "name_offenders",
 ]
 
 
@@ -37,8 +40,21 @@ class ValidationError(ImgpackError):
     """A pack disagrees with its manifest."""
 
 
+class OutputError(ImgpackError):
+    """An output could not be written (disk full, file size limit, permissions); nothing was published."""
+
+
 class UnsafeKeyError(ImgpackError):
     """A record key would be written outside the export folder."""
+
+
+def output_failed(path: object, exc: BaseException) -> OutputError:
+    """The one error for any failed write: names the file and the cause, says what to do."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return OutputError(
+        f"cannot write {path} ({reason}); free disk space or raise the file size limit and run "
+        "again; nothing was published and any previous output is unchanged"
+    )
 
 
 def name_offenders(items: list[str], limit: int = 20) -> str:

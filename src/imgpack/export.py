@@ -10,11 +10,11 @@ from imgpack.errors import InputError, UnsafeKeyError
 from imgpack.progress import progress
 from imgpack.reader import Pack
 
-__all__ = ["export_pack", "safe_target"]
+__all__ = ["export_pack", "safe_target", "check_key_text"]
 
 
-def safe_target(root: Path, key: str) -> Path:
-    """The path for `key` under `root`, or UnsafeKeyError when the key could escape it."""
+def check_key_text(key: str) -> list[str]:
+    """The key's parts, or UnsafeKeyError when the text alone could escape the export folder."""
     parts = key.split("/")
     if (
         not key
@@ -24,6 +24,12 @@ def safe_target(root: Path, key: str) -> Path:
         or any(part in ("", ".", "..") for part in parts)
     ):
         raise UnsafeKeyError(f"refusing to export key {key!r}: absolute, empty, '..', '\\' or NUL")
+    return parts
+
+
+def safe_target(root: Path, key: str) -> Path:
+    """The path for `key` under `root`, or UnsafeKeyError when the key could escape it."""
+    parts = check_key_text(key)
     current = root
     for part in parts[:-1]:
         current = current / part
@@ -41,9 +47,14 @@ def safe_target(root: Path, key: str) -> Path:
 def export_pack(pack_path: str | Path, out_dir: str | Path) -> int:
     """Export records and aliases byte for byte; returns the number of files written."""
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     written = 0
     with Pack(pack_path) as pack:
+        # Every key is checked before the first file is written: a refusal writes nothing.
+        for key in pack.keys():
+            check_key_text(key)
+        for alias, _ in pack.aliases():
+            check_key_text(alias)
+        root.mkdir(parents=True, exist_ok=True)
         for record in progress(pack, "export", len(pack)):
             _write(safe_target(root, record.key), record.data)
             written += 1

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from imgpack.errors import InputError
+from imgpack.errors import InputError, output_failed
 
 __all__ = ["MANIFEST_VERSION", "write_manifest", "read_manifest", "file_digest", "dumps"]
 
@@ -37,6 +37,8 @@ def write_manifest(
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise output_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 

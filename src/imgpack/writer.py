@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from imgpack.errors import InputError
+from imgpack.errors import InputError, output_failed
 from imgpack.format.codec import HEADER_KEY, SUBDBS, encode_header, encode_index, encode_meta
 
-__all__ = ["PackWriter", "estimate_map_size", "remove_stale_temporaries"]
+__all__ = ["PackWriter", "estimate_map_size", "remove_stale_temporaries", "scratch_dir"]
 
 _TMP_MARK = ".tmp-"
 _MAX_KEY_BYTES = 511  # LMDB's compiled-in key limit
@@ -24,19 +25,37 @@ def temporary_path(out: Path) -> Path:
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
-    """Delete temporaries left by killed builds of `out` (their writer process no longer exists)."""
+    """Delete temporaries (files or scratch folders) left beside `out` by killed processes."""
     removed = []
-    for candidate in out.parent.glob(f".{out.name}{_TMP_MARK}*"):
-        pid_text = candidate.name.rsplit(_TMP_MARK, 1)[1].removesuffix("-lock")
+    for candidate in sorted(out.parent.glob(f".{out.name}{_TMP_MARK}*")):
+        pid_text = candidate.name.rsplit(_TMP_MARK, 1)[1].split(".")[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
-            candidate.unlink(missing_ok=True)
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 
 
+@contextlib.contextmanager
+def scratch_dir(out: Path) -> Iterator[Path]:
+    """A private working folder beside `out` (same file system), removed on exit or by the next run."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    path = out.with_name(f".{out.name}{_TMP_MARK}{os.getpid()}.scratch")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
-        return False  # a leftover of ours from an earlier, failed attempt in this process
+        return True  # ours: in use (each creator clears its own exact path before reuse)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,6 +144,8 @@ class PackWriter:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
                 self.grown += 1
+            except (lmdb.Error, OSError) as exc:
+                raise output_failed(self.out, exc) from None
         self._pending = {n: [] for n in self.dbs}
         self._pending_bytes = 0
 
@@ -135,11 +156,14 @@ class PackWriter:
         self.flush()
         self._pending["header"].append((HEADER_KEY, encode_header(header)))
         self.flush()
-        self.env.sync(True)
-        self.env.close()
-        self.env = None
-        with open(self.tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            self.env.sync(True)
+            self.env.close()
+            self.env = None
+            with open(self.tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except (lmdb.Error, OSError) as exc:
+            raise output_failed(self.out, exc) from None
         if before_publish is not None:
             before_publish(self.tmp)
         os.replace(self.tmp, self.out)

@@ -174,3 +174,118 @@ def test_a_missing_table_column_names_the_column_and_the_param(tree, tmp_path):
 def test_a_missing_raw_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="raw image folder not found"):
         ingest(tmp_path / "nope", tmp_path / "m.jsonl")
+
+
+def png_header_only(width, height):
+    """A PNG whose IHDR declares width x height, with a valid CRC and no pixel data."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    end = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + chunk + end
+
+
+def skipped(report):
+    return {
+        item["path"]: (item["reason"], item["detail"]) for item in report.as_dict()["skipped_files"]
+    }
+
+
+def test_decompression_bombs_are_reported_not_decoded(tree, tmp_path):
+    raw = tree(
+        {
+            "x/huge.png": png_header_only(100_000, 100_000),  # past Pillow's own bomb error
+            "x/big.png": png_header_only(20_000, 20_000),  # past ingest.max_pixels
+            "x/ok.png": png_bytes(),
+        }
+    )
+    report = ingest(raw, tmp_path / "m.jsonl")
+    reasons = skipped(report)
+    assert reasons["x/huge.png"][0] == reasons["x/big.png"][0] == "too_large"
+    assert report.packed == 1
+
+
+def test_a_path_that_is_not_utf8_or_too_long_for_lmdb_is_reported(tree, tmp_path):
+    import os
+
+    raw = tree({"x/ok.png": png_bytes()})
+    with open(os.path.join(os.fsencode(raw / "x"), b"bad\xff.png"), "wb") as handle:
+        handle.write(png_bytes(shade=3))
+    long_key = "/".join(["d" * 200, "e" * 200, "f" * 150 + ".png"])
+    (raw / "x" / long_key).parent.mkdir(parents=True)
+    (raw / "x" / long_key).write_bytes(png_bytes(shade=4))
+    report = ingest(raw, tmp_path / "m.jsonl")
+    reasons = skipped(report)
+    assert reasons["x/bad\\xff.png"] == ("bad_path", "path is not valid UTF-8")
+    assert reasons[f"x/{long_key}"][0] == "bad_path" and "511" in reasons[f"x/{long_key}"][1]
+    assert report.packed == 1 and report.discovered == 3
+
+
+def test_symlinks_that_loop_dangle_or_leave_the_folder_are_reported(tree, tmp_path):
+    import os
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png_bytes(shade=7))
+    raw = tree({"x/a.png": png_bytes(shade=1), "y/b.png": png_bytes(shade=2)})
+    os.symlink("loop.png", raw / "x/loop.png")
+    os.symlink(outside, raw / "x/out.png")
+    os.symlink("gone.png", raw / "x/dangling.png")
+    os.symlink("a.png", raw / "x/inside.png")
+    os.symlink(raw / "y", raw / "x/folder")
+    report = ingest(raw, tmp_path / "m.jsonl")
+    reasons = {path: reason for path, (reason, _) in skipped(report).items()}
+    assert reasons == {
+        "x/loop.png": "bad_symlink",
+        "x/out.png": "bad_symlink",
+        "x/dangling.png": "bad_symlink",
+        "x/folder": "bad_symlink",
+    }
+    assert skipped(report)["x/loop.png"][1] == "symlink loops"
+    assert report.packed == 3  # a.png, inside.png (a link within the folder) and y/b.png
+    assert report.duplicate_groups == [["x/a.png", "x/inside.png"]]
+
+
+def test_a_skip_policy_can_be_turned_into_fail_naming_every_offender(tree, tmp_path):
+    raw = tree({"x/a.png": png_bytes(), "x/e1.png": b"", "x/e2.png": b""})
+    with pytest.raises(PolicyError, match=r"empty 2: x/e1\.png, x/e2\.png"):
+        ingest(raw, tmp_path / "m.jsonl", params=IngestParams(on_error={"empty": "fail"}))
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_conflicting_labels_can_be_skipped_and_reported(tree, tmp_path):
+    raw = tree({"a.png": png_bytes(shade=1), "b.png": png_bytes(shade=2)})
+    table = write_table(
+        tmp_path / "l.csv",
+        [
+            {"path": "a.png", "label": "x"},
+            {"path": "a.png", "label": "y"},
+            {"path": "b.png", "label": "z"},
+        ],
+    )
+    params = IngestParams(on_error={"conflicting_labels": "skip"})
+    report = ingest(raw, tmp_path / "m.jsonl", labels=table, params=params)
+    assert skipped(report) == {"a.png": ("conflicting_labels", "label rows disagree: x, y")}
+    assert report.packed == 1
+
+
+def test_unknown_policy_kinds_and_actions_are_refused(tmp_path):
+    with pytest.raises(InputError, match="unknown kind 'typo'"):
+        IngestParams(on_error={"typo": "skip"})
+    with pytest.raises(InputError, match="use 'skip' or 'fail'"):
+        IngestParams(on_error={"empty": "ignore"})
+
+
+def test_the_labels_table_inside_the_raw_folder_is_not_counted_as_an_input(tree, tmp_path):
+    raw = tree({"a.png": png_bytes(), "labels.csv": "path,label\na.png,x\n"})
+    report = ingest(raw, tmp_path / "m.jsonl", labels=raw / "labels.csv")
+    assert (report.discovered, report.packed, report.skipped) == (1, 1, [])
+
+
+def test_a_folder_with_no_usable_image_is_an_error_not_an_empty_pack(tree, tmp_path):
+    raw = tree({"x/notes.txt": "hi", "x/e.png": b""})
+    with pytest.raises(
+        InputError, match=r"no images to pack \(2 files found, all skipped: empty 1, not_image 1\)"
+    ):
+        ingest(raw, tmp_path / "m.jsonl")

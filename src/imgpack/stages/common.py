@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imgpack.errors import ImgpackError
+from imgpack.errors import ImgpackError, output_failed
 
 __all__ = ["run_stage", "write_json", "fail_line"]
 
@@ -19,10 +19,15 @@ def fail_line(exc: BaseException) -> str:
 
 
 def run_stage(body: Callable[[], Any]) -> int:
-    """Run a stage; an ImgpackError becomes one line on stderr and exit code 1."""
+    """Run a stage or command; an ImgpackError or OSError becomes one line on stderr and exit 1."""
     try:
         body()
     except ImgpackError as exc:
+        print(fail_line(exc), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1
+    except OSError as exc:  # disk full, permissions: the environment, not a bug
         print(fail_line(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -39,5 +44,7 @@ def write_json(path: Path, data: Any) -> None:
     try:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
+    except OSError as exc:
+        raise output_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import posixpath
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.discover import Found, display_path, walk_sorted
-from imgpack.errors import PolicyError, name_offenders
+from imgpack.errors import InputError, PolicyError, name_offenders, output_failed
 from imgpack.labels import read_label_rows
 from imgpack.manifest import dumps, write_manifest
 from imgpack.parallel import batched, ordered_batch_map
@@ -23,6 +24,7 @@ from imgpack.params import IngestParams, load_params
 from imgpack.probe import ProbeFailure, digest, probe_image
 from imgpack.progress import progress
 from imgpack.stages.common import run_stage, write_json
+from imgpack.writer import scratch_dir
 
 __all__ = ["ingest", "IngestReport"]
 
@@ -80,7 +82,7 @@ def ingest(
         if params.on_error[kind] == "fail":
             refused.setdefault(kind, []).append(display_path(getattr(found, "key", found)))
 
-    with tempfile.TemporaryDirectory(prefix="imgpack-ingest-") as scratch:
+    with scratch_dir(Path(manifest_out)) as scratch, _scratch_errors(scratch):
         db = sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
@@ -124,6 +126,11 @@ def ingest(
                 refused.setdefault("missing_image", []).append(row["path"])
         if refused:
             raise PolicyError(_refusal(refused))
+        if not report.packed:
+            raise InputError(
+                f"{folder}: no images to pack ({report.discovered} files found, all skipped: "
+                f"{_reasons(report)}); check ingest.folder and ingest.extensions"
+            )
         db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
         report.duplicate_groups, duplicate_of = _duplicates(db)
         db.close()
@@ -132,6 +139,19 @@ def ingest(
     if report_out is not None:
         write_json(Path(report_out), report.as_dict())
     return report
+
+
+@contextlib.contextmanager
+def _scratch_errors(scratch: Path):
+    """Failed writes of the working files (disk full) name the scratch folder, not a bare errno."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise output_failed(scratch, exc) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise output_failed(scratch, exc) from None
+        raise
 
 
 def _examine_batch(items: list, params: IngestParams) -> list:
@@ -260,6 +280,11 @@ def _final_rows(staged: str, duplicate_of: dict[int, str]) -> Iterator[dict[str,
                 yield row
             else:
                 yield line
+
+
+def _reasons(report: IngestReport) -> str:
+    counts = report.as_dict()["skipped_by_reason"]
+    return ", ".join(f"{kind} {n}" for kind, n in counts.items()) or "none"
 
 
 def _refusal(refused: dict[str, list[str]]) -> str:

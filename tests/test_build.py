@@ -1,0 +1,93 @@
+"""Faults during a build: SIGKILL at any moment, a full disk, a far too small map; never a damaged pack."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from imgpack.build import build
+from imgpack.params import PackParams
+from tests.conftest import png_bytes, tool_env, write_tree
+
+
+@pytest.fixture
+def many_images(tmp_path):
+    # about 2,000 small distinct PNGs: a build lasts long enough to be killed in every phase
+    files = {
+        f"{d}/{n:04d}.png": png_bytes(8 + n % 50, 8 + d, shade=n // 50 * 40 + d)
+        for d in range(8)
+        for n in range(250)
+    }
+    return write_tree(tmp_path / "raw", files)
+
+
+def start_build(raw, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgpack.cli", "build", str(raw), str(out)],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_sigkill_at_any_moment_leaves_the_published_pack_intact_and_the_next_build_is_clean(
+    many_images, tmp_path
+):
+    out_dir = tmp_path / "out"
+    out = out_dir / "p.lmdb"
+    old_raw = write_tree(tmp_path / "old", {"x/a.png": png_bytes(shade=1)})
+    build(old_raw, out)
+    published = out.read_bytes()
+
+    started = time.monotonic()
+    finished = start_build(many_images, tmp_path / "timing.lmdb")
+    finished.wait()
+    duration = time.monotonic() - started
+    clean = (tmp_path / "timing.lmdb").read_bytes()
+
+    for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97):
+        process = start_build(many_images, out)
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        now = out.read_bytes()
+        assert now in (published, clean), f"damaged pack after a kill at {fraction:.0%}"
+        published = now
+
+    build(many_images, out)
+    assert out.read_bytes() == clean
+    assert sorted(os.listdir(out_dir)) == ["p.lmdb"]  # the killed builds' leftovers are gone
+
+
+def test_a_full_disk_is_a_clear_error_and_publishes_nothing(many_images, tmp_path):
+    out = tmp_path / "out" / "p.lmdb"
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        from imgpack.cli import main
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        sys.exit(main(["build", {str(many_images)!r}, {str(out)!r}]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=tool_env()
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgpack: error: cannot write"), result.stderr
+    assert "nothing was published" in lines[0]
+    assert os.listdir(out.parent) == []
+
+
+def test_a_far_too_small_initial_map_size_still_builds_the_same_records(many_images, tmp_path):
+    result = build(
+        many_images, tmp_path / "small.lmdb", pack_params=PackParams(initial_map_size_mb=1)
+    )
+    reference = build(many_images, tmp_path / "auto.lmdb")
+    assert result.header["count"] == reference.header["count"] == 2000
+    assert result.validation["ok"]
