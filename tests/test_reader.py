@@ -139,3 +139,88 @@ def test_a_file_of_garbage_is_not_a_pack(tmp_path):
     bad.write_bytes(os.urandom(64 << 10))
     result = _open_in_subprocess(bad)
     assert result.returncode == 3 and result.stdout.startswith("PackFormatError")
+
+
+def _foreign_pack(path, header_value=None, meta_value=None, with_subdbs=True):
+    """An LMDB file shaped like a pack but with a header or metadata we choose (untrusted input)."""
+    import lmdb
+    import msgpack
+
+    from imgpack.format.codec import SUBDBS, encode_index
+
+    env = lmdb.open(str(path), subdir=False, lock=False, max_dbs=len(SUBDBS), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        if with_subdbs:
+            dbs = {n.decode(): env.open_db(n, txn=txn) for n in SUBDBS}
+            if header_value is not None:
+                txn.put(b"header", header_value, db=dbs["header"])
+            if meta_value is not None:
+                txn.put(encode_index(0), b"img", db=dbs["images"])
+                txn.put(encode_index(0), meta_value, db=dbs["meta"])
+                txn.put(b"k", encode_index(0), db=dbs["keys"])
+        else:
+            txn.put(b"some", msgpack.packb("thing"))
+    env.close()
+    return path
+
+
+def _header(**changes):
+    import msgpack
+
+    from tests.test_writer import header
+
+    return msgpack.packb({**header(1), **changes})
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (
+            {"header_value": _header(format_version=99)},
+            "has format version 99, this imgpack reads version 1",
+        ),
+        ({"header_value": None}, "no imgpack header"),
+        ({"with_subdbs": False}, "not an imgpack pack (sub-databases missing)"),
+        ({"header_value": b"\xdd\xff\xff\xff\xff"}, "header is not valid msgpack"),
+    ],
+)
+def test_someone_elses_file_gets_a_clear_error_in_reader_and_cli(tmp_path, kwargs, words):
+    path = _foreign_pack(tmp_path / "foreign.lmdb", **kwargs)
+    result = _open_in_subprocess(path)
+    assert result.returncode == 3 and words in result.stdout, result.stdout + result.stderr
+    for command in ("info", "verify"):
+        cli = subprocess.run(
+            [sys.executable, "-m", "imgpack.cli", command, str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 1 and words in cli.stderr and "Traceback" not in cli.stderr
+
+
+@pytest.mark.parametrize(
+    "meta_raw, words",
+    [
+        (b"\x91" * 5000 + b"\xc0", "nested too deeply"),
+        (b"\xdb" + (50 << 20).to_bytes(4, "big") + b"x", "not valid msgpack"),
+    ],
+)
+def test_hostile_record_metadata_is_refused_with_bounded_memory(tmp_path, meta_raw, words):
+    path = _foreign_pack(tmp_path / "hostile.lmdb", header_value=_header(), meta_value=meta_raw)
+    result = _open_in_subprocess(path)
+    assert result.returncode == 3 and words in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
+@pytest.mark.parametrize("command", ["info", "verify"])
+def test_the_cli_reports_a_truncated_pack_in_one_line(sample_pack, tmp_path, keep, command):
+    data = sample_pack.read_bytes()
+    bad = tmp_path / "bad.lmdb"
+    bad.write_bytes(data[: {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]])
+    cli = subprocess.run(
+        [sys.executable, "-m", "imgpack.cli", command, str(bad)], capture_output=True, text=True
+    )
+    assert (
+        cli.returncode == 1
+        and "truncated" in cli.stderr
+        and len(cli.stderr.strip().splitlines()) == 1
+    )

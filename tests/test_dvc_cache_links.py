@@ -1,0 +1,55 @@
+"""With DVC's hardlink or symlink cache the pack *is* the cache object: reading must never change it."""
+
+import hashlib
+import os
+
+import pytest
+
+import imgpack
+from imgpack.export import export_pack
+from imgpack.verify import verify_pack
+from tests.conftest import dvc, run
+
+pytestmark = pytest.mark.slow
+PACK = "data/packed/images.lmdb"
+
+
+def cache_objects(project):
+    """{object path: (md5 of its content, mtime)} for every object in the DVC cache."""
+    root = project / ".dvc" / "cache" / "files" / "md5"
+    objects = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            objects[path.relative_to(root).as_posix()] = (
+                hashlib.md5(path.read_bytes()).hexdigest(),
+                os.stat(path).st_mtime_ns,
+            )
+    return objects
+
+
+@pytest.mark.parametrize("link", ["hardlink", "symlink"])
+def test_repro_read_verify_export_leave_every_cache_object_unchanged(dvc_project, tmp_path, link):
+    dvc("config", "cache.type", link, cwd=dvc_project)
+    dvc("repro", cwd=dvc_project)
+    pack = dvc_project / PACK
+    if link == "symlink":
+        assert pack.is_symlink()
+    else:
+        assert os.stat(pack).st_nlink > 1
+    before = cache_objects(dvc_project)
+    assert before and all(md5 == name.replace("/", "") for name, (md5, _) in before.items())
+
+    with imgpack.open(pack) as opened:
+        records = list(opened)
+        opened.metadata()
+    dataset = imgpack.ImageDataset(pack, decode="numpy")
+    assert len([dataset[i] for i in range(len(dataset))]) == len(records)
+    verify_pack(pack)
+    export_pack(pack, tmp_path / "exported")
+    run(["imgpack", "info", str(pack)], dvc_project)
+    run(["imgpack", "verify", str(pack)], dvc_project)
+
+    assert cache_objects(dvc_project) == before
+    assert not os.path.exists(str(pack) + "-lock")
+    assert "up to date" in dvc("status", cwd=dvc_project).stdout
+    assert "Running stage" not in dvc("repro", cwd=dvc_project).stdout
