@@ -14,12 +14,18 @@ from imgpack.errors import InputError, output_failed
 __all__ = ["MANIFEST_VERSION", "write_manifest", "read_manifest", "file_digest", "dumps"]
 
 MANIFEST_VERSION = 1
-ROW_FIELDS = ("key", "size", "hash", "format", "width", "height", "label", "extra", "duplicate_of")
+ROW_FIELDS = frozenset(
+    ("key", "size", "hash", "format", "width", "height", "label", "extra", "duplicate_of")
+)
+
+
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def dumps(value: Any) -> str:
     """Canonical JSON: the same value gives the same text on every run and machine."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def write_manifest(
@@ -72,7 +78,7 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
-            if not isinstance(row, dict) or any(f not in row for f in ROW_FIELDS):
+            if type(row) is not dict or not row.keys() >= ROW_FIELDS:
                 raise InputError(f"{path}:{line_number}: row lacks manifest fields; rerun ingest")
             if previous is not None and row["key"] <= previous:
                 raise InputError(f"{path}:{line_number}: keys are not in ascending order")

@@ -21,7 +21,7 @@ from imgpack.labels import read_label_rows
 from imgpack.manifest import dumps, write_manifest
 from imgpack.parallel import batched, ordered_batch_map
 from imgpack.params import IngestParams, load_params
-from imgpack.probe import ProbeFailure, digest, probe_image
+from imgpack.probe import ProbeFailure, digest, probe_image, read_file
 from imgpack.progress import progress
 from imgpack.stages.common import run_stage, write_json
 from imgpack.writer import scratch_dir
@@ -161,8 +161,7 @@ def _examine_batch(items: list, params: IngestParams) -> list:
 def _examine(path: str, params: IngestParams):
     """Read, probe and hash one file; returns (size, hash, probe) or the ProbeFailure."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_file(path)
         return len(data), digest(data, params.hash), probe_image(data, params.max_pixels)
     except ProbeFailure as failure:
         return failure

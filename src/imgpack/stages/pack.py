@@ -17,7 +17,7 @@ from imgpack.format.codec import FORMAT_NAME, FORMAT_VERSION
 from imgpack.manifest import dumps, file_digest, read_manifest
 from imgpack.parallel import ordered_batch_map
 from imgpack.params import PackParams, load_params
-from imgpack.probe import digest
+from imgpack.probe import digest, read_file
 from imgpack.progress import progress
 from imgpack.splits import assign_split
 from imgpack.stages.common import run_stage
@@ -95,8 +95,7 @@ def _read_batch(rows: list[dict], folder: str, algorithm: str) -> list[tuple[byt
     out = []
     for row in rows:
         try:
-            with open(os.path.join(folder, row["key"]), "rb") as handle:
-                data = handle.read()
+            data = read_file(os.path.join(folder, row["key"]))
         except OSError:
             out.append((None, ""))
             continue
