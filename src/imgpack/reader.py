@@ -7,9 +7,8 @@ import os
 import struct
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -33,9 +32,8 @@ _MIN_PAGES = 2  # LMDB's two meta pages
 _OS_PAGE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored image: its key, original file bytes and metadata."""
+class Record(NamedTuple):
+    """One stored image: its index, key, original file bytes and metadata."""
 
     index: int
     key: str

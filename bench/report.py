@@ -1,0 +1,191 @@
+"""Markdown tables, target checks and one plot from the benchmark results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.1f} MB"
+
+
+def packing_table(title: str, section: dict) -> list[str]:
+    lines = [
+        f"### Packing: {title} ({section['images']:,} images, {_mb(section['image_bytes'])} of image bytes,"
+        f" {_mb(section['raw_allocated_bytes'])} on disk as files)",
+        "",
+        "| contender | median time | images/s | MB/s | time vs imgpack | peak RSS | size on disk |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in section["contenders"].items():
+        lines.append(
+            f"| {label} | {row['seconds']:.2f} s | {row['images_per_s']:,.0f} | {row['mb_per_s']:.1f} |"
+            f" {row['time_vs_imgpack']:.2f}x | {row['peak_rss_mb']:.0f} MB | {_mb(row['allocated_bytes'])} |"
+        )
+    return lines + [""]
+
+
+def reading_table(title: str, section: dict) -> list[str]:
+    lines = [
+        f"### Reading every image once: {title} ({section['images']:,} images, page cache warm)",
+        "",
+        "| contender | median time | µs per image | time vs imgpack dataset[i] |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, row in section["contenders"].items():
+        lines.append(
+            f"| {label} | {row['seconds']:.3f} s | {row['us_per_image']:.2f} |"
+            f" {row['time_vs_imgpack_single']:.2f}x |"
+        )
+    t = section["targets"]
+    lines += [
+        "",
+        f"Individual files take {t['files_over_imgpack_single']:.1f}x the time of `dataset[i]` and"
+        f" {t['files_over_imgpack_batch']:.1f}x that of batch reads; `dataset[i]` takes"
+        f" {t['imgpack_single_over_bare']:.2f}x and batch reads {t['imgpack_batch_over_bare']:.2f}x"
+        " the bare `txn.get` loop.",
+        "",
+    ]
+    return lines
+
+
+def dvc_table(section: dict, repro: dict | None) -> list[str]:
+    lines = [
+        "### DVC: the raw folder vs the pack (local remote, fresh clone for pull)",
+        "",
+        "| operation | folder | pack | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for op, row in section.items():
+        lines.append(
+            f"| dvc {op} | {row['folder_s']:.2f} s | {row['pack_s']:.2f} s | {row['speedup']:.0f}x |"
+        )
+    if repro:
+        lines += [
+            "",
+            f"`dvc repro` of this project's pipeline on the same images: {repro['full_s']:.1f} s"
+            f" from scratch, {repro['noop_s']:.2f} s when nothing changed.",
+        ]
+    return lines + [""]
+
+
+def scale_table(section: dict) -> list[str]:
+    lines = [
+        "### Scale: `imgpack build` at 1x, 2x and 4x the MNIST folder",
+        "",
+        "| data | images | median time | µs per image | peak RSS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, row in section["rows"].items():
+        lines.append(
+            f"| {label} | {row['images']:,} | {row['seconds']:.1f} s | {row['us_per_image']:.0f} |"
+            f" {row['peak_rss_mb']:.0f} MB |"
+        )
+    lines += [
+        "",
+        f"Peak RSS grows {section['rss_growth']:.2f}x and time per image"
+        f" {section['time_per_image_growth']:.2f}x from 1x to 4x.",
+        "",
+    ]
+    return lines
+
+
+def targets(results: dict) -> list[tuple[str, float, str, bool]]:
+    """(target, measured, threshold, met) for each target the issues set."""
+    out = []
+    sections = results["sections"]
+    if "pack_mnist" in sections:
+        rows = sections["pack_mnist"]["contenders"]
+        a = rows["imgpack build"]["seconds"] / rows["(a) LMDB bytes, putmulti"]["seconds"]
+        b = rows["(b) LMDB pickled arrays"]["seconds"] / rows["imgpack build"]["seconds"]
+        out += [
+            ("imgpack build time / approach (a)", a, "<= 1.5", a <= 1.5),
+            ("approach (b) time / imgpack build", b, ">= 2", b >= 2),
+        ]
+    if "read_mnist" in sections:
+        t = sections["read_mnist"]["targets"]
+        best = max(t["files_over_imgpack_single"], t["files_over_imgpack_batch"])
+        out += [
+            ("files time / imgpack shuffled read (best of single, batch)", best, ">= 6", best >= 6),
+            (
+                "imgpack batch read / bare txn.get loop",
+                t["imgpack_batch_over_bare"],
+                "<= 2",
+                t["imgpack_batch_over_bare"] <= 2,
+            ),
+            (
+                "imgpack dataset[i] / bare txn.get loop",
+                t["imgpack_single_over_bare"],
+                "<= 2",
+                t["imgpack_single_over_bare"] <= 2,
+            ),
+        ]
+    if "scale" in sections:
+        s = sections["scale"]
+        peak = max(r["peak_rss_mb"] for r in s["rows"].values())
+        out += [
+            ("peak RSS of imgpack build (MB)", peak, "< 200", peak < 200),
+            ("peak RSS 4x / 1x", s["rss_growth"], "<= 1.2", s["rss_growth"] <= 1.2),
+        ]
+    if "dvc" in sections:
+        speedup = sections["dvc"]["push+pull"]["speedup"]
+        out.append(("dvc push+pull: folder / pack", speedup, ">= 50", speedup >= 50))
+    return out
+
+
+def markdown(results: dict) -> str:
+    s = results["sections"]
+    lines = [
+        f"## Benchmark results ({results['config']['mode']}, median of {results['config']['runs']} runs)",
+        "",
+    ]
+    if "pack_mnist" in s:
+        lines += packing_table("MNIST training PNGs", s["pack_mnist"])
+    if "pack_photos" in s:
+        lines += packing_table("photo-sized JPEGs", s["pack_photos"])
+    if "read_mnist" in s:
+        lines += reading_table("MNIST", s["read_mnist"])
+    if "read_photos" in s:
+        lines += reading_table("photo-sized JPEGs", s["read_photos"])
+    if "dvc" in s:
+        lines += dvc_table(s["dvc"], s.get("repro"))
+    if "scale" in s:
+        lines += scale_table(s["scale"])
+    lines += ["### Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
+    for name, value, wanted, met in targets(results):
+        lines.append(f"| {name} | {value:.2f} | {wanted} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = results["sections"]
+    panels = [k for k in ("pack_mnist", "read_mnist", "dvc") if k in s]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2))
+    axes = [axes] if len(panels) == 1 else axes
+    for ax, key in zip(axes, panels, strict=True):
+        if key == "pack_mnist":
+            rows = s[key]["contenders"]
+            ax.barh(list(rows), [r["seconds"] for r in rows.values()], color="#4c72b0")
+            ax.set_title("Packing 60k MNIST PNGs (s, lower is better)")
+        elif key == "read_mnist":
+            rows = s[key]["contenders"]
+            ax.barh(list(rows), [r["us_per_image"] for r in rows.values()], color="#55a868")
+            ax.set_xscale("log")
+            ax.set_title("Reading every image (µs per image, log)")
+        else:
+            ops = list(s[key])
+            y = range(len(ops))
+            ax.barh([i + 0.2 for i in y], [s[key][o]["folder_s"] for o in ops], 0.4, label="folder")
+            ax.barh([i - 0.2 for i in y], [s[key][o]["pack_s"] for o in ops], 0.4, label="pack")
+            ax.set_yticks(list(y), [f"dvc {o}" for o in ops])
+            ax.set_xscale("log")
+            ax.legend()
+            ax.set_title("DVC: raw folder vs pack (s, log)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)

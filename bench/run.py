@@ -1,0 +1,75 @@
+"""Run the benchmark: packing, reading, size, DVC and scale; print Markdown, write results.json and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench import data, dvc_ops, packing, reading, report, scale
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("pack", "read", "dvc", "scale")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small data, 1 run: a fast check")
+    parser.add_argument("--runs", type=int, help="runs per contender (default 3, quick 1)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    wanted = set(args.sections.split(","))
+    mnist = data.mnist(limit_per_label=300 if args.quick else None)
+    photos = data.photos(40 if args.quick else 300)
+    results = {
+        "config": {
+            "mode": "quick" if args.quick else "full",
+            "runs": runs,
+            "sections": sorted(wanted),
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "sections": {},
+    }
+    started = time.time()
+    s = results["sections"]
+    if "pack" in wanted:
+        s["pack_mnist"] = packing.measure(mnist, "mnist", runs)
+        s["pack_photos"] = packing.measure(photos, "photos", runs)
+    if "read" in wanted:
+        s["read_mnist"] = reading.measure(mnist, "mnist", runs)
+        s["read_photos"] = reading.measure(photos, "photos", runs)
+    if "dvc" in wanted:
+        pack = data.WORK / "dvc-pack" / "images.lmdb"
+        pack.parent.mkdir(parents=True, exist_ok=True)
+        pack.unlink(missing_ok=True)
+        from bench.timing import IMGPACK, run_process
+
+        run_process([IMGPACK, "build", str(mnist), str(pack)])
+        s["dvc"] = dvc_ops.measure_transfer(mnist, pack, runs)
+        s["repro"] = dvc_ops.measure_repro(mnist, runs)
+        shutil.rmtree(pack.parent, ignore_errors=True)
+    if "scale" in wanted:
+        s["scale"] = scale.measure(mnist, max(1, runs - 1))
+    results["seconds"] = round(time.time() - started, 1)
+    text = report.markdown(results)
+    print(text)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(text)
+    if {"pack", "read"} <= wanted:
+        report.plot(results, args.out.with_suffix(".png"))
+    print(
+        f"wrote {args.out}, {args.out.with_suffix('.md')} in {results['seconds']} s",
+        file=sys.stderr,
+    )
+    return 0
