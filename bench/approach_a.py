@@ -5,14 +5,11 @@ import sys
 
 import lmdb
 
+from bench.data import image_paths
+
 
 def main(raw: str, out: str) -> None:
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(raw)
-        for name in names
-        if name.lower().endswith((".png", ".jpg", ".jpeg"))
-    )
+    paths = image_paths(raw)
     total = sum(os.path.getsize(p) for p in paths)
     env = lmdb.open(out, subdir=False, map_size=total * 2 + (64 << 20))
     for start in range(0, len(paths), 1000):

@@ -11,6 +11,8 @@ import lmdb
 import numpy as np
 from PIL import Image
 
+from bench.data import image_paths
+
 
 class StoredImage:
     """The comparison's per-image object: pixel bytes, shape and label."""
@@ -27,12 +29,7 @@ class StoredImage:
 
 
 def main(raw: str, out: str) -> None:
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(raw)
-        for name in names
-        if name.lower().endswith((".png", ".jpg", ".jpeg"))
-    )
+    paths = image_paths(raw)
     first = np.asarray(Image.open(paths[0]))
     env = lmdb.open(out, subdir=False, map_size=len(paths) * first.nbytes * 10 + (64 << 20))
     with env.begin(write=True) as txn:

@@ -9,8 +9,6 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter
-
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"
 MNIST_TAR = ROOT.parent.parent / "shared" / "datasets" / "mnist_png.tar.gz"
@@ -40,6 +38,8 @@ def mnist(limit_per_label: int | None = None) -> Path:
 
 def photos(count: int, size: tuple[int, int] = (1024, 768)) -> Path:
     """Synthetic photo-like JPEGs of about 100 KB (smooth shapes plus grain), 4 labels."""
+    from PIL import Image, ImageDraw, ImageFilter
+
     out = WORK / f"photos-{count}"
     if out.is_dir():
         return out
@@ -87,6 +87,16 @@ def scaled(base: Path, factor: int) -> Path:
                     data = _with_text_chunk(data, b"copy\0" + str(copy).encode())
                 (target / name).write_bytes(data)
     return out
+
+
+def image_paths(raw: str | Path) -> list[str]:
+    """Every PNG/JPEG under `raw`, sorted: what each contender packs."""
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(raw)
+        for name in names
+        if name.lower().endswith((".png", ".jpg", ".jpeg"))
+    )
 
 
 def allocated_bytes(path: Path) -> int:

@@ -7,14 +7,11 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from bench.data import image_paths
+
 
 def main(raw: str, out: str) -> None:
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(raw)
-        for name in names
-        if name.lower().endswith((".png", ".jpg", ".jpeg"))
-    )
+    paths = image_paths(raw)
     images = np.stack([np.asarray(Image.open(p)) for p in paths])
     labels = [os.path.basename(os.path.dirname(p)) for p in paths]
     with h5py.File(out, "w") as handle:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from bench.data import WORK, allocated_bytes
+from bench.data import WORK, allocated_bytes, image_paths
 from bench.timing import IMGPACK, PYTHON, median, rounds, run_process
 
 CONTENDERS = {
@@ -30,8 +31,8 @@ CONTENDERS = {
 
 
 def count_images(raw: Path) -> tuple[int, int]:
-    files = [p for p in raw.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
-    return len(files), sum(p.stat().st_size for p in files)
+    files = image_paths(raw)
+    return len(files), sum(os.path.getsize(p) for p in files)
 
 
 def measure(raw: Path, name: str, runs: int) -> dict:
