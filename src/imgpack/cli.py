@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
+from imgpack import __version__
 from imgpack.errors import InputError
+from imgpack.params import ERROR_KINDS
 from imgpack.stages.common import run_stage
 
 __all__ = ["main"]
@@ -115,21 +117,29 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="imgpack", description="Pack many small images into one validated LMDB file."
     )
-    from imgpack import __version__
-
     top.add_argument("--version", action="version", version=f"imgpack {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="ingest + pack + validate RAW_DIR into OUT.lmdb")
-    b.add_argument("raw_dir", type=Path)
-    b.add_argument("out", type=Path)
+    b.add_argument("raw_dir", type=Path, help="folder of images; keys are paths relative to it")
+    b.add_argument("out", type=Path, help="the pack to write (replaced atomically when complete)")
     b.add_argument("--labels", type=Path, help="CSV/TSV/JSONL/Parquet table; default: folder names")
     b.add_argument("--params", type=Path, help="take ingest/pack settings from this params.yaml")
-    b.add_argument("--hash", choices=["sha256", "blake2b"])
-    b.add_argument("--extensions", help="comma-separated, e.g. .png,.jpg")
-    b.add_argument("--duplicates", choices=["keep", "dedupe"])
-    b.add_argument("--on-error", action="append", default=[], metavar="KIND=skip|fail")
-    b.add_argument("--workers", type=int)
+    b.add_argument("--hash", choices=["sha256", "blake2b"], help="default sha256")
+    b.add_argument("--extensions", help="comma-separated, default .png,.jpg,.jpeg")
+    b.add_argument(
+        "--duplicates",
+        choices=["keep", "dedupe"],
+        help="identical files: store each (default) or once",
+    )
+    b.add_argument(
+        "--on-error",
+        action="append",
+        default=[],
+        metavar="KIND=skip|fail",
+        help=f"policy per kind of bad input, repeatable; kinds: {', '.join(ERROR_KINDS)}",
+    )
+    b.add_argument("--workers", type=int, help="reader threads (default 1)")
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")
     b.set_defaults(func=cmd_build)
 
