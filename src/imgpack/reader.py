@@ -24,9 +24,13 @@ from imgpack.format.codec import (
 
 __all__ = ["Pack", "Record", "open_pack", "check_pack_file"]
 
-_pack_index = struct.Struct(
-    ">Q"
-).pack  # the format's index key (codec.encode_index), inlined for speed
+# The format's index key (codec.encode_index), inlined for speed on the read path.
+_pack_index = struct.Struct(">Q").pack
+# Full scans read this many records or bytes per chunk and release the map every _RELEASE_BYTES.
+_CHUNK_RECORDS = 1024
+_CHUNK_BYTES = 8 << 20
+_RELEASE_BYTES = 64 << 20
+_RELEASE_CHUNKS = 16
 
 _MIN_PAGES = 2  # LMDB's two meta pages
 _OS_PAGE = 4096
@@ -273,16 +277,50 @@ class Pack(Sequence):
         return [self._record(txn, i) for i in indices]
 
     def __iter__(self) -> Iterator[Record]:
-        """All records in key order, walking both sub-databases with cursors."""
-        txn = self._reader()
-        images = txn.cursor(self._dbs["images"])
-        metas = txn.cursor(self._dbs["meta"])
-        for (raw_i, data), (raw_m, meta_raw) in zip(images, metas, strict=False):
-            if raw_i != raw_m:
+        """All records in key order, read in bounded chunks (see `_scan`)."""
+        images = self._scan("images")
+        for index, meta_raw in self._scan("meta"):
+            raw_index, data = next(images, (None, None))
+            if raw_index != index:
                 raise PackCorruptError(f"{self.path}: images and metadata disagree; damaged pack")
-            index = decode_index(raw_i)
             meta = decode_meta(meta_raw, f"record {index} of {self.path}")
             yield Record(index, meta["key"], data, meta)
+
+    def _scan(self, db_name: str) -> Iterator[tuple[int, bytes]]:
+        """(index, value) of a sub-database in order, a bounded chunk at a time.
+
+        No cursor lives across a `yield`, so scans can interleave with other reads, and every
+        `_RELEASE_BYTES` the memory map is released (when no other Pack shares it): a full scan of
+        a large pack does not leave every page of it mapped into this process's RSS.
+        """
+        start, since_release, chunks = 0, 0, 0
+        while start < self._count:
+            chunk, size = [], 0
+            cursor = self._reader().cursor(self._dbs[db_name])
+            if cursor.set_range(_pack_index(start)):
+                for raw, value in cursor:
+                    chunk.append((decode_index(raw), value))
+                    size += len(value)
+                    if len(chunk) >= _CHUNK_RECORDS or size >= _CHUNK_BYTES:
+                        break
+            if not chunk:
+                return
+            start = chunk[-1][0] + 1
+            since_release += size
+            chunks += 1
+            # Small records map more B-tree pages than value bytes, hence the chunk count too.
+            if since_release >= _RELEASE_BYTES or chunks >= _RELEASE_CHUNKS:
+                self._release_map()
+                since_release = chunks = 0
+            yield from chunk
+
+    def _release_map(self) -> None:
+        entry = _ENVS.get(str(self.path))
+        if self._txn is None or entry is None or entry[1] != 1:
+            return  # another Pack in this process uses the same mapping: keep it
+        self._txn.abort()
+        self._txn = self._env = None
+        _release_env(self.path)
 
     def keys(self) -> Iterator[str]:
         """Record keys in index order (aliases not included)."""
@@ -296,8 +334,7 @@ class Pack(Sequence):
 
     def iter_meta(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(index, metadata) of every record, without touching image bytes."""
-        for raw, meta_raw in self._reader().cursor(self._dbs["meta"]):
-            index = decode_index(raw)
+        for index, meta_raw in self._scan("meta"):
             yield index, decode_meta(meta_raw, f"record {index} of {self.path}")
 
     def metadata(self, columns: Sequence[str] | None = None, chunksize: int | None = None):

@@ -76,7 +76,9 @@ def estimate_map_size(total_bytes: int, count: int) -> int:
 class PackWriter:
     """Append records in key order into a fresh LMDB file; `publish()` moves it to `out` atomically."""
 
-    def __init__(self, out: Path, map_size: int, batch_bytes: int = 32 << 20):
+    def __init__(
+        self, out: Path, map_size: int, batch_bytes: int = 32 << 20, batch_records: int = 10_000
+    ):
         self.out = Path(out)
         self.tmp = temporary_path(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,9 @@ class PackWriter:
         self.tmp.unlink(missing_ok=True)
         self.map_size = map_size
         self.batch_bytes = batch_bytes
+        # Small images cost far more memory per record (Python objects, dirty pages) than their
+        # bytes, so a transaction is also capped by its record count.
+        self.batch_records = batch_records
         # lock=False: the temporary is private to this process, and no -lock file may be left behind.
         self.env = lmdb.open(
             str(self.tmp),
@@ -120,7 +125,10 @@ class PackWriter:
         self._pending["keys"].append((raw_key, packed_index))
         self.count += 1
         self._pending_bytes += len(data) + 256
-        if self._pending_bytes >= self.batch_bytes:
+        if (
+            self._pending_bytes >= self.batch_bytes
+            or len(self._pending["keys"]) >= self.batch_records
+        ):
             self.flush()
         return index
 
