@@ -224,3 +224,23 @@ def test_the_cli_reports_a_truncated_pack_in_one_line(sample_pack, tmp_path, kee
         and "truncated" in cli.stderr
         and len(cli.stderr.strip().splitlines()) == 1
     )
+
+
+def test_full_scans_release_the_map_and_still_interleave_with_other_reads(tmp_path, monkeypatch):
+    from imgpack import reader
+    from tests.test_writer import write
+
+    write(tmp_path / "big.lmdb", 2500, 1 << 20, value=b"x" * 300)
+    monkeypatch.setattr(reader, "_RELEASE_CHUNKS", 1)  # release after every chunk of 1024 records
+    with imgpack.open(tmp_path / "big.lmdb") as pack:
+        first_env = pack._reader() and pack._env
+        seen = []
+        for record in pack:
+            if record.index % 500 == 0:
+                assert pack[record.index].data == record.data  # a lookup in the middle of a scan
+            seen.append(record.key)
+        assert seen == [f"k{i:05d}" for i in range(2500)]
+        assert pack._env is not first_env  # the mapping was dropped and reopened
+        assert [i for i, _ in pack.iter_meta()] == list(range(2500))
+        twin = zip(pack, pack.iter_meta(), strict=True)
+        assert all(record.index == index for record, (index, _) in twin)
