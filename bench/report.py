@@ -25,6 +25,18 @@ def packing_table(title: str, section: dict) -> list[str]:
     return lines + [""]
 
 
+def phases_table(section: dict) -> list[str]:
+    lines = [
+        "### Where `imgpack build` spends its time (MNIST, in-process)",
+        "",
+        "| phase | median time | vs approach (a) |",
+        "|---|---:|---:|",
+    ]
+    for name, row in section.items():
+        lines.append(f"| {name} | {row['seconds']:.2f} s | {row['vs_approach_a']:.2f}x |")
+    return lines + [""]
+
+
 def reading_table(title: str, section: dict) -> list[str]:
     lines = [
         f"### Reading every image once: {title} ({section['images']:,} images, page cache warm)",
@@ -143,6 +155,8 @@ def markdown(results: dict) -> str:
         lines += packing_table("MNIST training PNGs", s["pack_mnist"])
     if "pack_photos" in s:
         lines += packing_table("photo-sized JPEGs", s["pack_photos"])
+    if "phases" in s:
+        lines += phases_table(s["phases"])
     if "read_mnist" in s:
         lines += reading_table("MNIST", s["read_mnist"])
     if "read_photos" in s:

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, dvc_ops, packing, reading, report, scale
+from bench import data, dvc_ops, packing, phases, reading, report, scale
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pack", "read", "dvc", "scale")
+SECTIONS = ("pack", "phases", "read", "dvc", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if "pack" in wanted:
         s["pack_mnist"] = packing.measure(mnist, "mnist", runs)
         s["pack_photos"] = packing.measure(photos, "photos", runs)
+    if "phases" in wanted:
+        s["phases"] = phases.measure(mnist, runs)
     if "read" in wanted:
         s["read_mnist"] = reading.measure(mnist, "mnist", runs)
         s["read_photos"] = reading.measure(photos, "photos", runs)

@@ -61,3 +61,14 @@ def test_text_is_not_an_image():
     with pytest.raises(ProbeFailure) as info:
         probe_image(b"hello, world", max_pixels=10**9)
     assert info.value.kind == "corrupt"
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536, 1_000_003])
+def test_read_file_returns_every_byte_whatever_the_size(tmp_path, size):
+    import os
+
+    from imgpack.probe import read_file
+
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert read_file(str(tmp_path / "f")) == data

@@ -38,18 +38,20 @@ def digest(data: bytes, algorithm: str) -> str:
     return hashlib.new(algorithm, data).hexdigest()
 
 
-_CHUNK = 1 << 20
+# A first read this size holds most images whole; a larger buffer would cost an mmap per file.
+_FIRST_READ = 1 << 16
 
 
 def read_file(path: str) -> bytes:
     """A whole file in as few system calls as possible (open(...).read() adds fstat and EOF reads)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.read(fd, _CHUNK)
-        if len(data) < _CHUNK:
-            return data
+        data = os.read(fd, _FIRST_READ)
+        if len(data) < _FIRST_READ:
+            return data  # regular files read short only at the end
         parts = [data]
-        while block := os.read(fd, _CHUNK):
+        want = max(os.fstat(fd).st_size - len(data), 0) + _FIRST_READ
+        while block := os.read(fd, want):
             parts.append(block)
         return b"".join(parts)
     finally:

@@ -1,0 +1,48 @@
+"""Where `imgpack build` spends its time: ingest, pack and validate run in-process, beside approach (a)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from bench import approach_a
+from bench.data import WORK
+from bench.timing import median
+
+
+def measure(raw: Path, runs: int) -> dict:
+    from imgpack.stages.ingest import ingest
+    from imgpack.stages.pack import pack
+    from imgpack.stages.validate import validate
+
+    work = WORK / "phases"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    manifest, out, a_out = work / "m.jsonl", work / "p.lmdb", work / "a.lmdb"
+
+    def clock(fn):
+        def once() -> float:
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+
+        return once
+
+    def a_once():
+        a_out.unlink(missing_ok=True)
+        approach_a.main(str(raw), str(a_out))
+
+    # The order inside a round is fixed (pack needs ingest's manifest), so no rotation here.
+    times = {"ingest": [], "pack": [], "validate": [], "approach (a), in-process": []}
+    for _ in range(runs):
+        times["ingest"].append(clock(lambda: ingest(raw, manifest))())
+        times["pack"].append(clock(lambda: pack(manifest, raw, out))())
+        times["validate"].append(clock(lambda: validate(out, manifest))())
+        times["approach (a), in-process"].append(clock(a_once)())
+    shutil.rmtree(work, ignore_errors=True)
+    a = median(times["approach (a), in-process"])
+    return {
+        name: {"seconds": median(v), "vs_approach_a": median(v) / a, "runs": v}
+        for name, v in times.items()
+    }
