@@ -51,8 +51,10 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
     files = [os.path.join(raw, keys[i]) for i in order]
     batches = [order[s : s + batch] for s in range(0, n, batch)]
 
-    # LMDB allows one environment per file per process: the bare loop borrows the pack's.
-    env = pack._env
+    # LMDB allows one environment per file per process: the bare loop reads a byte-identical copy.
+    bare_copy = out_dir / "bare.lmdb"
+    shutil.copyfile(built["imgpack"], bare_copy)
+    env = lmdb.open(str(bare_copy), subdir=False, readonly=True, lock=False, max_dbs=8)
     bare_txn = env.begin()
     images_db = env.open_db(b"images", txn=bare_txn, create=False)
     bare_keys = [struct.pack(">Q", i) for i in order]
@@ -111,8 +113,7 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
         for label, values in times.items()
     }
     h5.close()
-    bare_txn.abort()
-    for handle in (a_env, b_env):
+    for handle in (a_env, b_env, env):
         handle.close()
     dataset.pack.close()
     shutil.rmtree(out_dir, ignore_errors=True)
