@@ -201,5 +201,11 @@ def plot(results: dict, path: Path) -> None:
             ax.legend()
             ax.set_title("DVC: raw folder vs pack (s, log)")
         ax.invert_yaxis()
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax in axes:
+        if ax.get_xscale() == "log":  # plain numbers, no crowded minor labels
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=90)
