@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from bench import approach_a
 from bench.data import WORK
-from bench.timing import median
+from bench.timing import clock, median
 
 
 def measure(raw: Path, runs: int) -> dict:
@@ -20,14 +19,6 @@ def measure(raw: Path, runs: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     manifest, out, a_out = work / "m.jsonl", work / "p.lmdb", work / "a.lmdb"
-
-    def clock(fn):
-        def once() -> float:
-            start = time.perf_counter()
-            fn()
-            return time.perf_counter() - start
-
-        return once
 
     def a_once():
         a_out.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ import pickle
 import random
 import shutil
 import struct
-import time
 from pathlib import Path
 
 import lmdb
@@ -15,7 +14,7 @@ import lmdb
 import imgpack
 from bench.data import WORK
 from bench.packing import CONTENDERS
-from bench.timing import median, rounds, run_process
+from bench.timing import clock, median, rounds, run_process
 
 
 def _build(raw: Path, out_dir: Path) -> dict[str, Path]:
@@ -71,14 +70,6 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
 
     h5 = h5py.File(built["hdf5"], "r")
     h5_images = h5["images"]
-
-    def clock(fn):
-        def once() -> float:
-            start = time.perf_counter()
-            fn()
-            return time.perf_counter() - start
-
-        return once
 
     def files_read():
         for path in files:

@@ -59,6 +59,17 @@ def rounds(contenders: dict[str, Callable[[], float]], runs: int) -> dict[str, l
     return times
 
 
+def clock(fn: Callable[[], object]) -> Callable[[], float]:
+    """A contender that runs `fn` in this process and returns its wall time."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return once
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
