@@ -82,8 +82,11 @@ def ingest(
         if params.on_error[kind] == "fail":
             refused.setdefault(kind, []).append(display_path(getattr(found, "key", found)))
 
-    with scratch_dir(Path(manifest_out)) as scratch, _scratch_errors(scratch):
-        db = sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))
+    with (
+        scratch_dir(Path(manifest_out)) as scratch,
+        _scratch_errors(scratch),
+        contextlib.closing(sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))) as db,
+    ):
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
@@ -133,7 +136,6 @@ def ingest(
             )
         db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
         report.duplicate_groups, duplicate_of = _duplicates(db)
-        db.close()
         header = {"hash_algorithm": params.hash, "count": report.packed, "total_bytes": total_bytes}
         write_manifest(Path(manifest_out), header, _final_rows(staged, duplicate_of))
     if report_out is not None:
