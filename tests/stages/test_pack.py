@@ -52,6 +52,12 @@ def test_a_pack_param_change_changes_the_header_digest(digits_tree, tmp_path):
     assert one["manifest_digest"] == two["manifest_digest"]
 
 
+def test_the_thread_count_does_not_change_the_bytes(digits_tree, tmp_path):
+    one, _ = ingest_and_pack(digits_tree, tmp_path, PackParams(workers=1), "a.lmdb")
+    two, _ = ingest_and_pack(digits_tree, tmp_path, PackParams(workers=3), "b.lmdb")
+    assert one.read_bytes() == two.read_bytes()
+
+
 def test_dedupe_stores_identical_bytes_once_and_resolves_the_alias(tmp_path):
     raw = write_tree(
         tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)}

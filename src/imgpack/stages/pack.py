@@ -68,13 +68,19 @@ def pack(
             "aliases": writer.aliases,
             "hash_algorithm": algorithm,
             "imgpack_version": __version__,
-            "params_digest": hashlib.sha256(dumps(dataclasses.asdict(params)).encode()).hexdigest(),
+            "params_digest": _params_digest(params),
             "manifest_digest": file_digest(Path(manifest)),
             "total_bytes": total_bytes,
             "classes": sorted(classes),
         }
         writer.publish(pack_header, before_publish)
     return pack_header
+
+
+def _params_digest(params: PackParams) -> str:
+    """Digest of the params that shape the pack's bytes (the thread count does not)."""
+    shaping = {k: v for k, v in dataclasses.asdict(params).items() if k != "workers"}
+    return hashlib.sha256(dumps(shaping).encode()).hexdigest()
 
 
 def _meta(row: dict[str, Any], params: PackParams) -> dict[str, Any]:
