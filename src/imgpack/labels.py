@@ -34,7 +34,9 @@ def read_label_rows(
     """Yield every row of the table; memory is one chunk whatever the table's length."""
     table = Path(table)
     if not table.is_file():
-        raise InputError(f"{table}: labels table not found; set ingest.labels in params.yaml")
+        raise InputError(
+            f"{table}: labels table not found (check the path, or ingest.labels in params.yaml)"
+        )
     suffix = table.suffix.lower()
     if suffix in _DELIMITED:
         chunks = _delimited_chunks(table, _DELIMITED[suffix], chunksize)

@@ -178,7 +178,7 @@ class Pack(Sequence):
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Only the path travels to spawned workers; each process opens its own handle lazily.
+        # Only the path travels to spawned workers; each reopens the file on unpickling.
         return {"path": str(self.path)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
