@@ -8,6 +8,7 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from imgpack.handles import MappedImages
 from imgpack.reader import Pack
 
 __all__ = ["ImageDataset"]
@@ -63,6 +64,7 @@ class ImageDataset:
         self.target_transform = target_transform
         self.return_meta = return_meta
         self._pack: Pack | None = None
+        self._images: MappedImages | None = None
         pack = self.pack
         self.classes: list[str] = list(pack.header["classes"])
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
@@ -83,7 +85,10 @@ class ImageDataset:
                     raise IndexError(f"record {i} out of range for a pack of {len(pack)}")
             chosen = wanted
         self.split = split
-        self._indices = chosen
+        # The whole pack in order is a range: no table, and no memory touched to map a position.
+        self._indices = range(len(pack)) if split is None and indices is None else chosen
+        # Located here, so forked DataLoader workers inherit the table instead of rebuilding it.
+        self._images = pack.locate()
         # Raw bytes with no callbacks: the hot path skips decoding and transform dispatch.
         self._plain = decode == "bytes" and not (transform or target_transform or return_meta)
 
@@ -96,7 +101,7 @@ class ImageDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_pack"] = None  # the LMDB handle never travels; the worker opens its own
+        state["_pack"] = state["_images"] = None  # handles never travel; each worker opens its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -126,22 +131,28 @@ class ImageDataset:
             return image, target, self.pack.meta(index)
         return image, target
 
+    def _located(self) -> MappedImages:
+        self._images = self.pack.locate()
+        return self._images
+
     def __getitem__(self, position: int) -> tuple:
-        index = self._indices[position]
-        data = (self._pack or self.pack).data(index)
+        index = self._indices[position]  # checked against the pack in __init__
+        images = self._images or self._located()
+        data = images.map[images.starts[index] : images.ends[index]]
         if self._plain:
             return data, self._all_targets[index]
         return self._sample(index, data)
 
     def __getitems__(self, positions: Sequence[int]) -> list[tuple]:
-        """A whole batch in one transaction (DataLoader calls this for batched samplers)."""
+        """A whole batch in one call (DataLoader calls this for batched samplers)."""
         chosen = self._indices
+        images = self._images or self._located()
+        mapped, starts, ends = images.map, images.starts, images.ends
         indices = [chosen[p] for p in positions]
-        datas = (self._pack or self.pack).data_many(indices, checked=True)
         if self._plain:
             targets = self._all_targets
-            return [(data, targets[i]) for i, data in zip(indices, datas, strict=True)]
-        return [self._sample(i, data) for i, data in zip(indices, datas, strict=True)]
+            return [(mapped[starts[i] : ends[i]], targets[i]) for i in indices]
+        return [self._sample(i, mapped[starts[i] : ends[i]]) for i in indices]
 
     # -- selection ---------------------------------------------------------------------------------
     def subset(self, rows: Any) -> ImageDataset:

@@ -21,8 +21,16 @@ from imgpack.format.codec import (
     decode_meta,
     encode_index,
 )
+from imgpack.handles import (
+    MappedImages,
+    acquire_env,
+    forget_envs,
+    map_images,
+    release_env,
+    sole_user,
+)
 
-__all__ = ["Pack", "Record", "open_pack", "check_pack_file"]
+__all__ = ["Pack", "Record", "open_pack"]
 
 # The format's index key (codec.encode_index), inlined for speed on the read path.
 _pack_index = struct.Struct(">Q").pack
@@ -31,9 +39,6 @@ _CHUNK_RECORDS = 1024
 _CHUNK_BYTES = 8 << 20
 _RELEASE_BYTES = 64 << 20
 _RELEASE_CHUNKS = 16
-
-_MIN_PAGES = 2  # LMDB's two meta pages
-_OS_PAGE = 4096
 
 
 class Record(NamedTuple):
@@ -49,72 +54,14 @@ class Record(NamedTuple):
         return self.meta["label"]
 
 
-def check_pack_file(path: Path) -> int:
-    """Raise a clear error for a missing, empty or undersized file before LMDB maps it."""
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        raise PackFormatError(f"{path}: no such pack file") from None
-    except OSError as exc:
-        raise PackFormatError(f"{path}: cannot read the pack file ({exc.strerror})") from None
-    if size < _MIN_PAGES * _OS_PAGE:
-        raise PackCorruptError(
-            f"{path} is {size} bytes, too small for an LMDB file: the pack is truncated "
-            "or not a pack; fetch it again (dvc pull / dvc checkout) or rebuild it"
-        )
-    return size
-
-
-# One environment per file per process (LMDB refuses a second open of the same file), shared by
-# every Pack on it; a forked child closes the inherited ones and reopens on first use.
-_ENVS: dict[str, list] = {}  # real path -> [environment, number of packs using it]
 _LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
-
-
-def _acquire_env(path: Path) -> lmdb.Environment:
-    entry = _ENVS.get(str(path))
-    if entry is not None:
-        entry[1] += 1
-        return entry[0]
-    size = check_pack_file(path)
-    try:
-        env = lmdb.open(
-            str(path),
-            subdir=False,
-            readonly=True,
-            lock=False,  # no reader slots and no lock file: nothing is ever written near the pack
-            max_dbs=len(SUBDBS),
-            readahead=False,
-        )
-    except lmdb.Error as exc:
-        raise PackFormatError(f"{path} is not a readable LMDB file ({exc})") from None
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    if needed > size:
-        env.close()
-        raise PackCorruptError(
-            f"{path} is {size} bytes but its database needs {needed}: the pack is truncated; "
-            "fetch it again (dvc pull / dvc checkout) or rebuild it"
-        )
-    _ENVS[str(path)] = [env, 1]
-    return env
-
-
-def _release_env(path: Path) -> None:
-    entry = _ENVS.get(str(path))
-    if entry is not None:
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del _ENVS[str(path)]
-            entry[0].close()
 
 
 def _after_fork_in_child() -> None:
     for pack in list(_LIVE):
         pack._txn = None
         pack._env = None
-    for env, _ in _ENVS.values():
-        env.close()
-    _ENVS.clear()
+    forget_envs()
 
 
 if hasattr(os, "register_at_fork"):
@@ -128,13 +75,14 @@ class Pack(Sequence):
         self.path = Path(path).resolve()
         self._env: lmdb.Environment | None = None
         self._txn: lmdb.Transaction | None = None
+        self._images: MappedImages | None = None
         self._closed = False
         self._open()
         _LIVE.add(self)
 
     # -- opening, closing, fork and pickle --------------------------------------------------------
     def _open(self) -> None:
-        env = _acquire_env(self.path)
+        env, self._identity = acquire_env(self.path)
         try:
             txn = env.begin(buffers=False)
             try:
@@ -145,7 +93,7 @@ class Pack(Sequence):
                 ) from None
             header = decode_header(txn.get(HEADER_KEY, db=dbs["header"]), str(self.path))
         except BaseException:
-            _release_env(self.path)
+            release_env(self.path)
             raise
         self._env, self._txn, self._dbs, self.header = env, txn, dbs, header
         self._count = header["count"]
@@ -157,12 +105,30 @@ class Pack(Sequence):
             self._open()
         return self._txn
 
+    def locate(self) -> MappedImages:
+        """Map the file read-only and find every image's bytes in it (done by the first read).
+
+        Once per process and file: call it before forking DataLoader workers and they share the
+        table instead of each building its own. See format/README.md, *Reading images in place*.
+        """
+        if self._images is None:
+            txn = self._reader()
+            self._images = map_images(
+                self.path,
+                self._identity,
+                txn.get(b"images"),  # the sub-database's record in LMDB's main database
+                self._env.stat()["psize"],
+                self._count,
+            )
+        return self._images
+
     def close(self) -> None:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
-            _release_env(self.path)
+            release_env(self.path)
         self._env = None
+        self._images = None  # the map is unmapped when no Pack in this process uses it
         self._closed = True
 
     def __del__(self) -> None:
@@ -183,7 +149,7 @@ class Pack(Sequence):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = Path(state["path"])
-        self._env = self._txn = None
+        self._env = self._txn = self._images = None
         self._closed = False
         self._open()
         _LIVE.add(self)
@@ -211,34 +177,28 @@ class Pack(Sequence):
         return self._record(self._reader(), self._index(i))
 
     def _record(self, txn: lmdb.Transaction, index: int) -> Record:
-        raw = encode_index(index)
-        data = txn.get(raw, db=self._dbs["images"])
-        meta_raw = txn.get(raw, db=self._dbs["meta"])
-        if data is None or meta_raw is None:
+        meta_raw = txn.get(encode_index(index), db=self._dbs["meta"])
+        if meta_raw is None:
             raise PackCorruptError(f"{self.path}: record {index} is missing; the pack is damaged")
         meta = decode_meta(meta_raw, f"record {index} of {self.path}")
-        return Record(index, meta["key"], data, meta)
+        return Record(index, meta["key"], self.data(index), meta)
 
     def data(self, i: int) -> bytes:
         """The original image bytes of record `i`, without decoding its metadata."""
-        txn = self._txn or self._reader()
-        data = txn.get(_pack_index(self._index(i)), None, self._dbs["images"])
-        if data is None:
-            raise PackCorruptError(f"{self.path}: record {i} is missing; the pack is damaged")
-        return data
+        images = self._images or self.locate()
+        i = self._index(i)
+        return images.map[images.starts[i] : images.ends[i]]
 
     def data_many(self, indices: Iterable[int], checked: bool = False) -> list[bytes]:
-        """Original bytes of many records in one transaction, in the order asked.
+        """Original bytes of many records, in the order asked.
 
         `checked=True` skips range checks for indices the caller already validated.
         """
-        get, images = (self._txn or self._reader()).get, self._dbs["images"]
+        images = self._images or self.locate()
+        mapped, starts, ends = images.map, images.starts, images.ends
         if not checked:
             indices = [self._index(i) for i in indices]
-        out = [get(_pack_index(i), None, images) for i in indices]
-        if None in out:
-            raise PackCorruptError(f"{self.path}: a record is missing; the pack is damaged")
-        return out
+        return [mapped[starts[i] : ends[i]] for i in indices]
 
     def meta(self, i: int) -> dict[str, Any]:
         raw = self._reader().get(encode_index(self._index(i)), db=self._dbs["meta"])
@@ -315,12 +275,11 @@ class Pack(Sequence):
             yield from chunk
 
     def _release_map(self) -> None:
-        entry = _ENVS.get(str(self.path))
-        if self._txn is None or entry is None or entry[1] != 1:
+        if self._txn is None or not sole_user(self.path):
             return  # another Pack in this process uses the same mapping: keep it
         self._txn.abort()
         self._txn = self._env = None
-        _release_env(self.path)
+        release_env(self.path)
 
     def keys(self) -> Iterator[str]:
         """Record keys in index order (aliases not included)."""
