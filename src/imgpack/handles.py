@@ -6,12 +6,15 @@ import mmap
 import os
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 
 from imgpack.errors import PackCorruptError, PackFormatError
 from imgpack.format.codec import SUBDBS
-from imgpack.format.spans import Spans, locate_images
+
+if TYPE_CHECKING:
+    from imgpack.format.spans import Spans
 
 __all__ = [
     "MappedImages",
@@ -121,6 +124,9 @@ def map_images(
     cached = _MAPPED.get(identity)
     if cached is not None:
         return cached
+    # Imported here: numpy's start-up is paid only by processes that read images.
+    from imgpack.format.spans import locate_images
+
     with open(path, "rb") as handle:
         if _identity(os.fstat(handle.fileno())) != identity:
             raise PackFormatError(

@@ -129,3 +129,13 @@ def test_an_images_database_with_lmdb_flags_imgpack_never_writes_is_refused(tmp_
         assert pack.meta(0)["key"] == "k"  # only the image reads depend on the layout
         with pytest.raises(PackFormatError, match="images sub-database has LMDB flags 0x4"):
             pack.data(0)
+
+
+def test_a_pack_without_records_locates_to_an_empty_table(tmp_path):
+    out = tmp_path / "empty.lmdb"
+    with PackWriter(out, 1 << 20, 1 << 20) as writer:
+        writer.publish(header(0))
+    with imgpack.open(out) as pack:
+        assert len(pack.locate().starts) == 0
+        with pytest.raises(IndexError):
+            pack.data(0)

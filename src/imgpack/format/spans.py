@@ -52,6 +52,8 @@ def locate_images(
             f"{where}: the images sub-database has LMDB flags {flags:#x} and imgpack writes none: "
             "rebuild the pack with imgpack"
         )
+    if entries == count == 0:
+        return Spans(array("q"), array("q"))  # LMDB keeps no pages for an empty database
     if entries != count or depth < 1:
         raise PackCorruptError(
             f"{where}: the images sub-database holds {entries} entries but the header says {count}: "
