@@ -13,7 +13,11 @@ __all__ = [
     "OutputError",
     "output_failed",
     "name_offenders",
+    "REFETCH",
 ]
+
+# The way out of a truncated or damaged pack, ending the messages that report one.
+REFETCH = "fetch it again (dvc pull / dvc checkout) or rebuild it"
 
 
 class ImgpackError(Exception):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import lmdb
 
-from imgpack.errors import PackCorruptError, PackFormatError
+from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 from imgpack.format.codec import SUBDBS
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def check_pack_file(path: Path) -> int:
     if size < _MIN_PAGES * _OS_PAGE:
         raise PackCorruptError(
             f"{path} is {size} bytes, too small for an LMDB file: the pack is truncated "
-            "or not a pack; fetch it again (dvc pull / dvc checkout) or rebuild it"
+            f"or not a pack; {REFETCH}"
         )
     return size
 
@@ -77,7 +77,7 @@ def acquire_env(path: Path) -> tuple[lmdb.Environment, tuple]:
         env.close()
         raise PackCorruptError(
             f"{path} is {identity[2]} bytes but its database needs {needed}: the pack is truncated; "
-            "fetch it again (dvc pull / dvc checkout) or rebuild it"
+            f"{REFETCH}"
         )
     _ENVS[str(path)] = [env, 1, identity]
     return env, identity

@@ -8,7 +8,7 @@ from array import array
 
 import numpy as np
 
-from imgpack.errors import PackCorruptError, PackFormatError
+from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 
 __all__ = ["Spans", "locate_images"]
 
@@ -57,7 +57,7 @@ def locate_images(
     if entries != count or depth < 1:
         raise PackCorruptError(
             f"{where}: the images sub-database holds {entries} entries but the header says {count}: "
-            "the pack is damaged; fetch it again (dvc pull / dvc checkout) or rebuild it"
+            f"the pack is damaged; {REFETCH}"
         )
     walker = _Walker(file, page_size, where)
     try:
@@ -75,7 +75,7 @@ def locate_images(
     if len(starts) != count:
         raise PackCorruptError(
             f"{where}: {len(starts)} images are reachable in its B-tree but the header says {count}: "
-            "the pack is damaged; fetch it again (dvc pull / dvc checkout) or rebuild it"
+            f"the pack is damaged; {REFETCH}"
         )
     return Spans(starts, ends)
 
@@ -97,8 +97,7 @@ class _Walker:
     def damaged(self, pages: np.ndarray, bad: np.ndarray, what: str):
         pgno = int(pages[np.argmax(bad)]) if pages.ndim and len(pages) == len(bad) else int(pages)
         raise PackCorruptError(
-            f"{self.where}: page {pgno} of the images B-tree is damaged ({what}); "
-            "fetch the pack again (dvc pull / dvc checkout) or rebuild it"
+            f"{self.where} is damaged: page {pgno} of the images B-tree ({what}); {REFETCH}"
         )
 
     def _check_pages(self, pages: np.ndarray, kind: int) -> None:
