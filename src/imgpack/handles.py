@@ -5,16 +5,13 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
+from array import array
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lmdb
 
 from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 from imgpack.format.codec import SUBDBS
-
-if TYPE_CHECKING:
-    from imgpack.format.spans import Spans
 
 __all__ = [
     "MappedImages",
@@ -109,8 +106,8 @@ class MappedImages:
 
     __slots__ = ("map", "starts", "ends", "__weakref__")
 
-    def __init__(self, mapped: mmap.mmap, spans: Spans):
-        self.map, self.starts, self.ends = mapped, spans.starts, spans.ends
+    def __init__(self, mapped: mmap.mmap, starts: array, ends: array):
+        self.map, self.starts, self.ends = mapped, starts, ends
 
 
 # Every Pack on the same file shares one map and one table (16 bytes a record); gone with the last.
@@ -135,10 +132,10 @@ def map_images(
             )
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        spans = locate_images(mapped, db_record, page_size, count, str(path))
+        starts, ends = locate_images(mapped, db_record, page_size, count, str(path))
     except BaseException:
         mapped.close()
         raise
-    images = MappedImages(mapped, spans)
+    images = MappedImages(mapped, starts, ends)
     _MAPPED[identity] = images
     return images

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import os
-import struct
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,8 +31,6 @@ from imgpack.handles import (
 
 __all__ = ["Pack", "Record", "open_pack"]
 
-# The format's index key (codec.encode_index), inlined for speed on the read path.
-_pack_index = struct.Struct(">Q").pack
 # Full scans read this many records or bytes per chunk and release the map every _RELEASE_BYTES.
 _CHUNK_RECORDS = 1024
 _CHUNK_BYTES = 8 << 20
@@ -257,7 +254,7 @@ class Pack(Sequence):
         while start < self._count:
             chunk, size = [], 0
             cursor = self._reader().cursor(self._dbs[db_name])
-            if cursor.set_range(_pack_index(start)):
+            if cursor.set_range(encode_index(start)):
                 for raw, value in cursor:
                     chunk.append((decode_index(raw), value))
                     size += len(value)

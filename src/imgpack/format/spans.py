@@ -10,7 +10,7 @@ import numpy as np
 
 from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 
-__all__ = ["Spans", "locate_images"]
+__all__ = ["locate_images"]
 
 # LMDB 0.9's on-disk layout (mdb.c), in the machine's byte order as LMDB writes it.
 _DB_RECORD = struct.Struct(
@@ -24,19 +24,10 @@ _KEY_SIZE = 8  # the format's record index key: 8-byte big-endian (codec.encode_
 _LEAF_PAGES_PER_STEP = 4096  # bounds the temporary arrays to a few MB whatever the pack's size
 
 
-class Spans:
-    """Byte range `[starts[i], ends[i])` of record `i`'s image within the file."""
-
-    __slots__ = ("starts", "ends")
-
-    def __init__(self, starts: array, ends: array):
-        self.starts, self.ends = starts, ends
-
-
 def locate_images(
     file: mmap.mmap, db_record: bytes, page_size: int, count: int, where: str
-) -> Spans:
-    """Walk the `images` sub-database and return every record's byte range, checking the structure.
+) -> tuple[array, array]:
+    """Walk the `images` sub-database: record `i`'s image is bytes `[starts[i], ends[i])` of the file.
 
     `file` is the whole pack mapped read-only, `db_record` the sub-database's MDB_db entry in LMDB's
     main database. Pages, nodes and ranges are bounds-checked against the file and the indices must
@@ -53,7 +44,7 @@ def locate_images(
             "rebuild the pack with imgpack"
         )
     if entries == count == 0:
-        return Spans(array("q"), array("q"))  # LMDB keeps no pages for an empty database
+        return array("q"), array("q")  # LMDB keeps no pages for an empty database
     if entries != count or depth < 1:
         raise PackCorruptError(
             f"{where}: the images sub-database holds {entries} entries but the header says {count}: "
@@ -77,7 +68,7 @@ def locate_images(
             f"{where}: {len(starts)} images are reachable in its B-tree but the header says {count}: "
             f"the pack is damaged; {REFETCH}"
         )
-    return Spans(starts, ends)
+    return starts, ends
 
 
 class _Walker:
@@ -95,7 +86,7 @@ class _Walker:
         del self.u8, self.u16, self.u64
 
     def damaged(self, pages: np.ndarray, bad: np.ndarray, what: str):
-        pgno = int(pages[np.argmax(bad)]) if pages.ndim and len(pages) == len(bad) else int(pages)
+        pgno = int(pages[np.argmax(bad)])  # the first bad one; `pages` and `bad` are parallel
         raise PackCorruptError(
             f"{self.where} is damaged: page {pgno} of the images B-tree ({what}); {REFETCH}"
         )
