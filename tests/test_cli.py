@@ -2,12 +2,14 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from imgpack import open as open_pack
 from tests.conftest import png_bytes, source_files, tool_env, write_tree
 from tests.stages.test_validate import flip_byte_of
 
@@ -82,6 +84,17 @@ def test_verify_names_the_key_of_a_flipped_byte(digits_tree, tmp_path):
     assert imgpack("build", digits_tree, out).returncode == 0
     flip_byte_of(out, (digits_tree / "1/2.png").read_bytes())
     assert_one_line_error(imgpack("verify", out), "1/2.png", "sha256 mismatch")
+
+
+def test_verify_names_a_damaged_page_that_lmdb_itself_would_read_past(digits_tree, tmp_path):
+    out = tmp_path / "d.lmdb"
+    assert imgpack("build", digits_tree, out).returncode == 0
+    with open_pack(out) as pack:
+        page = pack.locate().starts[0] // 4096
+    with open(out, "r+b") as handle:  # the page's header names another page; its records are intact
+        handle.seek(page * 4096)
+        handle.write(struct.pack("=Q", page + 1))
+    assert_one_line_error(imgpack("verify", out), f"page {page} of the images B-tree")
 
 
 @pytest.mark.parametrize("command", ["info", "verify", "export"])
