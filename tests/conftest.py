@@ -131,3 +131,29 @@ def dvc_project(tmp_path) -> Path:
     git("add", "-A", cwd=project)
     git("commit", "-qm", "init", cwd=project)
     return project
+
+
+def write_pack(out: Path, n: int, value=b"v" * 5000, shard_mb: float = 64, **options) -> dict:
+    """A pack of `n` records `k00000`, `k00001`, ... written by the pack writer itself."""
+    import hashlib
+
+    from imgpack.packwriter import PackBuilder
+
+    values = value if callable(value) else (lambda i: value)
+    with PackBuilder(out, "sha256", int(shard_mb * (1 << 20)), **options) as builder:
+        for i in range(n):
+            data = values(i)
+            builder.add(
+                f"k{i:05d}",
+                data,
+                digest=hashlib.sha256(data).digest(),
+                format="PNG",
+                width=1,
+                height=1,
+                label="x",
+                split="train",
+                extra={},
+            )
+        header = builder.publish()
+        header["grown"] = builder.grown
+    return header

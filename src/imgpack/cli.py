@@ -48,6 +48,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         }
     if args.duplicates:
         pack_values["duplicates"] = args.duplicates
+    if args.shard_mb is not None:
+        pack_values["shard_mb"] = args.shard_mb
     ingest_values.pop("folder", None)
     ingest_values.pop("labels", None)
     result = build(
@@ -84,14 +86,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with Pack(args.pack) as pack:
         info = dict(pack.header)
-        info["file_bytes"] = os.path.getsize(pack.path)
+        info["shard_files"] = [s["name"] for s in info["shards"] if s["name"]]
+        info["shards"] = len(info["shards"])
+        info["layout"] = "folder" if info["shard_files"] else "file"
+        info["file_bytes"] = pack.file_bytes
         info["path"] = str(pack.path)
+        info["columns"] = pack.catalog.columns
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
     else:
         for key in sorted(info):
             value = info[key]
-            if key == "classes":
+            if key in ("classes", "shard_files", "columns"):
                 value = f"{len(value)}: {', '.join(value[:20])}{' ...' if len(value) > 20 else ''}"
             print(f"{key}: {value}")
     return 0
@@ -109,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from imgpack.verify import verify_pack
 
     result = verify_pack(args.pack)
-    print(f"ok: {result.records} records match their stored hashes")
+    print(f"ok: {result.records} records in {result.shards} shards match their stored hashes")
     return 0
 
 
@@ -138,6 +144,12 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KIND=skip|fail",
         help=f"policy per kind of bad input, repeatable; kinds: {', '.join(ERROR_KINDS)}",
+    )
+    b.add_argument(
+        "--shard-mb",
+        type=float,
+        help="image MB per shard (default 64); a pack that fits in one shard is one file, "
+        "a bigger one a folder of shard files",
     )
     b.add_argument("--workers", type=int, help="reader threads (default 1)")
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")

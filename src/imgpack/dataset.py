@@ -8,8 +8,13 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from imgpack.handles import MappedImages
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from imgpack.errors import PackFormatError
 from imgpack.reader import Pack
+from imgpack.shards import ImageTable
 
 __all__ = ["ImageDataset"]
 
@@ -64,29 +69,31 @@ class ImageDataset:
         self.target_transform = target_transform
         self.return_meta = return_meta
         self._pack: Pack | None = None
-        self._images: MappedImages | None = None
+        self._images: ImageTable | None = None
         pack = self.pack
         self.classes: list[str] = list(pack.header["classes"])
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-        # One pass over metadata (never image bytes): class index of every record, and the split.
-        self._all_targets = array("i")
-        chosen = array("q")
-        for index, meta in pack.iter_meta():
-            self._all_targets.append(self.class_to_idx[meta["label"]])
-            if split is None or meta["split"] == split:
-                chosen.append(index)
+        # Two catalog columns, never image bytes: each record's class index, and the split.
+        columns = pack.catalog.table(["label"] if split is None else ["label", "split"])
+        targets = pc.index_in(columns.column("label"), value_set=pa.array(self.classes))
+        if targets.null_count:
+            raise PackFormatError(f"{pack.path}: a record's label is not in the header's classes")
+        self._all_targets = array("i", targets.to_numpy().astype(np.int32).tobytes())
+        chosen = None
+        if split is not None:
+            mask = pc.equal(columns.column("split"), split).to_numpy(zero_copy_only=False)
+            chosen = array("q", np.flatnonzero(mask).astype(np.int64).tobytes())
         if indices is not None:
-            wanted = array("q", (int(i) for i in indices))
+            wanted = np.fromiter((int(i) for i in indices), dtype=np.int64)
             if split is not None:
-                allowed = set(chosen)
-                wanted = array("q", (i for i in wanted if i in allowed))
-            for i in wanted:
-                if not 0 <= i < len(pack):
-                    raise IndexError(f"record {i} out of range for a pack of {len(pack)}")
-            chosen = wanted
+                wanted = wanted[np.isin(wanted, np.frombuffer(chosen, dtype=np.int64))]
+            bad = (wanted < 0) | (wanted >= len(pack))
+            if bad.any():
+                raise IndexError(f"record {wanted[bad][0]} out of range for a pack of {len(pack)}")
+            chosen = array("q", wanted.tobytes())
         self.split = split
         # The whole pack in order is a range: no table, and no memory touched to map a position.
-        self._indices = range(len(pack)) if split is None and indices is None else chosen
+        self._indices = range(len(pack)) if chosen is None else chosen
         # Located here, so forked DataLoader workers inherit the table instead of rebuilding it.
         self._images = pack.locate()
         # Raw bytes with no callbacks: the hot path skips decoding and transform dispatch.
@@ -131,14 +138,18 @@ class ImageDataset:
             return image, target, self.pack.meta(index)
         return image, target
 
-    def _located(self) -> MappedImages:
+    def _located(self) -> ImageTable:
         self._images = self.pack.locate()
         return self._images
 
     def __getitem__(self, position: int) -> tuple:
         index = self._indices[position]  # checked against the pack in __init__
         images = self._images or self._located()
-        data = images.map[images.starts[index] : images.ends[index]]
+        mapped = images.map
+        if mapped is not None:
+            data = mapped[images.starts[index] : images.ends[index]]
+        else:
+            data = images.read(index)
         if self._plain:
             return data, self._all_targets[index]
         return self._sample(index, data)
@@ -147,12 +158,12 @@ class ImageDataset:
         """A whole batch in one call (DataLoader calls this for batched samplers)."""
         chosen = self._indices
         images = self._images or self._located()
-        mapped, starts, ends = images.map, images.starts, images.ends
         indices = [chosen[p] for p in positions]
+        datas = images.read_many(indices)
         if self._plain:
             targets = self._all_targets
-            return [(mapped[starts[i] : ends[i]], targets[i]) for i in indices]
-        return [self._sample(i, mapped[starts[i] : ends[i]]) for i in indices]
+            return [(data, targets[i]) for i, data in zip(indices, datas)]
+        return [self._sample(i, data) for i, data in zip(indices, datas)]
 
     # -- selection ---------------------------------------------------------------------------------
     def subset(self, rows: Any) -> ImageDataset:
@@ -169,4 +180,4 @@ class ImageDataset:
     def metadata(self, columns: Sequence[str] | None = None):
         """The catalog of this dataset's records (indexed by record index), without image bytes."""
         frame = self.pack.metadata(columns=columns)
-        return frame.loc[list(self._indices)]
+        return frame.iloc[np.asarray(self._indices, dtype=np.int64)]

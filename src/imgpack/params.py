@@ -75,8 +75,9 @@ class PackParams:
         default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
     )
     split_seed: int = 0
+    shard_mb: float = 64  # image bytes per shard; a pack that fits in one is a single file
     batch_mb: int = 32
-    initial_map_size_mb: int = 0  # 0: computed from the manifest
+    initial_map_size_mb: int = 0  # 0: from shard_mb
     workers: int = 1  # threads; >1 helps only for large images, the GIL serialises small ones
 
     def __post_init__(self) -> None:
@@ -89,6 +90,12 @@ class PackParams:
             )
         if self.batch_mb < 1 or self.initial_map_size_mb < 0:
             raise InputError("pack.batch_mb must be >= 1 and pack.initial_map_size_mb >= 0")
+        if not isinstance(self.shard_mb, (int, float)) or not self.shard_mb > 0:
+            raise InputError(f"pack.shard_mb is {self.shard_mb!r}; use a number of MB above 0")
+
+    @property
+    def shard_bytes(self) -> int:
+        return max(1, int(self.shard_mb * (1 << 20)))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Open a pack read-only for random access, batch reads, iteration and a pandas metadata catalog."""
+"""Open a pack (one file or a folder of shards) read-only: random access, batches, scans, the catalog."""
 
 from __future__ import annotations
 
@@ -7,48 +7,52 @@ import os
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import lmdb
 
-from imgpack.errors import ImgpackError, PackCorruptError, PackFormatError
-from imgpack.format.codec import (
-    HEADER_KEY,
-    SUBDBS,
-    decode_header,
-    decode_index,
-    decode_meta,
-    encode_index,
-)
-from imgpack.handles import (
-    MappedImages,
-    acquire_env,
-    forget_envs,
-    map_images,
-    release_env,
-    sole_user,
-)
+from imgpack.catalog import Catalog, SortedKeys
+from imgpack.errors import ImgpackError, PackFormatError
+from imgpack.format import catalog as cat
+from imgpack.format.codec import CATALOG_FILE, HEADER_KEY, decode_header, encode_index
+from imgpack.handles import acquire_env, forget_envs, release_env
+from imgpack.shards import ImageTable, check_shard_files, locate_pack
 
 __all__ = ["Pack", "Record", "open_pack"]
 
-# Full scans read this many records or bytes per chunk and release the map every _RELEASE_BYTES.
-_CHUNK_RECORDS = 1024
-_CHUNK_BYTES = 8 << 20
-_RELEASE_BYTES = 64 << 20
-_RELEASE_CHUNKS = 16
+_CHUNK_RECORDS = 1024  # a full scan reads this many records at a time
+_RELEASE_BYTES = 64 << 20  # and drops the pages it has read from RSS after this many bytes
 
 
-class Record(NamedTuple):
-    """One stored image: its index, key, original file bytes and metadata."""
+class Record:
+    """One stored image: `index`, original file bytes `data`; `key`, `meta`, `label` from the catalog."""
 
-    index: int
-    key: str
-    data: bytes
-    meta: dict[str, Any]
+    __slots__ = ("index", "data", "_pack")
+
+    def __init__(self, index: int, data: bytes, pack: Pack):
+        self.index, self.data, self._pack = index, data, pack
+
+    @property
+    def key(self) -> str:
+        return self._pack.key_of(self.index)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._pack.meta(self.index)
 
     @property
     def label(self) -> str:
-        return self.meta["label"]
+        return self._pack.label_of(self.index)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.index, self.key, self.data) == (other.index, other.key, other.data)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"<imgpack.Record {self.index} {self.key!r} {len(self.data)} bytes>"
 
 
 _LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
@@ -66,33 +70,50 @@ if hasattr(os, "register_at_fork"):
 
 
 class Pack(Sequence):
-    """A read-only pack: `len`, `pack[i]`, `pack.get(key)`, `read_many`, iteration, `metadata()`."""
+    """A read-only pack: `len`, `pack[i]`, `pack[key]`, `read_many`, iteration, `metadata()`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).resolve()
         self._env: lmdb.Environment | None = None
         self._txn: lmdb.Transaction | None = None
-        self._images: MappedImages | None = None
+        self._table: ImageTable | None = None
+        self._rows = self._keys = self._aliases = None
         self._closed = False
         self._open()
         _LIVE.add(self)
 
     # -- opening, closing, fork and pickle --------------------------------------------------------
     def _open(self) -> None:
-        env, self._identity = acquire_env(self.path)
+        folder = self.path.is_dir()
+        self.catalog_path = self.path / CATALOG_FILE if folder else self.path
+        if folder and not self.catalog_path.exists():
+            raise PackFormatError(f"{self.path} is a folder without {CATALOG_FILE}: not a pack")
+        env, self._identity = acquire_env(self.catalog_path)
         try:
             txn = env.begin(buffers=False)
             try:
-                dbs = {n.decode(): env.open_db(n, txn=txn, create=False) for n in SUBDBS}
+                header_db = env.open_db(b"header", txn=txn, create=False)
             except lmdb.Error:
                 raise PackFormatError(
                     f"{self.path} is an LMDB file but not an imgpack pack (sub-databases missing)"
                 ) from None
-            header = decode_header(txn.get(HEADER_KEY, db=dbs["header"]), str(self.path))
+            header = decode_header(txn.get(HEADER_KEY, db=header_db), str(self.path))
+            try:
+                dbs = {n: env.open_db(n.encode(), txn=txn, create=False) for n in ("catalog", "aliases")}
+            except lmdb.Error:
+                raise PackFormatError(f"{self.path}: the catalog is missing; the pack is damaged") from None
+            names = [s["name"] for s in header["shards"]]
+            if folder != all(names) or (not folder and len(names) != 1):
+                raise PackFormatError(
+                    f"{self.path}: its header lists shards {names[:3]} that do not fit a "
+                    f"{'folder' if folder else 'one-file'} pack; the pack is damaged"
+                )
+            paths = check_shard_files(self.path, header["shards"]) if folder else [self.path]
         except BaseException:
-            release_env(self.path)
+            release_env(self.catalog_path)
             raise
-        self._env, self._txn, self._dbs, self.header = env, txn, dbs, header
+        self._env, self._txn, self.header, self._shard_paths = env, txn, header, paths
+        self._catalog = Catalog(txn, dbs, header, str(self.path))
         self._count = header["count"]
 
     def _reader(self) -> lmdb.Transaction:
@@ -102,30 +123,52 @@ class Pack(Sequence):
             self._open()
         return self._txn
 
-    def locate(self) -> MappedImages:
-        """Map the file read-only and find every image's bytes in it (done by the first read).
+    @property
+    def catalog(self) -> Catalog:
+        self._reader()
+        return self._catalog
 
-        Once per process and file: call it before forking DataLoader workers and they share the
+    @property
+    def shard_paths(self) -> list[Path]:
+        """The files holding the images: the pack itself, or its folder's shard files."""
+        return list(self._shard_paths)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file of the pack: the one file, or the folder's catalog and shard files."""
+        if self.catalog_path == self.path:
+            return [self.path]
+        return [self.catalog_path, *self._shard_paths]
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(os.path.getsize(path) for path in self.files)
+
+    def locate(self) -> ImageTable:
+        """Map every shard read-only and find every image's bytes in it (done by the first read).
+
+        Once per process and pack: call it before forking DataLoader workers and they share the
         table instead of each building its own. See format/README.md, *Reading images in place*.
         """
-        if self._images is None:
-            txn = self._reader()
-            self._images = map_images(
-                self.path,
+        if self._table is None:
+            where = self.catalog.table(list(cat.LOCATION_COLUMNS))
+            self._table = locate_pack(
                 self._identity,
-                txn.get(b"images"),  # the sub-database's record in LMDB's main database
-                self._env.stat()["psize"],
-                self._count,
+                self._shard_paths,
+                [shard["count"] for shard in self.header["shards"]],
+                where.column("shard").to_numpy(),
+                where.column("slot").to_numpy(),
             )
-        return self._images
+        return self._table
 
     def close(self) -> None:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
-            release_env(self.path)
+            release_env(self.catalog_path)
         self._env = None
-        self._images = None  # the map is unmapped when no Pack in this process uses it
+        self._table = None  # the maps are unmapped when no Pack in this process uses them
+        self._rows = self._keys = self._aliases = None
         self._closed = True
 
     def __del__(self) -> None:
@@ -145,15 +188,12 @@ class Pack(Sequence):
         return {"path": str(self.path)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = Path(state["path"])
-        self._env = self._txn = self._images = None
-        self._closed = False
-        self._open()
-        _LIVE.add(self)
+        self.__init__(state["path"])
 
     def __repr__(self) -> str:
-        return f"<imgpack.Pack {self.path} records={len(self)}>"
+        return f"<imgpack.Pack {self.path} records={len(self)} shards={len(self._shard_paths)}>"
 
+    # -- records -----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self._count
 
@@ -171,52 +211,64 @@ class Pack(Sequence):
             return self.get(i)
         if isinstance(i, slice):
             return self.read_many(range(*i.indices(self._count)))
-        return self._record(self._reader(), self._index(i))
-
-    def _record(self, txn: lmdb.Transaction, index: int) -> Record:
-        meta_raw = txn.get(encode_index(index), db=self._dbs["meta"])
-        if meta_raw is None:
-            raise PackCorruptError(f"{self.path}: record {index} is missing; the pack is damaged")
-        meta = decode_meta(meta_raw, f"record {index} of {self.path}")
-        return Record(index, meta["key"], self.data(index), meta)
+        i = self._index(i)
+        return Record(i, (self._table or self.locate()).read(i), self)
 
     def data(self, i: int) -> bytes:
-        """The original image bytes of record `i`, without decoding its metadata."""
-        images = self._images or self.locate()
-        i = self._index(i)
-        return images.map[images.starts[i] : images.ends[i]]
+        """The original image bytes of record `i`."""
+        return (self._table or self.locate()).read(self._index(i))
 
     def data_many(self, indices: Iterable[int], checked: bool = False) -> list[bytes]:
         """Original bytes of many records, in the order asked.
 
         `checked=True` skips range checks for indices the caller already validated.
         """
-        images = self._images or self.locate()
-        mapped, starts, ends = images.map, images.starts, images.ends
         if not checked:
             indices = [self._index(i) for i in indices]
-        return [mapped[starts[i] : ends[i]] for i in indices]
+        return (self._table or self.locate()).read_many(indices)
+
+    def _full_catalog(self):
+        if self._rows is None:
+            self._rows = self.catalog.table()
+        return self._rows
 
     def meta(self, i: int) -> dict[str, Any]:
-        raw = self._reader().get(encode_index(self._index(i)), db=self._dbs["meta"])
-        if raw is None:
-            raise PackCorruptError(f"{self.path}: record {i} is missing; the pack is damaged")
-        return decode_meta(raw, f"record {i} of {self.path}")
+        """Record `i`'s metadata: key, label, hash (hex), size, format, width, height, split, extra."""
+        return self.catalog.row(self._full_catalog(), self._index(i))
+
+    def label_of(self, i: int) -> str:
+        return self._full_catalog().column("label")[self._index(i)].as_py()
+
+    def _sorted_keys(self) -> SortedKeys:
+        if self._keys is None:
+            self._keys = SortedKeys(self.catalog.table(["key"]).column("key"))
+        return self._keys
+
+    def _alias_table(self):
+        if self._aliases is None:
+            raw = self._reader().get(encode_index(0), db=self.catalog._dbs["aliases"])
+            table = cat.decode_table(raw or b"", cat.alias_schema(), f"{self.path} aliases")
+            self._aliases = (SortedKeys(table.column("alias")), SortedKeys(table.column("key")))
+        return self._aliases
+
+    def key_of(self, i: int) -> str:
+        return self._sorted_keys().text(self._index(i))
 
     def index_of(self, key: str) -> int:
         """Index of the record stored under `key` or under an alias of it (deduplicated content)."""
-        txn = self._reader()
-        raw_key = key.encode("utf-8", "surrogateescape")
-        raw = txn.get(raw_key, db=self._dbs["keys"])
-        if raw is None:
-            canonical = txn.get(raw_key, db=self._dbs["aliases"])
-            raw = canonical and txn.get(canonical, db=self._dbs["keys"])
-        if raw is None:
+        raw = key.encode("utf-8", "surrogateescape")
+        keys = self._sorted_keys()
+        found = keys.find(raw)
+        if found is None and self.header["aliases"]:
+            aliases, targets = self._alias_table()
+            at = aliases.find(raw)
+            found = None if at is None else keys.find(targets[at])
+        if found is None:
             raise KeyError(key)
-        return decode_index(raw)
+        return found
 
     def get(self, key: str) -> Record:
-        return self._record(self._reader(), self.index_of(key))
+        return self[self.index_of(key)]
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
@@ -228,78 +280,67 @@ class Pack(Sequence):
         return True
 
     def read_many(self, items: Iterable[int | str]) -> list[Record]:
-        """Read many records, by index or key, in one transaction and in the order asked."""
-        txn = self._reader()
+        """Read many records, by index or key, in the order asked."""
         indices = [self.index_of(x) if isinstance(x, str) else self._index(x) for x in items]
-        return [self._record(txn, i) for i in indices]
+        table = self._table or self.locate()
+        return [Record(i, data, self) for i, data in zip(indices, table.read_many(indices))]
 
     def __iter__(self) -> Iterator[Record]:
-        """All records in key order, read in bounded chunks (see `_scan`)."""
-        images = self._scan("images")
-        for index, meta_raw in self._scan("meta"):
-            raw_index, data = next(images, (None, None))
-            if raw_index != index:
-                raise PackCorruptError(f"{self.path}: images and metadata disagree; damaged pack")
-            meta = decode_meta(meta_raw, f"record {index} of {self.path}")
-            yield Record(index, meta["key"], data, meta)
+        """All records in key order, read a chunk at a time; pages already read leave the RSS."""
+        table = self._table or self.locate()
+        since_release = 0
+        for first in range(0, self._count, _CHUNK_RECORDS):
+            indices = range(first, min(first + _CHUNK_RECORDS, self._count))
+            chunk = table.read_many(indices)
+            for i, data in zip(indices, chunk):
+                yield Record(i, data, self)
+            since_release += sum(map(len, chunk))
+            if since_release >= _RELEASE_BYTES:
+                self._release_pages(table, indices)
+                since_release = 0
 
-    def _scan(self, db_name: str) -> Iterator[tuple[int, bytes]]:
-        """(index, value) of a sub-database in order, a bounded chunk at a time.
-
-        No cursor lives across a `yield`, so scans can interleave with other reads, and every
-        `_RELEASE_BYTES` the memory map is released (when no other Pack shares it): a full scan of
-        a large pack does not leave every page of it mapped into this process's RSS.
-        """
-        start, since_release, chunks = 0, 0, 0
-        while start < self._count:
-            chunk, size = [], 0
-            cursor = self._reader().cursor(self._dbs[db_name])
-            if cursor.set_range(encode_index(start)):
-                for raw, value in cursor:
-                    chunk.append((decode_index(raw), value))
-                    size += len(value)
-                    if len(chunk) >= _CHUNK_RECORDS or size >= _CHUNK_BYTES:
-                        break
-            if not chunk:
-                return
-            start = chunk[-1][0] + 1
-            since_release += size
-            chunks += 1
-            # Small records map more B-tree pages than value bytes, hence the chunk count too.
-            if since_release >= _RELEASE_BYTES or chunks >= _RELEASE_CHUNKS:
-                self._release_map()
-                since_release = chunks = 0
-            yield from chunk
-
-    def _release_map(self) -> None:
-        if self._txn is None or not sole_user(self.path):
-            return  # another Pack in this process uses the same mapping: keep it
-        self._txn.abort()
-        self._txn = self._env = None
-        release_env(self.path)
+    def _release_pages(self, table: ImageTable, indices: range) -> None:
+        if not table.located:
+            return
+        if table.shard_of is None:
+            table.release_pages(0, 0, table.ends[indices[-1]])
+        else:
+            shard = table.shard_of[indices[-1]]
+            table.release_pages(shard, 0, table.ends[indices[-1]])
 
     def keys(self) -> Iterator[str]:
         """Record keys in index order (aliases not included)."""
-        for raw_key, _ in self._reader().cursor(self._dbs["keys"]):
-            yield raw_key.decode("utf-8")
+        keys = self._sorted_keys()
+        return (keys.text(i) for i in range(len(keys)))
 
     def aliases(self) -> Iterator[tuple[str, str]]:
         """(alias, key of the stored record) for content stored once under several keys."""
-        for raw_alias, raw_key in self._reader().cursor(self._dbs["aliases"]):
-            yield raw_alias.decode("utf-8"), raw_key.decode("utf-8")
+        aliases, targets = self._alias_table()
+        return ((aliases.text(i), targets.text(i)) for i in range(len(aliases)))
 
     def iter_meta(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(index, metadata) of every record, without touching image bytes."""
-        for index, meta_raw in self._scan("meta"):
-            yield index, decode_meta(meta_raw, f"record {index} of {self.path}")
+        """(index, metadata) of every record, a catalog part at a time, without image bytes."""
+        catalog = self.catalog
+        for start, table in catalog.tables():
+            for offset, values in enumerate(table.to_pylist()):
+                yield start + offset, catalog.meta_dict(values)
 
-    def metadata(self, columns: Sequence[str] | None = None, chunksize: int | None = None):
-        """The metadata catalog as a pandas DataFrame indexed by record, or an iterator of chunks."""
-        from imgpack.catalog import metadata_chunks, metadata_frame
+    def metadata(
+        self,
+        columns: Sequence[str] | None = None,
+        chunksize: int | None = None,
+        filters: Any = None,
+    ):
+        """The catalog as a pandas DataFrame indexed by record, or an iterator of `chunksize` frames.
+
+        `filters` selects rows like `pandas.read_parquet`'s: `[("label", "==", "3")]`, a list of
+        such lists (OR of ANDs), or a `pyarrow.compute.Expression`. No image byte is read.
+        """
+        from imgpack.metadata import metadata_chunks, metadata_frame
 
         if chunksize is None:
-            return metadata_frame(self.iter_meta(), columns)
-        return metadata_chunks(self.iter_meta(), columns, chunksize)
+            return metadata_frame(self.catalog, columns, filters)
+        return metadata_chunks(self.catalog, columns, filters, chunksize)
 
 
 def open_pack(path: str | os.PathLike) -> Pack:

@@ -1,14 +1,16 @@
-"""Re-hash every stored image against the hash recorded beside it in the pack."""
+"""Re-hash every stored image against its shard's digest and the catalog's, shard by shard."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgpack.errors import PackCorruptError, name_offenders
+from imgpack.errors import REFETCH, PackCorruptError, name_offenders
+from imgpack.manifest import file_digest
 from imgpack.probe import digest
 from imgpack.progress import progress
 from imgpack.reader import Pack
+from imgpack.shards import read_props
 
 __all__ = ["VerifyResult", "verify_pack"]
 
@@ -16,30 +18,50 @@ __all__ = ["VerifyResult", "verify_pack"]
 @dataclass
 class VerifyResult:
     records: int = 0
+    shards: int = 0
     bad_keys: list[str] = field(default_factory=list)
+    bad_shards: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.bad_keys
+        return not self.bad_keys and not self.bad_shards
 
 
 def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
-    """Check every record's bytes against its stored hash; raise PackCorruptError naming bad keys."""
+    """Check every shard file, every image and every catalog digest; raise naming what is bad."""
     result = VerifyResult()
     with Pack(path) as pack:
-        pack.locate()  # random reads walk the images B-tree's pages: a pack that verifies can train
+        table = pack.locate()  # walks every shard's B-tree: a pack that verifies can train
         algorithm = pack.header["hash_algorithm"]
-        for record in progress(pack, "verify", len(pack)):
+        for shard, (info, shard_path) in enumerate(zip(pack.header["shards"], pack.shard_paths)):
+            result.shards += 1
+            if info["sha256"] and file_digest(shard_path) != info["sha256"]:
+                result.bad_shards.append(info["name"])
+        props = [read_props(p, algorithm) for p in pack.shard_paths]
+        for key, expected, shard, slot, data in progress(_records(pack, table), "verify", len(pack)):
             result.records += 1
-            if digest(record.data, algorithm) != record.meta["hash"]:
-                result.bad_keys.append(record.key)
+            if digest(data, algorithm) != expected.hex() or props[shard][slot] != expected:
+                result.bad_keys.append(key)
         if result.records != len(pack):
             raise PackCorruptError(
                 f"{pack.path} holds {result.records} records but its header says {len(pack)}"
             )
+    if raise_on_error and result.bad_shards:
+        raise PackCorruptError(
+            f"{path}: shard file digest mismatch in {name_offenders(result.bad_shards)}; "
+            f"the pack is damaged: {REFETCH}"
+        )
     if raise_on_error and result.bad_keys:
         raise PackCorruptError(
             f"{path}: {algorithm} mismatch in {name_offenders(result.bad_keys)}; "
-            "the pack is damaged: fetch it again (dvc pull) or rebuild it"
+            f"the pack is damaged: {REFETCH}"
         )
     return result
+
+
+def _records(pack: Pack, table):
+    """(key, catalog digest, shard, slot, image bytes) of every record, a catalog part at a time."""
+    for start, part in pack.catalog.tables(["key", "hash", "shard", "slot"]):
+        columns = [part.column(n).to_pylist() for n in ("key", "hash", "shard", "slot")]
+        datas = table.read_many(range(start, start + part.num_rows))
+        yield from zip(*columns, datas, strict=True)

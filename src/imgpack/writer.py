@@ -1,20 +1,30 @@
-"""Write a new pack at a temporary path and publish it with os.replace only when it is complete."""
+"""New LMDB files at private temporary paths, published in one rename only when complete."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from imgpack.errors import InputError, output_failed
-from imgpack.format.codec import HEADER_KEY, SUBDBS, encode_header, encode_index, encode_meta
+from imgpack.format.codec import SUBDBS
 
-__all__ = ["PackWriter", "estimate_map_size", "remove_stale_temporaries", "scratch_dir"]
+__all__ = [
+    "LmdbFileWriter",
+    "check_key",
+    "default_map_size",
+    "publish",
+    "remove_stale_temporaries",
+    "scratch_dir",
+    "temporary_path",
+]
 
 _TMP_MARK = ".tmp-"
 _MAX_KEY_BYTES = 511  # LMDB's compiled-in key limit
@@ -30,10 +40,7 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     for candidate in sorted(out.parent.glob(f".{out.name}{_TMP_MARK}*")):
         pid_text = candidate.name.rsplit(_TMP_MARK, 1)[1].split(".")[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
-            if candidate.is_dir() and not candidate.is_symlink():
-                shutil.rmtree(candidate, ignore_errors=True)
-            else:
-                candidate.unlink(missing_ok=True)
+            _remove(candidate)
             removed.append(candidate)
     return removed
 
@@ -65,80 +72,69 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def estimate_map_size(total_bytes: int, count: int) -> int:
-    """Map size from the input: values rounded up to whole pages, plus B-tree and index overhead."""
-    page = 4096
-    per_record = 3 * 256  # meta value, key entry, branch-page share
-    data = total_bytes + count * (page // 2)
-    return max(1 << 20, int((data + count * per_record) * 1.25) + (8 << 20))
+def default_map_size(shard_bytes: int) -> int:
+    """A shard's starting map size, from the params alone so the bytes never depend on the input.
+
+    LMDB records the map size in its meta pages; it is address space, not disk, so a generous
+    value costs nothing, and a shard that outgrows it doubles it deterministically.
+    """
+    return max(8 << 20, 2 * shard_bytes + (16 << 20))
 
 
-class PackWriter:
-    """Append records in key order into a fresh LMDB file; `publish()` moves it to `out` atomically."""
+class LmdbFileWriter:
+    """A new single-file LMDB at a private path, filled by appends in batched write transactions."""
 
     def __init__(
-        self, out: Path, map_size: int, batch_bytes: int = 32 << 20, batch_records: int = 10_000
+        self,
+        path: Path,
+        map_size: int,
+        error_path: Path,
+        batch_bytes: int = 32 << 20,
+        batch_records: int = 10_000,
     ):
-        self.out = Path(out)
-        self.tmp = temporary_path(self.out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out)
-        self.tmp.unlink(missing_ok=True)
+        self.path = Path(path)
+        self.error_path = error_path  # the output a failed write is reported against
+        self.path.unlink(missing_ok=True)
         self.map_size = map_size
         self.batch_bytes = batch_bytes
         # Small images cost far more memory per record (Python objects, dirty pages) than their
         # bytes, so a transaction is also capped by its record count.
         self.batch_records = batch_records
-        # lock=False: the temporary is private to this process, and no -lock file may be left behind.
-        self.env = lmdb.open(
-            str(self.tmp),
-            subdir=False,
-            lock=False,
-            map_size=map_size,
-            max_dbs=len(SUBDBS),
-            sync=False,
-            metasync=False,
-            meminit=True,
-            readahead=False,
-        )
-        self.dbs = {name.decode(): self.env.open_db(name) for name in SUBDBS}
-        self._pending: dict[str, list[tuple[bytes, bytes]]] = {n: [] for n in self.dbs}
+        # lock=False: the file is private to this process, and no -lock file may be left behind.
+        try:
+            self.env = lmdb.open(
+                str(self.path),
+                subdir=False,
+                lock=False,
+                map_size=map_size,
+                max_dbs=len(SUBDBS),
+                sync=False,
+                metasync=False,
+                meminit=True,
+                readahead=False,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise output_failed(error_path, exc) from None
+        self.dbs: dict[bytes, Any] = {}
+        self._pending: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._pending_bytes = 0
-        self.count = 0
-        self.aliases = 0
+        self._pending_records = 0
         self.grown = 0
 
-    def __enter__(self) -> PackWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or self.env is not None:
-            self.abort()
-
-    def add(self, key: str, data: bytes, meta: dict[str, Any]) -> int:
-        """Add the next record; keys must arrive in ascending order."""
-        raw_key = _check_key(key)
-        index = self.count
-        packed_index = encode_index(index)
-        self._pending["images"].append((packed_index, data))
-        self._pending["meta"].append((packed_index, encode_meta(meta)))
-        self._pending["keys"].append((raw_key, packed_index))
-        self.count += 1
-        self._pending_bytes += len(data) + 256
-        if (
-            self._pending_bytes >= self.batch_bytes
-            or len(self._pending["keys"]) >= self.batch_records
-        ):
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        """Queue `value` under `key` in sub-database `db`; keys must ascend within each db."""
+        if db not in self.dbs:
+            self.flush()  # sub-databases are created in the order first used: deterministic
+            self.dbs[db] = self.env.open_db(db)
+            self._pending[db] = []
+        self._pending[db].append((key, value))
+        self._pending_bytes += len(value) + 64
+        self._pending_records += 1
+        if self._pending_bytes >= self.batch_bytes or self._pending_records >= self.batch_records:
             self.flush()
-        return index
-
-    def add_alias(self, alias: str, canonical_key: str) -> None:
-        """Record `alias` as another key for the record stored under `canonical_key` (same bytes)."""
-        self._pending["aliases"].append((_check_key(alias), _check_key(canonical_key)))
-        self.aliases += 1
 
     def flush(self) -> None:
-        if not any(self._pending.values()):
+        if not self._pending_records:
             return
         while True:
             try:
@@ -153,40 +149,69 @@ class PackWriter:
                 self.env.set_mapsize(self.map_size)
                 self.grown += 1
             except (lmdb.Error, OSError) as exc:
-                raise output_failed(self.out, exc) from None
-        self._pending = {n: [] for n in self.dbs}
-        self._pending_bytes = 0
+                raise output_failed(self.error_path, exc) from None
+        self._pending = {name: [] for name in self._pending}
+        self._pending_bytes = self._pending_records = 0
 
-    def publish(
-        self, header: dict[str, Any], before_publish: Callable[[Path], None] | None = None
-    ) -> Path:
-        """Write the header, make the file durable, run `before_publish(tmp)`, move it into place."""
-        self.flush()
-        self._pending["header"].append((HEADER_KEY, encode_header(header)))
+    def close(self) -> Path:
+        """Write what is queued, make the file durable and close it; returns its path."""
         self.flush()
         try:
             self.env.sync(True)
             self.env.close()
             self.env = None
-            with open(self.tmp, "rb") as handle:
+            with open(self.path, "rb") as handle:
                 os.fsync(handle.fileno())
         except (lmdb.Error, OSError) as exc:
-            raise output_failed(self.out, exc) from None
-        if before_publish is not None:
-            before_publish(self.tmp)
-        os.replace(self.tmp, self.out)
-        _fsync_dir(self.out.parent)
-        return self.out
+            raise output_failed(self.error_path, exc) from None
+        return self.path
 
     def abort(self) -> None:
         if self.env is not None:
             with contextlib.suppress(lmdb.Error):
                 self.env.close()
             self.env = None
-        self.tmp.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
 
-def _check_key(key: str) -> bytes:
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` (file or folder) to `out` in one step, replacing what was there."""
+    if out.is_dir() and not out.is_symlink() or tmp.is_dir() and out.exists():
+        # rename(2) cannot replace a folder, nor a file by a folder: swap the two atomically,
+        # then remove the old one, now at `tmp`.
+        _exchange(tmp, out)
+        _remove(tmp)
+    else:
+        os.replace(tmp, out)
+    _fsync_dir(out.parent)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2 is not None:
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        if ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            error = ctypes.get_errno()
+            raise output_failed(b, OSError(error, os.strerror(error)))
+    # No atomic exchange on this system or file system: move the old one aside first.
+    aside = b.with_name(f".{b.name}{_TMP_MARK}{os.getpid()}.old")
+    _remove(aside)
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def check_key(key: str) -> bytes:
     try:
         raw = key.encode("utf-8")
     except UnicodeEncodeError:

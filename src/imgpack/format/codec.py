@@ -10,12 +10,18 @@ import msgpack
 from imgpack.errors import PackFormatError
 
 FORMAT_NAME = "imgpack"
-FORMAT_VERSION = 1
-SUBDBS = (b"header", b"images", b"meta", b"keys", b"aliases")
+FORMAT_VERSION = 2
+SHARD_FORMAT = "imgpack-shard"
+# A catalog file holds the first three, a shard file the last three, a one-file pack all six.
+CATALOG_DBS = (b"header", b"catalog", b"aliases")
+SHARD_DBS = (b"shard", b"images", b"props")
+SUBDBS = CATALOG_DBS + SHARD_DBS
 HEADER_KEY = b"header"
+CATALOG_FILE = "catalog.lmdb"  # in a folder pack, beside its shard-<digest>.lmdb files
+CONVERT_HINT = "convert it with `imgpack convert OLD NEW`"
 
 # Bounds for untrusted msgpack: a record's metadata is small, so anything past these is hostile or broken.
-_MAX_META_BYTES = 1 << 20
+_MAX_META_BYTES = 1 << 20  # a shard header, a version-1 record
 _MAX_HEADER_BYTES = 64 << 20
 _INDEX = struct.Struct(">Q")
 
@@ -30,17 +36,16 @@ _HEADER_FIELDS = {
     "manifest_digest": str,
     "total_bytes": int,
     "classes": list,
+    "shards": list,
+    "catalog_parts": int,
 }
-_META_FIELDS = {
-    "key": str,
-    "label": str,
-    "hash": str,
-    "size": int,
+_SHARD_FIELDS = {"name": str, "count": int, "image_bytes": int, "file_bytes": int, "sha256": str}
+_SHARD_HEADER_FIELDS = {
     "format": str,
-    "width": int,
-    "height": int,
-    "split": str,
-    "extra": dict,
+    "format_version": int,
+    "count": int,
+    "hash_algorithm": str,
+    "image_bytes": int,
 }
 
 
@@ -108,22 +113,39 @@ def decode_header(raw: bytes | None, where: str = "pack") -> dict[str, Any]:
         raise PackFormatError(
             f"{where} header does not name the imgpack format: not an imgpack pack"
         )
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise PackFormatError(
-            f"{where} has format version {version!r}, this imgpack reads version {FORMAT_VERSION}: "
-            "rebuild the pack with this imgpack or install the imgpack that wrote it"
-        )
+    _check_version(header.get("format_version"), where)
     _check_fields(header, _HEADER_FIELDS, f"{where} header")
+    for number, shard in enumerate(header["shards"]):
+        _check_fields(shard, _SHARD_FIELDS, f"{where} header, shard {number}")
     return header
 
 
-def encode_meta(meta: dict[str, Any]) -> bytes:
-    _check_fields(meta, _META_FIELDS, "record metadata")
-    return _pack(meta)
+def _check_version(version: Any, where: str) -> None:
+    if version == FORMAT_VERSION:
+        return
+    if version == 1:
+        raise PackFormatError(
+            f"{where} has format version 1, this imgpack reads version {FORMAT_VERSION}: "
+            + CONVERT_HINT
+        )
+    raise PackFormatError(
+        f"{where} has format version {version!r}, this imgpack reads version {FORMAT_VERSION}: "
+        "rebuild the pack with this imgpack or install the imgpack that wrote it"
+    )
 
 
-def decode_meta(raw: bytes, where: str = "record") -> dict[str, Any]:
-    meta = _unpack(raw, _MAX_META_BYTES, f"metadata of {where}")
-    _check_fields(meta, _META_FIELDS, f"metadata of {where}")
-    return meta
+def encode_shard_header(header: dict[str, Any]) -> bytes:
+    _check_fields(header, _SHARD_HEADER_FIELDS, "shard header")
+    return _pack(header)
+
+
+def decode_shard_header(raw: bytes | None, where: str) -> dict[str, Any]:
+    """Decode and check the header every shard carries, so a shard can be checked on its own."""
+    if raw is None:
+        raise PackFormatError(f"{where} has no shard header: it is not an imgpack shard")
+    header = _unpack(raw, _MAX_META_BYTES, f"{where} shard header")
+    if not isinstance(header, dict) or header.get("format") != SHARD_FORMAT:
+        raise PackFormatError(f"{where} shard header does not name {SHARD_FORMAT!r}: not a shard")
+    _check_version(header.get("format_version"), where)
+    _check_fields(header, _SHARD_HEADER_FIELDS, f"{where} shard header")
+    return header

@@ -10,7 +10,12 @@ import numpy as np
 
 from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 
-__all__ = ["locate_images"]
+__all__ = ["UnknownLayout", "locate_images", "KNOWN_DATA_VERSION"]
+
+
+class UnknownLayout(PackFormatError):
+    """The file is valid LMDB in a layout this walker does not know: read it through LMDB instead."""
+
 
 # LMDB 0.9's on-disk layout (mdb.c), in the machine's byte order as LMDB writes it.
 _DB_RECORD = struct.Struct(
@@ -22,6 +27,9 @@ _P_BRANCH, _P_LEAF, _P_OVERFLOW = 0x01, 0x02, 0x04
 _F_BIGDATA = 0x01  # the value lives on overflow pages; the node holds the first one's pgno
 _KEY_SIZE = 8  # the format's record index key: 8-byte big-endian (codec.encode_index)
 _LEAF_PAGES_PER_STEP = 4096  # bounds the temporary arrays to a few MB whatever the pack's size
+_META = struct.Struct("=II")  # MDB_meta starts with mm_magic, mm_version, right after the page header
+_MAGIC = 0xBEEFC0DE
+KNOWN_DATA_VERSION = 1  # MDB_DATA_VERSION of LMDB 0.9, the only layout this walker reads
 
 
 def locate_images(
@@ -33,9 +41,11 @@ def locate_images(
     main database. Pages, nodes and ranges are bounds-checked against the file and the indices must
     be exactly 0..count-1 in order, so a damaged file raises PackCorruptError, never maps garbage.
     """
-    if len(db_record) != _DB_RECORD.size:
-        raise PackFormatError(
-            f"{where}: the images sub-database record is not LMDB 0.9's; rebuild it"
+    magic, version = _META.unpack_from(file, _PAGE_HEADER)
+    if magic != _MAGIC or version != KNOWN_DATA_VERSION or len(db_record) != _DB_RECORD.size:
+        raise UnknownLayout(
+            f"{where}: LMDB data version {version} (magic {magic:#x}) is not the layout "
+            f"{KNOWN_DATA_VERSION} this reader walks"
         )
     _, flags, depth, _, _, _, entries, root = _DB_RECORD.unpack(db_record)
     if flags != 0:

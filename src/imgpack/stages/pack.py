@@ -1,4 +1,4 @@
-"""Stage pack: original image bytes and msgpack metadata, in key order, into one new LMDB file."""
+"""Stage pack: original image bytes into size-cut shards and their metadata into the catalog."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from imgpack import __version__
 from imgpack.errors import InputError
-from imgpack.format.codec import FORMAT_NAME, FORMAT_VERSION
 from imgpack.manifest import dumps, file_digest, read_manifest
 from imgpack.parallel import ordered_batch_map
+from imgpack.packwriter import PackBuilder
 from imgpack.params import PackParams, load_params
 from imgpack.probe import digest, read_file
 from imgpack.progress import progress
 from imgpack.splits import assign_split
 from imgpack.stages.common import run_stage
-from imgpack.writer import PackWriter, estimate_map_size
 
 __all__ = ["pack"]
 
@@ -41,13 +39,15 @@ def pack(
     header, rows = read_manifest(Path(manifest))
     folder = Path(folder)
     algorithm = header["hash_algorithm"]
-    map_size = params.initial_map_size_mb << 20 or estimate_map_size(
-        header["total_bytes"], header["count"]
-    )
-    classes: set[str] = set()
-    total_bytes = 0
     read = partial(_read_batch, folder=str(folder), algorithm=algorithm)
-    with PackWriter(Path(out), map_size, params.batch_mb << 20) as writer:
+    builder = PackBuilder(
+        Path(out),
+        algorithm,
+        shard_bytes=params.shard_bytes,
+        map_size=params.initial_map_size_mb << 20,
+        batch_bytes=params.batch_mb << 20,
+    )
+    with builder:
         loaded = ordered_batch_map(read, progress(rows, "pack", header["count"]), params.workers)
         for row, (data, hash_hex) in loaded:
             if data is None or len(data) != row["size"] or hash_hex != row["hash"]:
@@ -56,45 +56,30 @@ def pack(
                     "rerun the ingest stage"
                 )
             if params.duplicates == "dedupe" and row["duplicate_of"]:
-                writer.add_alias(row["key"], row["duplicate_of"])
+                builder.add_alias(row["key"], row["duplicate_of"])
                 continue
-            classes.add(row["label"])
-            total_bytes += len(data)
-            writer.add(row["key"], data, _meta(row, params))
-        pack_header = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "count": writer.count,
-            "aliases": writer.aliases,
-            "hash_algorithm": algorithm,
-            "imgpack_version": __version__,
-            "params_digest": _params_digest(params),
-            "manifest_digest": file_digest(Path(manifest)),
-            "total_bytes": total_bytes,
-            "classes": sorted(classes),
-        }
-        writer.publish(pack_header, before_publish)
-    return pack_header
+            builder.add(
+                row["key"],
+                data,
+                digest=bytes.fromhex(hash_hex),
+                format=row["format"],
+                width=row["width"],
+                height=row["height"],
+                label=row["label"],
+                split=assign_split(row["key"], params.split_seed, params.splits),
+                extra=row["extra"],
+            )
+        return builder.publish(
+            before_publish,
+            params_digest=_params_digest(params),
+            manifest_digest=file_digest(Path(manifest)),
+        )
 
 
 def _params_digest(params: PackParams) -> str:
     """Digest of the params that shape the pack's bytes (the thread count does not)."""
     shaping = {k: v for k, v in dataclasses.asdict(params).items() if k != "workers"}
     return hashlib.sha256(dumps(shaping).encode()).hexdigest()
-
-
-def _meta(row: dict[str, Any], params: PackParams) -> dict[str, Any]:
-    return {
-        "key": row["key"],
-        "label": row["label"],
-        "hash": row["hash"],
-        "size": row["size"],
-        "format": row["format"],
-        "width": row["width"],
-        "height": row["height"],
-        "split": assign_split(row["key"], params.split_seed, params.splits),
-        "extra": row["extra"],
-    }
 
 
 def _read_batch(rows: list[dict], folder: str, algorithm: str) -> list[tuple[bytes | None, str]]:

@@ -1,11 +1,9 @@
-"""Stage summarize: DVC metrics (counts, bytes, formats, sizes) and plot data from the pack's metadata."""
+"""Stage summarize: DVC metrics (counts, bytes, formats, sizes) and plot data from the pack's catalog."""
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,18 @@ from imgpack.stages.common import run_stage, write_json
 __all__ = ["summarize"]
 
 
-class _Range:
-    def __init__(self) -> None:
-        self.low: int | None = None
-        self.high: int | None = None
-        self.total = 0
-        self.count = 0
+def _counts(series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(series.items())}
 
-    def add(self, value: int) -> None:
-        self.low = value if self.low is None else min(self.low, value)
-        self.high = value if self.high is None else max(self.high, value)
-        self.total += value
-        self.count += 1
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        mean = round(self.total / self.count, 3) if self.count else None
-        return {"min": self.low, "mean": mean, "max": self.high}
+def _range(column) -> dict[str, float | int | None]:
+    if not len(column):
+        return {"min": None, "mean": None, "max": None}
+    return {
+        "min": int(column.min()),
+        "mean": round(float(column.mean()), 3),
+        "max": int(column.max()),
+    }
 
 
 def summarize(
@@ -41,45 +35,38 @@ def summarize(
     plots_dir: str | Path,
     params: SummarizeParams | None = None,
 ) -> dict[str, Any]:
-    """Write summary.json and the plot CSVs; reads metadata only, never image bytes."""
+    """Write summary.json and the plot CSVs; reads catalog columns only, never image bytes."""
     params = params or SummarizeParams()
-    per_label: Counter[str] = Counter()
-    per_split: Counter[str] = Counter()
-    per_split_label: Counter[tuple[str, str]] = Counter()
-    formats: Counter[str] = Counter()
-    width, height, size = _Range(), _Range(), _Range()
-    sizes = array("q")  # 8 bytes per image: the histogram needs min and max first
     with Pack(pack_path) as pack:
-        for _, meta in pack.iter_meta():
-            per_label[meta["label"]] += 1
-            per_split[meta["split"]] += 1
-            per_split_label[(meta["split"], meta["label"])] += 1
-            formats[meta["format"]] += 1
-            width.add(meta["width"])
-            height.add(meta["height"])
-            size.add(meta["size"])
-            sizes.append(meta["size"])
+        frame = pack.metadata(columns=["label", "split", "format", "width", "height", "size"])
         header = pack.header
+        pack_bytes = pack.file_bytes
+    per_label = frame["label"].value_counts()
+    per_split = frame["split"].value_counts()
+    per_split_label = frame.groupby(["split", "label"]).size()
+    formats = frame["format"].value_counts()
     summary = {
         "images": header["count"],
         "aliases": header["aliases"],
         "image_bytes": header["total_bytes"],
-        "pack_bytes": os.path.getsize(pack_path),
-        "per_label": dict(sorted(per_label.items())),
-        "per_split": dict(sorted(per_split.items())),
+        "pack_bytes": pack_bytes,
+        "shards": len(header["shards"]),
+        "per_label": _counts(per_label),
+        "per_split": _counts(per_split),
         "per_split_label": {
-            split: {label: n for (s, label), n in sorted(per_split_label.items()) if s == split}
-            for split in sorted(per_split)
+            split: {label: int(n) for (s, label), n in sorted(per_split_label.items()) if s == split}
+            for split in sorted(per_split.index)
         },
-        "formats": dict(sorted(formats.items())),
-        "width": width.as_dict(),
-        "height": height.as_dict(),
-        "file_bytes": size.as_dict(),
+        "formats": _counts(formats),
+        "width": _range(frame["width"]),
+        "height": _range(frame["height"]),
+        "file_bytes": _range(frame["size"]),
     }
     write_json(Path(summary_out), summary)
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
-    _write_csv(plots / "images_per_label.csv", ["label", "count"], sorted(per_label.items()))
+    _write_csv(plots / "images_per_label.csv", ["label", "count"], _counts(per_label).items())
+    sizes = frame["size"].to_numpy()
     _write_csv(
         plots / "image_sizes.csv", ["size_bytes", "count"], _histogram(sizes, params.size_bins)
     )
@@ -88,11 +75,11 @@ def summarize(
 
 def _histogram(values, bins: int) -> list[tuple[int, int]]:
     """Counts per equal-width bin, labelled by each bin's lower edge in bytes."""
-    if not values:
+    if not len(values):
         return []
-    low, high = min(values), max(values)
+    low, high = int(values.min()), int(values.max())
     width = max(1, -(-(high - low + 1) // bins))
-    counts = Counter((v - low) // width for v in values)
+    counts = Counter(((values - low) // width).tolist())
     return [(low + b * width, counts.get(b, 0)) for b in range(bins) if low + b * width <= high]
 
 

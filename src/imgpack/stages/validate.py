@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +38,30 @@ def validate(
                 f"{pack_path} uses {algorithm} but the manifest {header['hash_algorithm']}; rebuild"
             )
         aliases = dict(pack.aliases())
-        records = iter(pack)
+        records = _stored(pack)
         record = next(records, None)
         for row in progress(rows, "validate", header["count"]):
             key = row["key"]
-            while record is not None and record.key < key:
-                problems["extra"].append(record.key)
+            while record is not None and record[0]["key"] < key:
+                problems["extra"].append(record[0]["key"])
                 record = next(records, None)
-            if record is not None and record.key == key:
-                stored, record = record, next(records, None)
+            if record is not None and record[0]["key"] == key:
+                (meta, data), record = record, next(records, None)
             elif key in aliases:
-                stored = pack.get(aliases.pop(key))
+                target = pack.index_of(aliases.pop(key))
+                meta, data = pack.meta(target), pack.data(target)
             else:
                 problems["missing"].append(key)
                 continue
             checked += 1
-            if digest(stored.data, algorithm) != row["hash"]:
+            if digest(data, algorithm) != row["hash"]:
                 problems["hash_mismatch"].append(key)
-            if stored.meta["label"] != row["label"]:
+            if meta["label"] != row["label"]:
                 problems["label_mismatch"].append(key)
-            if stored.key == key and _meta_differs(stored.meta, row):
+            if meta["key"] == key and _meta_differs(meta, row):
                 problems["meta_mismatch"].append(key)
         while record is not None:
-            problems["extra"].append(record.key)
+            problems["extra"].append(record[0]["key"])
             record = next(records, None)
         problems["extra"].extend(sorted(aliases))
         count_ok = len(pack) + pack.header["aliases"] == header["count"]
@@ -93,9 +95,23 @@ def validate(
     return report
 
 
+def _stored(pack: Pack) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(metadata, image bytes) of every record in key order, a catalog part at a time."""
+    catalog = pack.catalog
+    for start, table in catalog.tables():
+        rows = table.to_pylist()
+        datas = pack.data_many(range(start, start + len(rows)), checked=True)
+        for values, data in zip(rows, datas, strict=True):
+            yield catalog.meta_dict(values), data
+
+
 def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
-    fields = ("hash", "size", "format", "width", "height", "extra")
-    return any(meta[f] != row[f] for f in fields)
+    fields = ("hash", "size", "format", "width", "height")
+    if any(meta[f] != row[f] for f in fields):
+        return True
+    # The catalog has every extra column for every record (null where a row had none).
+    names = meta["extra"].keys() | row["extra"].keys()
+    return any(meta["extra"].get(n) != row["extra"].get(n) for n in names)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,220 @@
+"""Where every record's image bytes are: its shard files located in place, or read through LMDB."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
+from imgpack.format.codec import decode_shard_header, encode_index
+from imgpack.handles import MappedImages, acquire_env, map_images, release_env
+
+__all__ = ["ImageTable", "check_shard_files", "locate_pack", "open_shard", "read_props"]
+
+
+class ImageTable:
+    """Record index -> image bytes for a whole pack, shared by every Pack on it in a process.
+
+    Located: `maps[shard_of[i]][starts[i]:ends[i]]` (`map` is set when there is one shard).
+    Fallback (an LMDB layout the page walker does not know): each read is an LMDB lookup.
+    """
+
+    __slots__ = (
+        "map",
+        "maps",
+        "starts",
+        "ends",
+        "shard_of",
+        "slots",
+        "shards",
+        "_fallback",
+        "__weakref__",
+    )
+
+    def __init__(self, shards, starts, ends, shard_of, slots=None, fallback=None):
+        self.shards: list[MappedImages] = shards  # keeps each shard's map and spans alive
+        maps = [m.map for m in shards]
+        self.maps: list = maps
+        self.map = maps[0] if len(maps) == 1 else None
+        self.starts, self.ends = starts, ends
+        self.shard_of = shard_of
+        self.slots = slots
+        self._fallback: _LmdbReads | None = fallback
+
+    def read(self, i: int) -> bytes:
+        """Image bytes of record `i` (already range-checked)."""
+        if self.map is not None:
+            return self.map[self.starts[i] : self.ends[i]]
+        if self._fallback is not None:
+            return self._fallback.read(self.shard_of[i], self.slots[i])
+        return self.maps[self.shard_of[i]][self.starts[i] : self.ends[i]]
+
+    def read_many(self, indices: Sequence[int]) -> list[bytes]:
+        if self.map is not None:
+            mapped, starts, ends = self.map, self.starts, self.ends
+            return [mapped[starts[i] : ends[i]] for i in indices]
+        return [self.read(i) for i in indices]
+
+    @property
+    def located(self) -> bool:
+        return self._fallback is None
+
+    def release_pages(self, shard: int, start: int, end: int) -> None:
+        """Drop already-read pages of a scan from this process's RSS (they stay in the page cache)."""
+        if self._fallback is not None or not hasattr(self.maps[shard], "madvise"):
+            return
+        import mmap
+
+        page = mmap.PAGESIZE
+        start -= start % page
+        if end > start:
+            self.maps[shard].madvise(mmap.MADV_DONTNEED, start, min(end, len(self.maps[shard])) - start)
+
+
+class _LmdbReads:
+    """Plain LMDB reads of every shard, reopened after a fork (an environment cannot cross one)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self._pid = None
+        self._txns: list = []
+
+    def read(self, shard: int, slot: int) -> bytes:
+        if self._pid != os.getpid():
+            self._txns = []
+            for path in self.paths:
+                env, _ = acquire_env(path)
+                self._txns.append((env.begin(buffers=False), env.open_db(b"images", create=False)))
+            self._pid = os.getpid()
+        txn, db = self._txns[shard]
+        value = txn.get(encode_index(slot), db=db)
+        if value is None:
+            raise PackCorruptError(f"{self.paths[shard]}: image {slot} is missing; {REFETCH}")
+        return value
+
+
+def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> list[Path]:
+    """Paths of a folder pack's shards; a missing or resized one is named before anything maps it."""
+    paths = []
+    for shard in shards:
+        path = folder / shard["name"]
+        if "/" in shard["name"] or not shard["name"].startswith("shard-"):
+            raise PackFormatError(f"{folder}: shard name {shard['name']!r} is not a shard file name")
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise PackCorruptError(
+                f"{folder}: shard {shard['name']} is missing; {REFETCH}"
+            ) from None
+        if size != shard["file_bytes"]:
+            raise PackCorruptError(
+                f"{folder}: shard {shard['name']} is {size} bytes but the catalog says "
+                f"{shard['file_bytes']}: it is truncated or damaged; {REFETCH}"
+            )
+        paths.append(path)
+    return paths
+
+
+def open_shard(path: Path, expected_count: int) -> tuple[lmdb.Environment, tuple, dict]:
+    """Acquire a shard's environment and check its own header against the catalog's count."""
+    env, identity = acquire_env(path)
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(b"shard", txn=txn, create=False)
+            except lmdb.Error:
+                raise PackFormatError(f"{path} is an LMDB file but not an imgpack shard") from None
+            header = decode_shard_header(txn.get(b"shard", db=db), str(path))
+        if header["count"] != expected_count:
+            raise PackCorruptError(
+                f"{path} holds {header['count']} images but the catalog says {expected_count}; "
+                f"the pack is damaged; {REFETCH}"
+            )
+    except BaseException:
+        release_env(path)
+        raise
+    return env, identity, header
+
+
+def read_props(path: Path, hash_algorithm: str) -> list[bytes]:
+    """The digests a shard stores for its images, in slot order (to check it on its own)."""
+    import hashlib
+
+    from imgpack.format import catalog as cat
+
+    env, _ = acquire_env(path)
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(b"props", txn=txn, create=False)
+            except lmdb.Error:
+                raise PackCorruptError(f"{path}: its property table is missing; {REFETCH}") from None
+            raw = txn.get(encode_index(0), db=db)
+    finally:
+        release_env(path)
+    schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
+    return cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"]).column("hash").to_pylist()
+
+
+# One table per pack file and process; forked children inherit it with the maps it slices.
+_TABLES: weakref.WeakValueDictionary[tuple, ImageTable] = weakref.WeakValueDictionary()
+
+
+def locate_pack(
+    identity: tuple, paths: list[Path], counts: list[int], shard_col, slot_col
+) -> ImageTable:
+    """Locate every shard's images and index them by record: `shard_col`/`slot_col` from the catalog."""
+    cached = _TABLES.get(identity)
+    if cached is not None:
+        return cached
+    from imgpack.format.spans import UnknownLayout
+
+    located: list[MappedImages] = []
+    fallback = None
+    for path, count in zip(paths, counts, strict=True):
+        env, file_identity, _ = open_shard(path, count)
+        try:
+            with env.begin() as txn:
+                record = txn.get(b"images")
+            located.append(map_images(path, file_identity, record, env.stat()["psize"], count))
+        except UnknownLayout:
+            fallback = _LmdbReads(paths)
+        finally:
+            release_env(path)
+    table = _index_by_record(located, counts, shard_col, slot_col, fallback, paths)
+    _TABLES[identity] = table
+    return table
+
+
+def _index_by_record(located, counts, shard_col, slot_col, fallback, paths) -> ImageTable:
+    import numpy as np
+
+    shard_col = np.asarray(shard_col, dtype=np.int64)
+    slot_col = np.asarray(slot_col, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    if len(shard_col) and (
+        (shard_col < 0).any()
+        or (shard_col >= len(counts)).any()
+        or (slot_col < 0).any()
+        or (slot_col >= counts[shard_col]).any()
+    ):
+        raise PackCorruptError(f"{paths[0].parent}: the catalog points outside its shards; {REFETCH}")
+    one = len(counts) == 1
+    shard_of = array("i", shard_col.astype(np.int32).tobytes())
+    if fallback is not None:
+        return ImageTable([], None, None, shard_of, array("q", slot_col.tobytes()), fallback)
+    if one and np.array_equal(slot_col, np.arange(len(slot_col))):
+        return ImageTable(located, located[0].starts, located[0].ends, None)
+    base = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    every = base[shard_col] + slot_col
+    all_starts = np.concatenate([np.frombuffer(m.starts, dtype=np.int64) for m in located])
+    all_ends = np.concatenate([np.frombuffer(m.ends, dtype=np.int64) for m in located])
+    starts = array("q", all_starts[every].tobytes())
+    ends = array("q", all_ends[every].tobytes())
+    return ImageTable(located, starts, ends, None if one else shard_of)
