@@ -133,18 +133,19 @@ def dvc_project(tmp_path) -> Path:
     return project
 
 
-def write_pack(out: Path, n: int, value=b"v" * 5000, shard_mb: float = 64, **options) -> dict:
-    """A pack of `n` records `k00000`, `k00001`, ... written by the pack writer itself."""
+def write_pack(out: Path, keys, value=b"v" * 5000, shard_mb: float = 64, **options) -> dict:
+    """A pack of the sorted `keys` (or `k00000`, `k00001`, ... for a count) by the pack writer."""
     import hashlib
 
     from imgpack.packwriter import PackBuilder
 
+    keys = [f"k{i:05d}" for i in range(keys)] if isinstance(keys, int) else sorted(keys)
     values = value if callable(value) else (lambda i: value)
     with PackBuilder(out, "sha256", int(shard_mb * (1 << 20)), **options) as builder:
-        for i in range(n):
+        for i, key in enumerate(keys):
             data = values(i)
             builder.add(
-                f"k{i:05d}",
+                key,
                 data,
                 digest=hashlib.sha256(data).digest(),
                 format="PNG",
@@ -157,3 +158,22 @@ def write_pack(out: Path, n: int, value=b"v" * 5000, shard_mb: float = 64, **opt
         header = builder.publish()
         header["grown"] = builder.grown
     return header
+
+
+def flip_byte_of(pack_path: Path, key: str) -> Path:
+    """Flip the middle byte of `key`'s stored image in its shard file (tests only: the product
+    never writes a pack); returns the file changed."""
+    import imgpack
+
+    with imgpack.open(pack_path) as pack:
+        index = pack.index_of(key)
+        table = pack.locate()
+        shard = 0 if table.shard_of is None else table.shard_of[index]
+        file = pack.shard_paths[shard]
+        at = (table.starts[index] + table.ends[index]) // 2
+    # A copy, not an in-place write: a DVC cache linked to the file must stay intact.
+    raw = bytearray(file.read_bytes())
+    raw[at] ^= 0xFF
+    file.unlink()
+    file.write_bytes(bytes(raw))
+    return file

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgpack import open as open_pack
-from tests.conftest import png_bytes, source_files, tool_env, write_tree
-from tests.stages.test_validate import flip_byte_of
+from tests.conftest import flip_byte_of, png_bytes, source_files, tool_env, write_tree
 
 IMGPACK = [sys.executable, "-m", "imgpack.cli"]
 
@@ -38,15 +37,19 @@ def test_console_script_is_installed():
     )
 
 
-def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path):
+@pytest.mark.parametrize("shard_mb, shards", [(64, 1), (0.0003, 4)])
+def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path, shard_mb, shards):
     out = tmp_path / "out" / "d.lmdb"
-    built = imgpack("build", digits_tree, out, "--report", tmp_path / "r.json")
+    built = imgpack(
+        "build", digits_tree, out, "--report", tmp_path / "r.json", "--shard-mb", shard_mb
+    )
     assert built.returncode == 0, built.stderr
     assert "packed 13 of 13 files" in built.stdout
     info = json.loads(imgpack("info", out, "--json").stdout)
     assert (
-        info["count"] == 13 and info["format_version"] == 1 and info["classes"] == ["0", "1", "2"]
+        info["count"] == 13 and info["format_version"] == 2 and info["classes"] == ["0", "1", "2"]
     )
+    assert info["shards"] == shards and out.is_file() == (shards == 1)
     assert "count: 13" in imgpack("info", out).stdout
     exported = imgpack("export", out, tmp_path / "exp")
     assert exported.returncode == 0
@@ -82,7 +85,7 @@ def test_export_of_the_sample_pack_equals_the_source_folder_byte_for_byte(
 def test_verify_names_the_key_of_a_flipped_byte(digits_tree, tmp_path):
     out = tmp_path / "d.lmdb"
     assert imgpack("build", digits_tree, out).returncode == 0
-    flip_byte_of(out, (digits_tree / "1/2.png").read_bytes())
+    flip_byte_of(out, "1/2.png")
     assert_one_line_error(imgpack("verify", out), "1/2.png", "sha256 mismatch")
 
 

@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 import imgpack
-from tests.conftest import dvc, git, run, source_files
-from tests.stages.test_validate import flip_byte_of
+from tests.conftest import dvc, flip_byte_of, git, run, source_files
 
 pytestmark = pytest.mark.slow
 PACK = "data/packed/images.lmdb"
@@ -83,7 +82,7 @@ def test_push_clone_pull_gives_back_every_image_byte_identical(dvc_project, tmp_
 def test_a_flipped_byte_makes_the_validate_stage_fail_and_name_the_key(dvc_project):
     dvc("repro", cwd=dvc_project)
     key = "square/square_001.png"
-    flip_byte_of(dvc_project / PACK, (dvc_project / "data/raw/images" / key).read_bytes())
+    flip_byte_of(dvc_project / PACK, key)
     failed = dvc("repro", "validate", "--single-item", cwd=dvc_project, check=False)
     assert failed.returncode != 0
     assert f"hash_mismatch 1: {key}" in failed.stderr + failed.stdout

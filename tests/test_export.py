@@ -7,16 +7,12 @@ import pytest
 import imgpack
 from imgpack.errors import UnsafeKeyError
 from imgpack.export import export_pack
-from tests.test_writer import header, meta
+from tests.conftest import write_pack
 
 
 def pack_with_keys(path, keys):
-    from imgpack.writer import PackWriter
-
-    with PackWriter(path, 1 << 20) as writer:
-        for key in sorted(keys):
-            writer.add(key, f"bytes of {key}".encode(), meta(key))
-        writer.publish(header(len(keys)))
+    keys = sorted(keys)
+    write_pack(path, keys, value=lambda i: f"bytes of {keys[i]}".encode())
     return path
 
 

@@ -8,6 +8,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+from pathlib import Path
 
 import imgpack
 from tests.conftest import source_files
@@ -141,8 +142,8 @@ def test_a_file_of_garbage_is_not_a_pack(tmp_path):
     assert result.returncode == 3 and result.stdout.startswith("PackFormatError")
 
 
-def _foreign_pack(path, header_value=None, meta_value=None, with_subdbs=True):
-    """An LMDB file shaped like a pack but with a header or metadata we choose (untrusted input)."""
+def _foreign_pack(path, header_value=None, catalog_value=None, with_subdbs=True):
+    """An LMDB file shaped like a pack but with a header or catalog we choose (untrusted input)."""
     import lmdb
     import msgpack
 
@@ -154,10 +155,8 @@ def _foreign_pack(path, header_value=None, meta_value=None, with_subdbs=True):
             dbs = {n.decode(): env.open_db(n, txn=txn) for n in SUBDBS}
             if header_value is not None:
                 txn.put(b"header", header_value, db=dbs["header"])
-            if meta_value is not None:
-                txn.put(encode_index(0), b"img", db=dbs["images"])
-                txn.put(encode_index(0), meta_value, db=dbs["meta"])
-                txn.put(b"k", encode_index(0), db=dbs["keys"])
+            if catalog_value is not None:
+                txn.put(encode_index(0), catalog_value, db=dbs["catalog"])
         else:
             txn.put(b"some", msgpack.packb("thing"))
     env.close()
@@ -167,9 +166,21 @@ def _foreign_pack(path, header_value=None, meta_value=None, with_subdbs=True):
 def _header(**changes):
     import msgpack
 
-    from tests.test_writer import header
-
-    return msgpack.packb({**header(1), **changes})
+    header = {
+        "format": "imgpack",
+        "format_version": 2,
+        "count": 1,
+        "aliases": 0,
+        "hash_algorithm": "sha256",
+        "imgpack_version": "t",
+        "params_digest": "",
+        "manifest_digest": "",
+        "total_bytes": 3,
+        "classes": ["x"],
+        "shards": [{"name": "", "count": 1, "image_bytes": 3, "file_bytes": 0, "sha256": ""}],
+        "catalog_parts": 1,
+    }
+    return msgpack.packb({**header, **changes})
 
 
 @pytest.mark.parametrize(
@@ -177,11 +188,17 @@ def _header(**changes):
     [
         (
             {"header_value": _header(format_version=99)},
-            "has format version 99, this imgpack reads version 1",
+            "has format version 99, this imgpack reads version 2",
+        ),
+        (
+            {"header_value": _header(format_version=1)},
+            "has format version 1, this imgpack reads version 2: convert it with "
+            "`imgpack convert OLD NEW`",
         ),
         ({"header_value": None}, "no imgpack header"),
         ({"with_subdbs": False}, "not an imgpack pack (sub-databases missing)"),
         ({"header_value": b"\xdd\xff\xff\xff\xff"}, "header is not valid msgpack"),
+        ({"header_value": _header(shards=[{"name": 3}])}, "field 'name' is not a str"),
     ],
 )
 def test_someone_elses_file_gets_a_clear_error_in_reader_and_cli(tmp_path, kwargs, words):
@@ -197,15 +214,28 @@ def test_someone_elses_file_gets_a_clear_error_in_reader_and_cli(tmp_path, kwarg
         assert cli.returncode == 1 and words in cli.stderr and "Traceback" not in cli.stderr
 
 
+def _parquet(**columns):
+    import pyarrow as pa
+
+    from imgpack.format.catalog import encode_table
+
+    return encode_table(pa.table(columns))
+
+
 @pytest.mark.parametrize(
-    "meta_raw, words",
+    "catalog_raw, words",
     [
-        (b"\x91" * 5000 + b"\xc0", "nested too deeply"),
-        (b"\xdb" + (50 << 20).to_bytes(4, "big") + b"x", "not valid msgpack"),
+        (b"PAR1" + b"\xff" * 100 + b"PAR1", "not a readable Parquet value"),
+        (b"\x00" * 64, "not a readable Parquet value"),
+        (_parquet(key=["a"]), "has no 'label' column"),
+        (_parquet(key=[1]), "column 'key' is int64, expected string"),
+        (None, "catalog value 0 is missing"),
     ],
 )
-def test_hostile_record_metadata_is_refused_with_bounded_memory(tmp_path, meta_raw, words):
-    path = _foreign_pack(tmp_path / "hostile.lmdb", header_value=_header(), meta_value=meta_raw)
+def test_a_hostile_or_damaged_catalog_is_refused_with_a_clear_error(tmp_path, catalog_raw, words):
+    path = _foreign_pack(
+        tmp_path / "hostile.lmdb", header_value=_header(), catalog_value=catalog_raw
+    )
     result = _open_in_subprocess(path)
     assert result.returncode == 3 and words in result.stdout, result.stdout + result.stderr
 
@@ -226,21 +256,38 @@ def test_the_cli_reports_a_truncated_pack_in_one_line(sample_pack, tmp_path, kee
     )
 
 
-def test_full_scans_release_the_map_and_still_interleave_with_other_reads(tmp_path, monkeypatch):
-    from imgpack import reader
-    from tests.test_writer import write
+def mapped_rss(path) -> int:
+    """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split()[0]:
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
 
-    write(tmp_path / "big.lmdb", 2500, 1 << 20, value=b"x" * 300)
-    monkeypatch.setattr(reader, "_RELEASE_CHUNKS", 1)  # release after every chunk of 1024 records
-    with imgpack.open(tmp_path / "big.lmdb") as pack:
-        first_env = pack._reader() and pack._env
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("shard_mb", [64, 0.3])
+def test_full_scans_drop_read_pages_from_rss_and_interleave_with_other_reads(
+    tmp_path, monkeypatch, shard_mb
+):
+    from imgpack import reader
+    from tests.conftest import write_pack
+
+    out = tmp_path / "big.lmdb"
+    write_pack(out, 2500, value=lambda i: i.to_bytes(4, "big") * 300, shard_mb=shard_mb)
+    monkeypatch.setattr(reader, "_RELEASE_BYTES", 1)  # drop pages after every chunk
+    with imgpack.open(out) as pack:
         seen = []
         for record in pack:
             if record.index % 500 == 0:
                 assert pack[record.index].data == record.data  # a lookup in the middle of a scan
+            assert record.data == record.index.to_bytes(4, "big") * 300
             seen.append(record.key)
         assert seen == [f"k{i:05d}" for i in range(2500)]
-        assert pack._env is not first_env  # the mapping was dropped and reopened
+        resident = sum(mapped_rss(p.resolve()) for p in set(pack.shard_paths))
+        assert resident < pack.header["total_bytes"] / 4  # 3 MB read, well under 1 MB resident
         assert [i for i, _ in pack.iter_meta()] == list(range(2500))
         twin = zip(pack, pack.iter_meta(), strict=True)
         assert all(record.index == index for record, (index, _) in twin)

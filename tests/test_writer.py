@@ -89,11 +89,20 @@ def tree_bytes(path):
 
 @pytest.mark.parametrize(
     "old, new",
-    [("file", "file"), ("file", "folder"), ("folder", "file"), ("folder", "folder"), (None, "folder")],
+    [
+        ("file", "file"),
+        ("file", "folder"),
+        ("folder", "file"),
+        ("folder", "folder"),
+        (None, "folder"),
+    ],
 )
 def test_publishing_replaces_a_file_or_a_folder_by_either_in_one_step(tmp_path, old, new):
     out = tmp_path / "p.lmdb"
-    make = {"file": lambda p: p.write_bytes(b"F"), "folder": lambda p: (p.mkdir(), (p / "x").write_bytes(b"D"))}
+    make = {
+        "file": lambda p: p.write_bytes(b"F"),
+        "folder": lambda p: (p.mkdir(), (p / "x").write_bytes(b"D")),
+    }
     if old:
         make[old](out)
     tmp = temporary_path(out)

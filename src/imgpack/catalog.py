@@ -35,12 +35,17 @@ class Catalog:
     def _raw(self, db: str, number: int) -> bytes:
         raw = self._txn.get(encode_index(number), db=self._dbs[db])
         if raw is None:
-            raise PackFormatError(f"{self.where}: {db} value {number} is missing: the pack is damaged")
+            raise PackFormatError(
+                f"{self.where}: {db} value {number} is missing: the pack is damaged"
+            )
         return raw
 
     def part(self, number: int, columns: Sequence[str] | None = None) -> pa.Table:
         return cat.decode_table(
-            self._raw("catalog", number), self.schema, f"{self.where} catalog part {number}", columns
+            self._raw("catalog", number),
+            self.schema,
+            f"{self.where} catalog part {number}",
+            columns,
         )
 
     @property
@@ -53,9 +58,7 @@ class Catalog:
         return self._columns
 
     def _part_schema(self) -> pa.Schema:
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(pa.BufferReader(self._raw("catalog", 0))).schema_arrow
+        return cat.read_schema(self._raw("catalog", 0), f"{self.where} catalog part 0")
 
     @property
     def extra_columns(self) -> list[str]:
@@ -144,7 +147,9 @@ class SortedKeys:
         column = column.cast(pa.large_string())
         self._n = len(column)
         buffers = column.buffers()
-        offsets = np.frombuffer(buffers[1], dtype=np.int64, count=self._n + 1, offset=column.offset * 8)
+        offsets = np.frombuffer(
+            buffers[1], dtype=np.int64, count=self._n + 1, offset=column.offset * 8
+        )
         self._offsets = array("q", offsets.tobytes())
         self._data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
 

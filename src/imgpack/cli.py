@@ -119,6 +119,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from imgpack.convert import convert_pack
+
+    header = convert_pack(args.old, args.new, args.shard_mb)
+    print(
+        f"converted {header['count']} records and {header['aliases']} aliases into {args.new} "
+        f"(format version {header['format_version']}, {len(header['shards'])} shards)"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="imgpack", description="Pack many small images into one validated LMDB file."
@@ -168,6 +179,12 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-hash every record against its stored hash")
     v.add_argument("pack", type=Path)
     v.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("convert", help="rewrite a format-1 pack as format 2 (the old one is kept)")
+    c.add_argument("old", type=Path, help="the format-1 pack (read only)")
+    c.add_argument("new", type=Path, help="the format-2 pack to write")
+    c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")
+    c.set_defaults(func=cmd_convert)
     return top
 
 

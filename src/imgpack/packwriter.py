@@ -51,6 +51,7 @@ class _ShardWriter:
 
     def __init__(self, path: Path, error_path: Path, map_size: int, batch_bytes: int, digest_size):
         self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes)
+        self.file.create(b"images")
         self.digest_size = digest_size
         self.count = 0
         self.image_bytes = 0
@@ -77,7 +78,9 @@ class _ShardWriter:
         props = pa.table(
             [
                 pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(self.digest_size), self.count, [None, pa.py_buffer(bytes(self.digests))]
+                    pa.binary(self.digest_size),
+                    self.count,
+                    [None, pa.py_buffer(bytes(self.digests))],
                 ),
                 pa.array(self.sizes, pa.int64()),
                 pa.array(self.formats, pa.string()),
@@ -278,6 +281,7 @@ class PackBuilder:
         self._shard = None
 
     def _write_catalog(self, file: LmdbFileWriter, header: dict[str, Any]) -> None:
+        file.create(b"catalog")
         parts = 0
         for parts, raw in enumerate(self._rows.encoded_parts(), 1):
             file.put(b"catalog", encode_index(parts - 1), raw)
@@ -375,5 +379,3 @@ class PackBuilder:
             else:
                 self.staging.unlink(missing_ok=True)
             self.staging = None
-
-

@@ -79,6 +79,8 @@ class Pack(Sequence):
         self._table: ImageTable | None = None
         self._rows = self._keys = self._aliases = None
         self._closed = False
+        self._count = 0
+        self._shard_paths: list[Path] = []
         self._open()
         _LIVE.add(self)
 
@@ -99,9 +101,14 @@ class Pack(Sequence):
                 ) from None
             header = decode_header(txn.get(HEADER_KEY, db=header_db), str(self.path))
             try:
-                dbs = {n: env.open_db(n.encode(), txn=txn, create=False) for n in ("catalog", "aliases")}
+                dbs = {
+                    n: env.open_db(n.encode(), txn=txn, create=False)
+                    for n in ("catalog", "aliases")
+                }
             except lmdb.Error:
-                raise PackFormatError(f"{self.path}: the catalog is missing; the pack is damaged") from None
+                raise PackFormatError(
+                    f"{self.path}: the catalog is missing; the pack is damaged"
+                ) from None
             names = [s["name"] for s in header["shards"]]
             if folder != all(names) or (not folder and len(names) != 1):
                 raise PackFormatError(
@@ -296,17 +303,8 @@ class Pack(Sequence):
                 yield Record(i, data, self)
             since_release += sum(map(len, chunk))
             if since_release >= _RELEASE_BYTES:
-                self._release_pages(table, indices)
+                table.release_pages(indices)
                 since_release = 0
-
-    def _release_pages(self, table: ImageTable, indices: range) -> None:
-        if not table.located:
-            return
-        if table.shard_of is None:
-            table.release_pages(0, 0, table.ends[indices[-1]])
-        else:
-            shard = table.shard_of[indices[-1]]
-            table.release_pages(shard, 0, table.ends[indices[-1]])
 
     def keys(self) -> Iterator[str]:
         """Record keys in index order (aliases not included)."""

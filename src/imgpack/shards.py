@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import weakref
 from array import array
@@ -65,16 +66,22 @@ class ImageTable:
     def located(self) -> bool:
         return self._fallback is None
 
-    def release_pages(self, shard: int, start: int, end: int) -> None:
-        """Drop already-read pages of a scan from this process's RSS (they stay in the page cache)."""
-        if self._fallback is not None or not hasattr(self.maps[shard], "madvise"):
-            return
-        import mmap
+    def release_pages(self, indices: Sequence[int]) -> None:
+        """Drop the pages a scan has read, up to these records, from this process's RSS.
 
-        page = mmap.PAGESIZE
-        start -= start % page
-        if end > start:
-            self.maps[shard].madvise(mmap.MADV_DONTNEED, start, min(end, len(self.maps[shard])) - start)
+        The pages stay in the page cache; a later read maps them again. Without this a full scan
+        of a large pack leaves all of it resident in every process that made one.
+        """
+        if self._fallback is not None or not indices:
+            return
+        ends: dict[int, int] = {}
+        for i in indices:
+            shard = 0 if self.shard_of is None else self.shard_of[i]
+            ends[shard] = max(ends.get(shard, 0), self.ends[i])
+        for shard, end in ends.items():
+            mapped = self.maps[shard]
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED, 0, min(end, len(mapped)))
 
 
 class _LmdbReads:
@@ -90,7 +97,8 @@ class _LmdbReads:
             self._txns = []
             for path in self.paths:
                 env, _ = acquire_env(path)
-                self._txns.append((env.begin(buffers=False), env.open_db(b"images", create=False)))
+                db = env.open_db(b"images", create=False)
+                self._txns.append((env.begin(buffers=False), db))
             self._pid = os.getpid()
         txn, db = self._txns[shard]
         value = txn.get(encode_index(slot), db=db)
@@ -105,7 +113,9 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> list[Path]:
     for shard in shards:
         path = folder / shard["name"]
         if "/" in shard["name"] or not shard["name"].startswith("shard-"):
-            raise PackFormatError(f"{folder}: shard name {shard['name']!r} is not a shard file name")
+            raise PackFormatError(
+                f"{folder}: shard name {shard['name']!r} is not a shard file name"
+            )
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
@@ -154,12 +164,18 @@ def read_props(path: Path, hash_algorithm: str) -> list[bytes]:
             try:
                 db = env.open_db(b"props", txn=txn, create=False)
             except lmdb.Error:
-                raise PackCorruptError(f"{path}: its property table is missing; {REFETCH}") from None
+                raise PackCorruptError(
+                    f"{path}: its property table is missing; {REFETCH}"
+                ) from None
             raw = txn.get(encode_index(0), db=db)
     finally:
         release_env(path)
     schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
-    return cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"]).column("hash").to_pylist()
+    return (
+        cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
+        .column("hash")
+        .to_pylist()
+    )
 
 
 # One table per pack file and process; forked children inherit it with the maps it slices.
@@ -204,7 +220,9 @@ def _index_by_record(located, counts, shard_col, slot_col, fallback, paths) -> I
         or (slot_col < 0).any()
         or (slot_col >= counts[shard_col]).any()
     ):
-        raise PackCorruptError(f"{paths[0].parent}: the catalog points outside its shards; {REFETCH}")
+        raise PackCorruptError(
+            f"{paths[0].parent}: the catalog points outside its shards; {REFETCH}"
+        )
     one = len(counts) == 1
     shard_of = array("i", shard_col.astype(np.int32).tobytes())
     if fallback is not None:

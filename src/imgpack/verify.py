@@ -38,7 +38,9 @@ def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
             if info["sha256"] and file_digest(shard_path) != info["sha256"]:
                 result.bad_shards.append(info["name"])
         props = [read_props(p, algorithm) for p in pack.shard_paths]
-        for key, expected, shard, slot, data in progress(_records(pack, table), "verify", len(pack)):
+        for key, expected, shard, slot, data in progress(
+            _records(pack, table), "verify", len(pack)
+        ):
             result.records += 1
             if digest(data, algorithm) != expected.hex() or props[shard][slot] != expected:
                 result.bad_keys.append(key)

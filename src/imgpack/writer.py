@@ -123,27 +123,35 @@ class LmdbFileWriter:
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         """Queue `value` under `key` in sub-database `db`; keys must ascend within each db."""
-        if db not in self.dbs:
-            self.flush()  # sub-databases are created in the order first used: deterministic
-            self.dbs[db] = self.env.open_db(db)
-            self._pending[db] = []
-        self._pending[db].append((key, value))
+        self._pending.setdefault(db, []).append((key, value))
         self._pending_bytes += len(value) + 64
         self._pending_records += 1
         if self._pending_bytes >= self.batch_bytes or self._pending_records >= self.batch_records:
             self.flush()
 
+    def create(self, db: bytes) -> None:
+        """Make sure sub-database `db` exists in the file, even if nothing is put into it."""
+        self._pending.setdefault(db, [])
+
     def flush(self) -> None:
-        if not self._pending_records:
+        if not self._pending_records and self._pending.keys() <= self.dbs.keys():
             return
         while True:
+            opened = []
             try:
                 with self.env.begin(write=True) as txn:
                     for name, items in self._pending.items():
+                        if name not in self.dbs:
+                            # Created in the same transaction as their first values: fewer
+                            # transactions leave fewer recycled page buffers in the file.
+                            self.dbs[name] = self.env.open_db(name, txn=txn)
+                            opened.append(name)
                         if items:
                             txn.cursor(self.dbs[name]).putmulti(items, append=True)
                 break
             except lmdb.MapFullError:
+                for name in opened:  # handles from an aborted transaction are not valid
+                    del self.dbs[name]
                 # The aborted transaction wrote nothing; grow outside any transaction and retry.
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)

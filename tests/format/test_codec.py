@@ -8,11 +8,14 @@ from imgpack.format.codec import (
     FORMAT_VERSION,
     decode_header,
     decode_index,
-    decode_meta,
+    decode_shard_header,
     encode_header,
     encode_index,
-    encode_meta,
+    encode_shard_header,
 )
+from imgpack.format.version1 import decode_meta_v1 as decode_meta
+
+SHARD = {"name": "shard-00.lmdb", "count": 3, "image_bytes": 99, "file_bytes": 8192, "sha256": "e"}
 
 HEADER = {
     "format": "imgpack",
@@ -25,6 +28,15 @@ HEADER = {
     "manifest_digest": "cd",
     "total_bytes": 99,
     "classes": ["a", "b"],
+    "shards": [SHARD, {**SHARD, "name": "shard-01.lmdb"}],
+    "catalog_parts": 1,
+}
+SHARD_HEADER = {
+    "format": "imgpack-shard",
+    "format_version": FORMAT_VERSION,
+    "count": 3,
+    "hash_algorithm": "sha256",
+    "image_bytes": 99,
 }
 META = {
     "key": "a/1.png",
@@ -49,18 +61,40 @@ def test_header_round_trips():
     assert decode_header(encode_header(HEADER)) == HEADER
 
 
-def test_meta_round_trips_with_nested_extra_columns():
-    assert decode_meta(encode_meta(META)) == META
+def test_shard_header_round_trips_and_names_a_foreign_file():
+    assert decode_shard_header(encode_shard_header(SHARD_HEADER), "s") == SHARD_HEADER
+    with pytest.raises(PackFormatError, match="not a shard"):
+        decode_shard_header(msgpack.packb({**SHARD_HEADER, "format": "imgpack"}), "s")
+    with pytest.raises(PackFormatError, match="field 'count' is not a int"):
+        decode_shard_header(msgpack.packb({**SHARD_HEADER, "count": "3"}), "s")
+
+
+def test_a_version_1_record_decodes_for_convert():
+    assert decode_meta(msgpack.packb(META, use_bin_type=True)) == META
 
 
 def test_other_format_version_is_refused_with_exact_message():
-    raw = msgpack.packb({**HEADER, "format_version": 2})
+    raw = msgpack.packb({**HEADER, "format_version": 3})
     with pytest.raises(PackFormatError) as info:
         decode_header(raw, "x.lmdb")
     assert str(info.value) == (
-        "x.lmdb has format version 2, this imgpack reads version 1: "
+        "x.lmdb has format version 3, this imgpack reads version 2: "
         "rebuild the pack with this imgpack or install the imgpack that wrote it"
     )
+
+
+def test_a_version_1_pack_is_refused_with_the_command_that_converts_it():
+    with pytest.raises(PackFormatError) as info:
+        decode_header(msgpack.packb({**HEADER, "format_version": 1}), "x.lmdb")
+    assert str(info.value) == (
+        "x.lmdb has format version 1, this imgpack reads version 2: "
+        "convert it with `imgpack convert OLD NEW`"
+    )
+
+
+def test_a_header_whose_shard_list_is_malformed_is_refused():
+    with pytest.raises(PackFormatError, match="shard 1 field 'file_bytes'"):
+        decode_header(encode_header({**HEADER, "shards": [SHARD, {**SHARD, "file_bytes": 1.5}]}))
 
 
 @pytest.mark.parametrize(

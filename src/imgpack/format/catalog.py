@@ -101,7 +101,9 @@ def unify_parts(schemas: Sequence[pa.Schema]) -> pa.Schema:
                     ok = ok and field.metadata != _JSON_MARK
                 except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                     ok = False
-                fields[field.name] = merged if ok else pa.field(field.name, pa.string(), metadata=_JSON_MARK)
+                fields[field.name] = (
+                    merged if ok else pa.field(field.name, pa.string(), metadata=_JSON_MARK)
+                )
     return pa.schema(list(fields.values()))
 
 
@@ -124,10 +126,16 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def encode_table(table: pa.Table) -> bytes:
     """One Parquet file (one row group), deterministic for the same table and pyarrow."""
     sink = io.BytesIO()
-    pq.write_table(
-        table, sink, compression=_COMPRESSION, row_group_size=max(1, table.num_rows)
-    )
+    pq.write_table(table, sink, compression=_COMPRESSION, row_group_size=max(1, table.num_rows))
     return sink.getvalue()
+
+
+def read_schema(raw: bytes | memoryview, where: str) -> pa.Schema:
+    """The Arrow schema of a Parquet value, from its footer alone."""
+    try:
+        return pq.ParquetFile(pa.BufferReader(raw)).schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise PackFormatError(f"{where} is not a readable Parquet value ({exc})") from None
 
 
 def decode_table(
@@ -137,11 +145,8 @@ def decode_table(
     columns: Sequence[str] | None = None,
 ) -> pa.Table:
     """A Parquet value back into a table; every column of `required` must be there with its type."""
-    try:
-        reader = pq.ParquetFile(pa.BufferReader(raw))
-        schema = reader.schema_arrow
-    except (pa.ArrowException, OSError) as exc:
-        raise PackFormatError(f"{where} is not a readable Parquet value ({exc})") from None
+    schema = read_schema(raw, where)
+    reader = pq.ParquetFile(pa.BufferReader(raw))
     for field in required:
         index = schema.get_field_index(field.name)
         if index < 0:
@@ -168,6 +173,8 @@ def hex_digests(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     start = column.offset * width
     raw = memoryview(data)[start : start + len(column) * width]
     text = pa.py_buffer(binascii.hexlify(raw))
-    kind, offset_type = (pa.string(), np.int32) if len(text) < 2**31 else (pa.large_string(), np.int64)
+    kind, offset_type = (
+        (pa.string(), np.int32) if len(text) < 2**31 else (pa.large_string(), np.int64)
+    )
     offsets = np.arange(0, len(text) + 1, 2 * width, dtype=offset_type)
     return pa.Array.from_buffers(kind, len(column), [None, pa.py_buffer(offsets), text])

@@ -64,7 +64,7 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def _unpack(raw: bytes, limit: int, what: str) -> Any:
+def unpack_bounded(raw: bytes, limit: int, what: str) -> Any:
     if len(raw) > limit:
         raise PackFormatError(f"{what} is {len(raw)} bytes, over the {limit}-byte limit")
     try:
@@ -86,7 +86,7 @@ def _unpack(raw: bytes, limit: int, what: str) -> Any:
     return value
 
 
-def _check_fields(value: Any, fields: dict[str, type], what: str) -> None:
+def check_fields(value: Any, fields: dict[str, type], what: str) -> None:
     if type(value) is not dict:
         raise PackFormatError(f"{what} is a {type(value).__name__}, expected a map")
     try:
@@ -100,7 +100,7 @@ def _check_fields(value: Any, fields: dict[str, type], what: str) -> None:
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
-    _check_fields(header, _HEADER_FIELDS, "header")
+    check_fields(header, _HEADER_FIELDS, "header")
     return _pack(header)
 
 
@@ -108,15 +108,15 @@ def decode_header(raw: bytes | None, where: str = "pack") -> dict[str, Any]:
     """Decode and check a header; the format version must match exactly."""
     if raw is None:
         raise PackFormatError(f"{where} has no imgpack header: it is not an imgpack pack")
-    header = _unpack(raw, _MAX_HEADER_BYTES, f"{where} header")
+    header = unpack_bounded(raw, _MAX_HEADER_BYTES, f"{where} header")
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise PackFormatError(
             f"{where} header does not name the imgpack format: not an imgpack pack"
         )
     _check_version(header.get("format_version"), where)
-    _check_fields(header, _HEADER_FIELDS, f"{where} header")
+    check_fields(header, _HEADER_FIELDS, f"{where} header")
     for number, shard in enumerate(header["shards"]):
-        _check_fields(shard, _SHARD_FIELDS, f"{where} header, shard {number}")
+        check_fields(shard, _SHARD_FIELDS, f"{where} header, shard {number}")
     return header
 
 
@@ -135,7 +135,7 @@ def _check_version(version: Any, where: str) -> None:
 
 
 def encode_shard_header(header: dict[str, Any]) -> bytes:
-    _check_fields(header, _SHARD_HEADER_FIELDS, "shard header")
+    check_fields(header, _SHARD_HEADER_FIELDS, "shard header")
     return _pack(header)
 
 
@@ -143,9 +143,9 @@ def decode_shard_header(raw: bytes | None, where: str) -> dict[str, Any]:
     """Decode and check the header every shard carries, so a shard can be checked on its own."""
     if raw is None:
         raise PackFormatError(f"{where} has no shard header: it is not an imgpack shard")
-    header = _unpack(raw, _MAX_META_BYTES, f"{where} shard header")
+    header = unpack_bounded(raw, _MAX_META_BYTES, f"{where} shard header")
     if not isinstance(header, dict) or header.get("format") != SHARD_FORMAT:
         raise PackFormatError(f"{where} shard header does not name {SHARD_FORMAT!r}: not a shard")
     _check_version(header.get("format_version"), where)
-    _check_fields(header, _SHARD_HEADER_FIELDS, f"{where} shard header")
+    check_fields(header, _SHARD_HEADER_FIELDS, f"{where} shard header")
     return header

@@ -27,7 +27,9 @@ _P_BRANCH, _P_LEAF, _P_OVERFLOW = 0x01, 0x02, 0x04
 _F_BIGDATA = 0x01  # the value lives on overflow pages; the node holds the first one's pgno
 _KEY_SIZE = 8  # the format's record index key: 8-byte big-endian (codec.encode_index)
 _LEAF_PAGES_PER_STEP = 4096  # bounds the temporary arrays to a few MB whatever the pack's size
-_META = struct.Struct("=II")  # MDB_meta starts with mm_magic, mm_version, right after the page header
+_META = struct.Struct(
+    "=II"
+)  # MDB_meta starts with mm_magic, mm_version, right after the page header
 _MAGIC = 0xBEEFC0DE
 KNOWN_DATA_VERSION = 1  # MDB_DATA_VERSION of LMDB 0.9, the only layout this walker reads
 
@@ -41,6 +43,10 @@ def locate_images(
     main database. Pages, nodes and ranges are bounds-checked against the file and the indices must
     be exactly 0..count-1 in order, so a damaged file raises PackCorruptError, never maps garbage.
     """
+    if db_record is None:
+        raise PackCorruptError(
+            f"{where} has no images sub-database: the pack is damaged; {REFETCH}"
+        )
     magic, version = _META.unpack_from(file, _PAGE_HEADER)
     if magic != _MAGIC or version != KNOWN_DATA_VERSION or len(db_record) != _DB_RECORD.size:
         raise UnknownLayout(

@@ -54,7 +54,9 @@ def summarize(
         "per_label": _counts(per_label),
         "per_split": _counts(per_split),
         "per_split_label": {
-            split: {label: int(n) for (s, label), n in sorted(per_split_label.items()) if s == split}
+            split: {
+                label: int(n) for (s, label), n in sorted(per_split_label.items()) if s == split
+            }
             for split in sorted(per_split.index)
         },
         "formats": _counts(formats),
