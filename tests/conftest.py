@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from imgpack.build import build
+from imgpack.params import PackParams
 from imgpack.sample import make as make_sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +65,43 @@ def sample_raw(tmp_path_factory) -> Path:
     return out
 
 
+SHARDED = PackParams(shard_mb=0.002)  # the 13 kB sample in about six shards
+
+
 @pytest.fixture(scope="session")
-def sample_pack(sample_raw, tmp_path_factory) -> Path:
+def sample_file_pack(sample_raw, tmp_path_factory) -> Path:
+    """The sample as a one-file pack."""
     out = tmp_path_factory.mktemp("packs") / "sample.lmdb"
     build(sample_raw / "images", out, labels=sample_raw / "labels.csv")
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_sharded_pack(sample_raw, tmp_path_factory) -> Path:
+    """The same inputs as a folder of a catalog and several shards."""
+    out = tmp_path_factory.mktemp("packs") / "sharded.lmdb"
+    build(sample_raw / "images", out, labels=sample_raw / "labels.csv", pack_params=SHARDED)
+    assert len(os.listdir(out)) > 3
+    return out
+
+
+@pytest.fixture(params=["one file", "shards"])
+def sample_pack(request) -> Path:
+    """Every test of reading runs on both layouts: they must read exactly alike."""
+    name = "sample_file_pack" if request.param == "one file" else "sample_sharded_pack"
+    return request.getfixturevalue(name)
+
+
+def pack_state(path: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and mtime of every file of a pack (one file or a folder)."""
+    files = [path] if path.is_file() else sorted(path.iterdir())
+    return {f.name: (f.read_bytes(), os.stat(f).st_mtime_ns) for f in files}
+
+
+def copy_pack(path: Path, to: Path) -> Path:
+    if path.is_dir():
+        return Path(shutil.copytree(path, to))
+    return Path(shutil.copyfile(path, to))
 
 
 def source_files(folder: Path) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import imgpack
-from tests.conftest import dvc, flip_byte_of, git, run, source_files
+from tests.conftest import dvc, flip_byte_of, git, pack_state, run, source_files
 
 pytestmark = pytest.mark.slow
 PACK = "data/packed/images.lmdb"
@@ -59,9 +59,12 @@ def test_repro_builds_then_reruns_only_what_changed_and_reproduces_the_same_byte
     assert "images_per_label.csv" in plots and "image_sizes.csv" in plots
 
 
-def test_push_clone_pull_gives_back_every_image_byte_identical(dvc_project, tmp_path):
+@pytest.mark.parametrize("shard_mb", [64, 0.003])
+def test_push_clone_pull_gives_back_every_image_byte_identical(dvc_project, tmp_path, shard_mb):
     remote = tmp_path / "remote"
+    set_param(dvc_project, "pack", "shard_mb", shard_mb)
     dvc("repro", cwd=dvc_project)
+    assert (dvc_project / PACK).is_dir() == (shard_mb < 1)
     dvc("remote", "add", "-d", "local", str(remote), cwd=dvc_project)
     git("add", "-A", cwd=dvc_project)
     git("add", "-f", "dvc.lock", cwd=dvc_project)
@@ -72,11 +75,34 @@ def test_push_clone_pull_gives_back_every_image_byte_identical(dvc_project, tmp_
     run(["git", "clone", "-q", str(dvc_project), str(clone)], tmp_path)
     assert not (clone / PACK).exists()
     dvc("pull", cwd=clone)
-    assert sha256(clone / PACK) == sha256(dvc_project / PACK)
+    assert pack_state(clone / PACK).keys() == pack_state(dvc_project / PACK).keys()
+    assert [v[0] for v in pack_state(clone / PACK).values()] == [
+        v[0] for v in pack_state(dvc_project / PACK).values()
+    ]
     sources = source_files(clone / "data/raw/images")
     with imgpack.open(clone / PACK) as pack:
         assert {r.key: r.data for r in pack} == sources
     assert stages_run(dvc("repro", cwd=clone).stdout) == []
+
+
+def test_switching_shard_mb_turns_the_one_file_into_a_folder_and_back_without_editing_dvc_yaml(
+    dvc_project,
+):
+    dvc_yaml = (dvc_project / "dvc.yaml").read_text()
+    dvc("repro", cwd=dvc_project)
+    one_file = sha256(dvc_project / PACK)
+    set_param(dvc_project, "pack", "shard_mb", 0.003)
+    assert stages_run(dvc("repro", cwd=dvc_project).stdout) == ["pack", "validate", "summarize"]
+    shards = sorted(p.name for p in (dvc_project / PACK).iterdir())
+    assert "catalog.lmdb" in shards and len(shards) > 3
+    assert json.loads((dvc_project / "reports/summary.json").read_text())["shards"] == len(shards) - 1
+    assert "up to date" in dvc("status", cwd=dvc_project).stdout
+    with imgpack.open(dvc_project / PACK) as pack:
+        assert {r.key: r.data for r in pack} == source_files(dvc_project / "data/raw/images")
+    set_param(dvc_project, "pack", "shard_mb", 64)
+    dvc("repro", cwd=dvc_project)
+    assert sha256(dvc_project / PACK) == one_file
+    assert (dvc_project / "dvc.yaml").read_text() == dvc_yaml
 
 
 def test_a_flipped_byte_makes_the_validate_stage_fail_and_name_the_key(dvc_project):

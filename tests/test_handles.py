@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import imgpack
+from tests.conftest import copy_pack
 from imgpack.errors import PackFormatError
 
 
@@ -21,7 +22,7 @@ def mapped_here(path: Path) -> bool:
 
 @pytest.fixture
 def own_pack(sample_pack, tmp_path):
-    return Path(shutil.copyfile(sample_pack, tmp_path / "own.lmdb"))
+    return copy_pack(sample_pack, tmp_path / "own.lmdb")
 
 
 def test_packs_on_one_file_share_one_map_and_one_table(own_pack):
@@ -46,10 +47,11 @@ def test_closing_every_pack_unmaps_the_file_and_closes_its_descriptors(own_pack)
 
 def test_a_pack_replaced_while_open_is_refused_instead_of_mixing_two_files(own_pack, tmp_path):
     with imgpack.open(own_pack) as pack:
+        file = pack.shard_paths[0]  # the pack itself, or the shard holding record 0
         other = tmp_path / "other.lmdb"
-        shutil.copyfile(own_pack, other)
+        shutil.copyfile(file, other)
         os.utime(other, ns=(1, 1))
-        os.replace(other, own_pack)  # what `dvc checkout` of another version does
+        os.replace(other, file)  # what `dvc checkout` of another version does
         with pytest.raises(PackFormatError, match="was replaced while open"):
             pack.data(0)
 

@@ -5,13 +5,13 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from pathlib import Path
 
 import imgpack
-from tests.conftest import source_files
+from tests.conftest import pack_state, source_files
 
 
 def test_every_record_equals_its_source_file(sample_pack, sample_raw):
@@ -73,13 +73,16 @@ def test_metadata_chunks_concatenate_to_the_whole_catalog(sample_pack):
         pd.testing.assert_frame_equal(pd.concat(chunks), pack.metadata())
 
 
-def test_opening_and_reading_never_changes_the_file(sample_pack):
-    before = (sample_pack.read_bytes(), os.stat(sample_pack).st_mtime_ns)
+def test_opening_and_reading_never_changes_a_file(sample_pack):
+    before = pack_state(sample_pack)
+    listing = sorted(os.listdir(sample_pack.parent))
     with imgpack.open(sample_pack) as pack:
         list(pack)
         pack.metadata()
-    assert (sample_pack.read_bytes(), os.stat(sample_pack).st_mtime_ns) == before
-    assert not os.path.exists(str(sample_pack) + "-lock")
+        pack.get(pack.key_of(3))
+        imgpack.ImageDataset(sample_pack)[2]
+    assert pack_state(sample_pack) == before
+    assert sorted(os.listdir(sample_pack.parent)) == listing  # no -lock file anywhere
 
 
 def test_a_pack_opened_in_the_parent_works_in_a_forked_child(sample_pack):
@@ -124,9 +127,9 @@ def _open_in_subprocess(path):
 
 @pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
 def test_a_truncated_pack_fails_on_open_with_a_clear_error_not_a_signal(
-    sample_pack, tmp_path, keep
+    sample_file_pack, tmp_path, keep
 ):
-    data = sample_pack.read_bytes()
+    data = sample_file_pack.read_bytes()
     size = {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]
     bad = tmp_path / "bad.lmdb"
     bad.write_bytes(data[:size])
@@ -242,8 +245,10 @@ def test_a_hostile_or_damaged_catalog_is_refused_with_a_clear_error(tmp_path, ca
 
 @pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
 @pytest.mark.parametrize("command", ["info", "verify"])
-def test_the_cli_reports_a_truncated_pack_in_one_line(sample_pack, tmp_path, keep, command):
-    data = sample_pack.read_bytes()
+def test_the_cli_reports_a_truncated_pack_in_one_line(
+    sample_file_pack, tmp_path, keep, command
+):
+    data = sample_file_pack.read_bytes()
     bad = tmp_path / "bad.lmdb"
     bad.write_bytes(data[: {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]])
     cli = subprocess.run(

@@ -8,7 +8,7 @@ from typing import Any
 import lmdb
 
 from imgpack.errors import PackCorruptError, PackFormatError
-from imgpack.format.codec import unpack_bounded, decode_index
+from imgpack.format.codec import decode_index, unpack_bounded
 from imgpack.format.version1 import V1_SUBDBS, decode_meta_v1
 from imgpack.handles import check_pack_file
 from imgpack.packwriter import PackBuilder

@@ -146,10 +146,7 @@ class ImageDataset:
         index = self._indices[position]  # checked against the pack in __init__
         images = self._images or self._located()
         mapped = images.map
-        if mapped is not None:
-            data = mapped[images.starts[index] : images.ends[index]]
-        else:
-            data = images.read(index)
+        data = mapped[images.starts[index] : images.ends[index]] if mapped else images.read(index)
         if self._plain:
             return data, self._all_targets[index]
         return self._sample(index, data)
@@ -162,8 +159,8 @@ class ImageDataset:
         datas = images.read_many(indices)
         if self._plain:
             targets = self._all_targets
-            return [(data, targets[i]) for i, data in zip(indices, datas)]
-        return [self._sample(i, data) for i, data in zip(indices, datas)]
+            return [(data, targets[i]) for i, data in zip(indices, datas, strict=True)]
+        return [self._sample(i, data) for i, data in zip(indices, datas, strict=True)]
 
     # -- selection ---------------------------------------------------------------------------------
     def subset(self, rows: Any) -> ImageDataset:

@@ -46,7 +46,7 @@ def check_pack_file(path: Path) -> int:
     return size
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -68,7 +68,7 @@ def acquire_env(path: Path) -> tuple[lmdb.Environment, tuple]:
         )
     except lmdb.Error as exc:
         raise PackFormatError(f"{path} is not a readable LMDB file ({exc})") from None
-    identity = _identity(os.stat(path))
+    identity = file_identity(os.stat(path))
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     if needed > identity[2]:
         env.close()
@@ -125,7 +125,7 @@ def map_images(
     from imgpack.format.spans import locate_images
 
     with open(path, "rb") as handle:
-        if _identity(os.fstat(handle.fileno())) != identity:
+        if file_identity(os.fstat(handle.fileno())) != identity:
             raise PackFormatError(
                 f"{path} was replaced while open (e.g. by dvc checkout): close every Pack and "
                 "ImageDataset on it and open it again"

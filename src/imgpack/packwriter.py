@@ -15,7 +15,6 @@ import pyarrow as pa
 from imgpack import __version__
 from imgpack.errors import InputError
 from imgpack.format import catalog as cat
-from imgpack.manifest import file_digest
 from imgpack.format.codec import (
     CATALOG_FILE,
     FORMAT_NAME,
@@ -26,6 +25,7 @@ from imgpack.format.codec import (
     encode_index,
     encode_shard_header,
 )
+from imgpack.manifest import file_digest
 from imgpack.writer import (
     LmdbFileWriter,
     check_key,

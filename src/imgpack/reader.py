@@ -115,11 +115,15 @@ class Pack(Sequence):
                     f"{self.path}: its header lists shards {names[:3]} that do not fit a "
                     f"{'folder' if folder else 'one-file'} pack; the pack is damaged"
                 )
-            paths = check_shard_files(self.path, header["shards"]) if folder else [self.path]
+            if folder:
+                paths, opened = check_shard_files(self.path, header["shards"])
+            else:
+                paths, opened = [self.path], [self._identity]
         except BaseException:
             release_env(self.catalog_path)
             raise
         self._env, self._txn, self.header, self._shard_paths = env, txn, header, paths
+        self._shard_identities = opened
         self._catalog = Catalog(txn, dbs, header, str(self.path))
         self._count = header["count"]
 
@@ -162,6 +166,7 @@ class Pack(Sequence):
             self._table = locate_pack(
                 self._identity,
                 self._shard_paths,
+                self._shard_identities,
                 [shard["count"] for shard in self.header["shards"]],
                 where.column("shard").to_numpy(),
                 where.column("slot").to_numpy(),
@@ -290,7 +295,9 @@ class Pack(Sequence):
         """Read many records, by index or key, in the order asked."""
         indices = [self.index_of(x) if isinstance(x, str) else self._index(x) for x in items]
         table = self._table or self.locate()
-        return [Record(i, data, self) for i, data in zip(indices, table.read_many(indices))]
+        return [
+            Record(i, data, self) for i, data in zip(indices, table.read_many(indices), strict=True)
+        ]
 
     def __iter__(self) -> Iterator[Record]:
         """All records in key order, read a chunk at a time; pages already read leave the RSS."""
@@ -299,7 +306,7 @@ class Pack(Sequence):
         for first in range(0, self._count, _CHUNK_RECORDS):
             indices = range(first, min(first + _CHUNK_RECORDS, self._count))
             chunk = table.read_many(indices)
-            for i, data in zip(indices, chunk):
+            for i, data in zip(indices, chunk, strict=True):
                 yield Record(i, data, self)
             since_release += sum(map(len, chunk))
             if since_release >= _RELEASE_BYTES:

@@ -14,7 +14,7 @@ import lmdb
 
 from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 from imgpack.format.codec import decode_shard_header, encode_index
-from imgpack.handles import MappedImages, acquire_env, map_images, release_env
+from imgpack.handles import MappedImages, acquire_env, file_identity, map_images, release_env
 
 __all__ = ["ImageTable", "check_shard_files", "locate_pack", "open_shard", "read_props"]
 
@@ -107,9 +107,10 @@ class _LmdbReads:
         return value
 
 
-def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> list[Path]:
-    """Paths of a folder pack's shards; a missing or resized one is named before anything maps it."""
-    paths = []
+def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> tuple[list[Path], list]:
+    """Paths and identities of a folder pack's shards; a missing or resized one is named here,
+    before anything maps it."""
+    paths, identities = [], []
     for shard in shards:
         path = folder / shard["name"]
         if "/" in shard["name"] or not shard["name"].startswith("shard-"):
@@ -117,7 +118,8 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> list[Path]:
                 f"{folder}: shard name {shard['name']!r} is not a shard file name"
             )
         try:
-            size = os.stat(path).st_size
+            st = os.stat(path)
+            size = st.st_size
         except FileNotFoundError:
             raise PackCorruptError(
                 f"{folder}: shard {shard['name']} is missing; {REFETCH}"
@@ -128,7 +130,8 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> list[Path]:
                 f"{shard['file_bytes']}: it is truncated or damaged; {REFETCH}"
             )
         paths.append(path)
-    return paths
+        identities.append(file_identity(st))
+    return paths, identities
 
 
 def open_shard(path: Path, expected_count: int) -> tuple[lmdb.Environment, tuple, dict]:
@@ -183,7 +186,7 @@ _TABLES: weakref.WeakValueDictionary[tuple, ImageTable] = weakref.WeakValueDicti
 
 
 def locate_pack(
-    identity: tuple, paths: list[Path], counts: list[int], shard_col, slot_col
+    identity: tuple, paths: list[Path], opened: list, counts: list[int], shard_col, slot_col
 ) -> ImageTable:
     """Locate every shard's images and index them by record: `shard_col`/`slot_col` from the catalog."""
     cached = _TABLES.get(identity)
@@ -193,12 +196,17 @@ def locate_pack(
 
     located: list[MappedImages] = []
     fallback = None
-    for path, count in zip(paths, counts, strict=True):
-        env, file_identity, _ = open_shard(path, count)
+    for path, seen, count in zip(paths, opened, counts, strict=True):
+        env, now, _ = open_shard(path, count)
         try:
+            if now != seen:
+                raise PackFormatError(
+                    f"{path} was replaced while open (e.g. by dvc checkout): close every Pack "
+                    "and ImageDataset on it and open it again"
+                )
             with env.begin() as txn:
                 record = txn.get(b"images")
-            located.append(map_images(path, file_identity, record, env.stat()["psize"], count))
+            located.append(map_images(path, now, record, env.stat()["psize"], count))
         except UnknownLayout:
             fallback = _LmdbReads(paths)
         finally:

@@ -33,7 +33,7 @@ def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
     with Pack(path) as pack:
         table = pack.locate()  # walks every shard's B-tree: a pack that verifies can train
         algorithm = pack.header["hash_algorithm"]
-        for shard, (info, shard_path) in enumerate(zip(pack.header["shards"], pack.shard_paths)):
+        for info, shard_path in zip(pack.header["shards"], pack.shard_paths, strict=True):
             result.shards += 1
             if info["sha256"] and file_digest(shard_path) != info["sha256"]:
                 result.bad_shards.append(info["name"])

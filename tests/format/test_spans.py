@@ -3,7 +3,6 @@
 import struct
 
 import lmdb
-import msgpack
 import pytest
 
 import imgpack

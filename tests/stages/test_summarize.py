@@ -19,7 +19,9 @@ def test_summary_counts_labels_splits_formats_and_sizes(sample_pack, tmp_path):
     assert sum(n for per in saved["per_split_label"].values() for n in per.values()) == 36
     assert set(saved["formats"]) == {"JPEG", "PNG"} and sum(saved["formats"].values()) == 36
     assert saved["width"]["min"] <= saved["width"]["mean"] <= saved["width"]["max"]
-    assert saved["pack_bytes"] == sample_pack.stat().st_size
+    files = [sample_pack] if sample_pack.is_file() else list(sample_pack.iterdir())
+    assert saved["pack_bytes"] == sum(f.stat().st_size for f in files)
+    assert saved["shards"] == (1 if sample_pack.is_file() else len(files) - 1)
     with open(tmp_path / "plots/images_per_label.csv") as handle:
         assert list(csv.DictReader(handle))[0] == {"label": "circle", "count": "12"}
     with open(tmp_path / "plots/image_sizes.csv") as handle:

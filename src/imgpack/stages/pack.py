@@ -13,8 +13,8 @@ from typing import Any
 
 from imgpack.errors import InputError
 from imgpack.manifest import dumps, file_digest, read_manifest
-from imgpack.parallel import ordered_batch_map
 from imgpack.packwriter import PackBuilder
+from imgpack.parallel import ordered_batch_map
 from imgpack.params import PackParams, load_params
 from imgpack.probe import digest, read_file
 from imgpack.progress import progress
