@@ -95,7 +95,9 @@ def test_switching_shard_mb_turns_the_one_file_into_a_folder_and_back_without_ed
     assert stages_run(dvc("repro", cwd=dvc_project).stdout) == ["pack", "validate", "summarize"]
     shards = sorted(p.name for p in (dvc_project / PACK).iterdir())
     assert "catalog.lmdb" in shards and len(shards) > 3
-    assert json.loads((dvc_project / "reports/summary.json").read_text())["shards"] == len(shards) - 1
+    assert (
+        json.loads((dvc_project / "reports/summary.json").read_text())["shards"] == len(shards) - 1
+    )
     assert "up to date" in dvc("status", cwd=dvc_project).stdout
     with imgpack.open(dvc_project / PACK) as pack:
         assert {r.key: r.data for r in pack} == source_files(dvc_project / "data/raw/images")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import imgpack
-from tests.conftest import copy_pack
 from imgpack.errors import PackFormatError
+from tests.conftest import copy_pack
 
 
 def mapped_here(path: Path) -> bool:

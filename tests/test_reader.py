@@ -245,9 +245,7 @@ def test_a_hostile_or_damaged_catalog_is_refused_with_a_clear_error(tmp_path, ca
 
 @pytest.mark.parametrize("keep", ["half", "one_page", "zero"])
 @pytest.mark.parametrize("command", ["info", "verify"])
-def test_the_cli_reports_a_truncated_pack_in_one_line(
-    sample_file_pack, tmp_path, keep, command
-):
+def test_the_cli_reports_a_truncated_pack_in_one_line(sample_file_pack, tmp_path, keep, command):
     data = sample_file_pack.read_bytes()
     bad = tmp_path / "bad.lmdb"
     bad.write_bytes(data[: {"half": len(data) // 2, "one_page": 4096, "zero": 0}[keep]])
