@@ -71,16 +71,20 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
     h5 = h5py.File(built["hdf5"], "r")
     h5_images = h5["images"]
 
-    def files_read():
-        for path in files:
+    in_order = [os.path.join(raw, key) for key in keys]
+
+    def files_read(paths=files):
+        for path in paths:
             with open(path, "rb") as handle:
                 handle.read()
 
     contenders = {
         "imgpack dataset[i], shuffled": clock(lambda: [dataset[i] for i in order]),
         "imgpack batch of 64, shuffled": clock(lambda: [dataset.__getitems__(b) for b in batches]),
-        "imgpack iteration, in order": clock(lambda: [r for r in pack]),
+        "imgpack pack[i].data, shuffled": clock(lambda: [pack[i].data for i in order]),
+        "imgpack iteration, in order": clock(lambda: [r.data for r in pack]),
         "individual files, shuffled": clock(files_read),
+        "individual files, in key order": clock(lambda: files_read(in_order)),
         "bare txn.get loop, shuffled": clock(
             lambda: [bare_txn.get(k, db=images_db) for k in bare_keys]
         ),
@@ -120,5 +124,9 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
             / rows["imgpack batch of 64, shuffled"]["seconds"],
             "imgpack_single_over_bare": rows["imgpack dataset[i], shuffled"]["seconds"] / bare_time,
             "imgpack_batch_over_bare": rows["imgpack batch of 64, shuffled"]["seconds"] / bare_time,
+            "pack_item_over_dataset_item": rows["imgpack pack[i].data, shuffled"]["seconds"]
+            / rows["imgpack dataset[i], shuffled"]["seconds"],
+            "files_in_order_over_iteration": rows["individual files, in key order"]["seconds"]
+            / rows["imgpack iteration, in order"]["seconds"],
         },
     }

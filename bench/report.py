@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.timing import fmt_seconds
+
 
 def _mb(value: float) -> str:
     return f"{value / 1e6:.1f} MB"
@@ -102,6 +104,37 @@ def scale_table(section: dict) -> list[str]:
     return lines
 
 
+def million_table(section: dict) -> list[str]:
+    b, loads = section["build"], section["loads"]
+    lines = [
+        f"#### {section['images']:,} distinct MNIST-sized PNGs ({section['image_bytes'] / 1e6:.0f} MB "
+        f"of image bytes; pack {section['pack_bytes'] / 1e6:.0f} MB in {section['shards']} shards)",
+        "",
+        "| what | median time | peak RSS | vs |",
+        "|---|---:|---:|---:|",
+    ]
+    a = b["(a) LMDB bytes, putmulti"]["seconds"]
+    for label, row in b.items():
+        lines.append(
+            f"| {label} | {fmt_seconds(row['seconds'])} | {row['peak_rss_mb']:.0f} MB | "
+            f"{row['seconds'] / a:.2f}x (a) |"
+        )
+    parquet = loads["parquet"]["seconds"]
+    names = {
+        "parquet": "pandas.read_parquet, same columns",
+        "metadata": "pack.metadata(), fresh process",
+        "dataset": "ImageDataset(pack), fresh process",
+    }
+    for kind in ("parquet", "metadata", "dataset"):
+        row = loads[kind]
+        lines.append(
+            f"| {names[kind]} | {fmt_seconds(row['seconds'])} | +{row['added_peak_mb']:.0f} MB | "
+            f"{row['seconds'] / parquet:.2f}x Parquet |"
+        )
+    lines += [f"| imgpack verify | {fmt_seconds(section['verify_seconds'])} | | |", ""]
+    return lines
+
+
 def targets(results: dict) -> list[tuple[str, float, str, bool]]:
     """(target, measured, threshold, met) for each target the issues set."""
     out = []
@@ -131,6 +164,50 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
                 t["imgpack_single_over_bare"],
                 "<= 2",
                 t["imgpack_single_over_bare"] <= 2,
+            ),
+        ]
+    if "pack_mnist" in sections and "pack_photos" in sections:
+        for key, limit in (("pack_mnist", 1.5), ("pack_photos", 1.02)):
+            section = sections[key]
+            ratio = (
+                section["contenders"]["imgpack build"]["allocated_bytes"] / section["image_bytes"]
+            )
+            out.append(
+                (f"pack size / image bytes, {key[5:]}", ratio, f"<= {limit}", ratio <= limit)
+            )
+    if "read_mnist" in sections:
+        t = sections["read_mnist"]["targets"]
+        item, scan = t["pack_item_over_dataset_item"], t["files_in_order_over_iteration"]
+        out += [
+            ("pack[i].data / dataset[i], shuffled", item, "<= 1.5", item <= 1.5),
+            ("files in key order / pack iteration", scan, ">= 5", scan >= 5),
+        ]
+    if "million" in sections:
+        t = sections["million"]["targets"]
+        out += [
+            (
+                "1M: pack.metadata() / read_parquet",
+                t["metadata_over_parquet"],
+                "<= 1.5",
+                t["metadata_over_parquet"] <= 1.5,
+            ),
+            (
+                "1M: metadata() added peak / frame size",
+                t["metadata_peak_over_frame"],
+                "<= 2",
+                t["metadata_peak_over_frame"] <= 2,
+            ),
+            (
+                "1M: ImageDataset() / read_parquet",
+                t["dataset_over_parquet"],
+                "<= 2",
+                t["dataset_over_parquet"] <= 2,
+            ),
+            (
+                "1M: imgpack build / approach (a)",
+                t["build_over_a"],
+                "<= 1.0 (issue 12)",
+                t["build_over_a"] <= 1.0,
             ),
         ]
     if "scale" in sections:
@@ -166,6 +243,8 @@ def markdown(results: dict) -> str:
         lines += dvc_table(s["dvc"], s.get("repro"))
     if "scale" in s:
         lines += scale_table(s["scale"])
+    if "million" in s:
+        lines += million_table(s["million"])
     lines += ["### Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
     for name, value, wanted, met in targets(results):
         lines.append(f"| {name} | {value:.2f} | {wanted} | {'yes' if met else '**no**'} |")

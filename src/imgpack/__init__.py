@@ -1,10 +1,9 @@
-"""imgpack: many small images plus a labels table into one versioned, validated LMDB file."""
+"""imgpack: many small images plus a labels table into one versioned, validated LMDB pack."""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from imgpack.dataset import ImageDataset  # noqa: E402
 from imgpack.errors import (  # noqa: E402
     ImgpackError,
     InputError,
@@ -14,9 +13,27 @@ from imgpack.errors import (  # noqa: E402
     UnsafeKeyError,
     ValidationError,
 )
-from imgpack.reader import Pack, Record, open_pack  # noqa: E402
 
-open = open_pack  # noqa: A001 - `imgpack.open(path)` is the documented entry point
+# Readers load on first use: `import imgpack` stays light, and the CLI can choose Arrow's
+# allocator before pyarrow is imported (see imgpack.stages).
+_LAZY = {
+    "open": ("imgpack.reader", "open_pack"),
+    "Pack": ("imgpack.reader", "Pack"),
+    "Record": ("imgpack.reader", "Record"),
+    "ImageDataset": ("imgpack.dataset", "ImageDataset"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imgpack' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

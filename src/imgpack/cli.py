@@ -9,7 +9,7 @@ from pathlib import Path
 from imgpack import __version__
 from imgpack.errors import InputError
 from imgpack.params import ERROR_KINDS
-from imgpack.stages.common import run_stage
+from imgpack.stages.common import run_stage  # first: imgpack.stages picks the allocator
 
 __all__ = ["main"]
 

@@ -29,7 +29,7 @@ __all__ = [
 
 CORE_COLUMNS = ("key", "label", "split", "format", "width", "height", "size", "hash")
 LOCATION_COLUMNS = ("shard", "slot")  # where the record's bytes are: shard number, slot in it
-PART_ROWS = 65_536  # catalog rows per Parquet value: bounds the writer's memory and a chunk's
+PART_ROWS = 16_384  # catalog rows per Parquet value: bounds the writer's memory and a chunk's
 PROPS_COLUMNS = ("hash", "size", "format", "width", "height")
 ALIAS_COLUMNS = ("alias", "key")
 _JSON_MARK = {b"imgpack": b"json"}  # field metadata of an extra column stored as JSON text

@@ -99,10 +99,12 @@ def _stored(pack: Pack) -> Iterator[tuple[dict[str, Any], bytes]]:
     """(metadata, image bytes) of every record in key order, a catalog part at a time."""
     catalog = pack.catalog
     for start, table in catalog.tables():
-        rows = table.to_pylist()
-        datas = pack.data_many(range(start, start + len(rows)), checked=True)
-        for values, data in zip(rows, datas, strict=True):
-            yield catalog.meta_dict(values), data
+        for batch in table.to_batches(max_chunksize=2048):  # Python rows for a batch at a time
+            rows = batch.to_pylist()
+            datas = pack.data_many(range(start, start + len(rows)), checked=True)
+            start += len(rows)
+            for values, data in zip(rows, datas, strict=True):
+                yield catalog.meta_dict(values), data
 
 
 def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
