@@ -128,3 +128,42 @@ def test_build_reports_skipped_files(tmp_path):
         and "not_image 1" in result.stdout
         and "empty 1" in result.stdout
     )
+
+
+def test_phone_photos_with_bytes_after_the_image_are_packed_with_a_note_and_export_unchanged(
+    tmp_path,
+):
+    from tests.test_probe import TRAILER, photo
+
+    jpeg, png = photo("JPEG"), photo("PNG")
+    files = {
+        "a/motion.jpg": jpeg + TRAILER,  # a motion photo: video appended after the JPEG
+        "a/trailing.png": png + b"tool metadata after IEND",
+        "a/plain.png": png,
+        "b/cut.jpg": jpeg[: len(jpeg) // 2],
+        "b/ok.jpg": jpeg,
+        "b/page.webp": encode_webp(),
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    out = tmp_path / "p.lmdb"
+    built = imgpack("build", raw, out, "--report", tmp_path / "r.json")
+    assert built.returncode == 0, built.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["packed"] == 5 and report["skipped"] == 1
+    assert report["skipped_files"][0]["path"] == "b/cut.jpg"
+    assert report["skipped_files"][0]["reason"] == "corrupt"
+    assert [n["path"] for n in report["notes_list"]] == ["a/motion.jpg", "a/trailing.png"]
+    assert f"{len(TRAILER)} bytes after the end of the JPEG image" in built.stdout
+    assert imgpack("export", out, tmp_path / "exp").returncode == 0
+    exported = source_files(tmp_path / "exp")
+    assert exported == {k: v for k, v in files.items() if k != "b/cut.jpg"}
+
+
+def encode_webp() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (5, 4), (9, 9, 9)).save(out, "WEBP")
+    return out.getvalue()

@@ -72,3 +72,41 @@ def test_read_file_returns_every_byte_whatever_the_size(tmp_path, size):
     data = os.urandom(size)
     (tmp_path / "f").write_bytes(data)
     assert read_file(str(tmp_path / "f")) == data
+
+
+def photo(fmt, **options):
+    """A noisy image: its JPEG scan data holds many 0xFF bytes, as real photos do."""
+    import random
+
+    rng = random.Random(5)
+    image = Image.frombytes("RGB", (96, 64), bytes(rng.randrange(256) for _ in range(96 * 64 * 3)))
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+TRAILER = bytes(range(256)) * 400  # 100 KB, with 0xFF D9 and IEND-like bytes inside
+
+
+@pytest.mark.parametrize(
+    "fmt, options",
+    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})],
+    ids=["jpeg", "progressive jpeg", "png"],
+)
+def test_bytes_after_the_images_own_end_are_kept_and_counted_not_corrupt(fmt, options):
+    data = photo(fmt, **options)
+    probe = probe_image(data + TRAILER, max_pixels=10**9)
+    assert (probe.format, probe.width, probe.height, probe.trailing) == (fmt, 96, 64, len(TRAILER))
+    assert probe_image(data, max_pixels=10**9).trailing == 0
+    with Image.open(io.BytesIO(data + TRAILER)) as image:  # Pillow opens them too
+        image.load()
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])
+def test_a_jpeg_cut_in_its_scan_data_is_still_corrupt_even_with_bytes_after(cut):
+    data = photo("JPEG")
+    head = data[: int(len(data) * cut)]
+    for candidate in (head, head + b"\x00" * 50):
+        with pytest.raises(ProbeFailure, match="truncated JPEG") as info:
+            probe_image(candidate, max_pixels=10**9)
+        assert info.value.kind == "corrupt"

@@ -73,6 +73,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"identical content: {summary['duplicates']['files']} files in "
             f"{summary['duplicates']['groups']} groups"
         )
+    for item in summary["notes_list"][:20]:
+        print(f"  note {item['path']}: {item['note']}")
     for item in summary["skipped_files"][:20]:
         print(f"  skipped {item['path']}: {item['reason']} ({item['detail']})")
     if summary["skipped"] > 20:
@@ -142,7 +144,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", type=Path, help="CSV/TSV/JSONL/Parquet table; default: folder names")
     b.add_argument("--params", type=Path, help="take ingest/pack settings from this params.yaml")
     b.add_argument("--hash", choices=["sha256", "blake2b"], help="default sha256")
-    b.add_argument("--extensions", help="comma-separated, default .png,.jpg,.jpeg")
+    b.add_argument(
+        "--extensions",
+        help="comma-separated; default torchvision's: .jpg,.jpeg,.png,.ppm,.bmp,.pgm,.tif,.tiff,.webp",
+    )
     b.add_argument(
         "--duplicates",
         choices=["keep", "dedupe"],

@@ -33,6 +33,8 @@ ERROR_KINDS = {
     "conflicting_labels": "fail",
 }
 HASH_ALGORITHMS = ("sha256", "blake2b")
+# torchvision's ImageFolder IMG_EXTENSIONS, the folders users already have.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class IngestParams:
     labels: str = ""
     path_column: str = "path"
     label_column: str = "label"
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     hash: str = "sha256"
     chunksize: int = 50_000
     max_pixels: int = 178_956_970  # Pillow's own decompression-bomb threshold

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -23,6 +24,7 @@ class Probe:
     format: str
     width: int
     height: int
+    trailing: int = 0  # bytes after the image's own end (motion photos, tool metadata): kept
 
 
 class ProbeFailure(Exception):
@@ -141,8 +143,54 @@ def _checked(data: bytes, fmt: str, width: int, height: int, max_pixels: int) ->
         raise ProbeFailure(
             "too_large", f"header declares {width}x{height} pixels, over max_pixels={max_pixels}"
         )
+    end = len(data)
     if fmt == "PNG" and not data.endswith(_PNG_END):
-        raise ProbeFailure("corrupt", "truncated PNG (no IEND chunk at the end)")
-    if fmt == "JPEG" and not data.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
-        raise ProbeFailure("corrupt", "truncated JPEG (no end-of-image marker)")
-    return Probe(fmt, width, height)
+        end = _png_end(data)
+        if end is None:
+            raise ProbeFailure("corrupt", "truncated PNG (its chunks end before an IEND chunk)")
+    if fmt == "JPEG" and not data.endswith(_JPEG_END):
+        end = _jpeg_end(data)
+        if end is None:
+            raise ProbeFailure("corrupt", "truncated JPEG (no end-of-image marker after its scan)")
+    return Probe(fmt, width, height, len(data) - end)
+
+
+def _png_end(data: bytes) -> int | None:
+    """Where a PNG's IEND chunk ends, walking chunk lengths; None if the chunks run out first."""
+    pos, size = 8, len(data)
+    while pos + 12 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return pos + 12
+        pos += 12 + length
+    return None
+
+
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; anything else
+# is a real marker.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Where a JPEG's end-of-image marker after its last scan ends; None if cut before it."""
+    pos, size = 2, len(data)
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker == 0xD9:
+            return pos + 2
+        elif marker in _JPEG_STANDALONE:
+            pos += 2
+        elif marker == 0xDA:  # a scan: its header, then entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(
+                data, pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+            )
+            if found is None:
+                return None
+            pos = found.start()
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return pos + 2 if data[pos : pos + 2] == _JPEG_END else None

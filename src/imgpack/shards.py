@@ -134,16 +134,28 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> tuple[list[
     return paths, identities
 
 
+def _shard_value(path: Path, db_name: bytes, key: bytes) -> bytes | None:
+    """One value of a shard's sub-database, read through LMDB."""
+    env, _ = acquire_env(path)
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(db_name, txn=txn, create=False)
+            except lmdb.Error:
+                raise PackFormatError(
+                    f"{path} has no '{db_name.decode()}' sub-database: not an intact imgpack shard; "
+                    f"{REFETCH}"
+                ) from None
+            return txn.get(key, db=db)
+    finally:
+        release_env(path)
+
+
 def open_shard(path: Path, expected_count: int) -> tuple[lmdb.Environment, tuple, dict]:
     """Acquire a shard's environment and check its own header against the catalog's count."""
     env, identity = acquire_env(path)
     try:
-        with env.begin() as txn:
-            try:
-                db = env.open_db(b"shard", txn=txn, create=False)
-            except lmdb.Error:
-                raise PackFormatError(f"{path} is an LMDB file but not an imgpack shard") from None
-            header = decode_shard_header(txn.get(b"shard", db=db), str(path))
+        header = decode_shard_header(_shard_value(path, b"shard", b"shard"), str(path))
         if header["count"] != expected_count:
             raise PackCorruptError(
                 f"{path} holds {header['count']} images but the catalog says {expected_count}; "
@@ -161,24 +173,10 @@ def read_props(path: Path, hash_algorithm: str) -> list[bytes]:
 
     from imgpack.format import catalog as cat
 
-    env, _ = acquire_env(path)
-    try:
-        with env.begin() as txn:
-            try:
-                db = env.open_db(b"props", txn=txn, create=False)
-            except lmdb.Error:
-                raise PackCorruptError(
-                    f"{path}: its property table is missing; {REFETCH}"
-                ) from None
-            raw = txn.get(encode_index(0), db=db)
-    finally:
-        release_env(path)
+    raw = _shard_value(path, b"props", encode_index(0))
     schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
-    return (
-        cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
-        .column("hash")
-        .to_pylist()
-    )
+    table = cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
+    return table.column("hash").to_pylist()
 
 
 # One table per pack file and process; forked children inherit it with the maps it slices.

@@ -39,6 +39,7 @@ class IngestReport:
     label_rows: int = 0
     rows_without_image: list[dict[str, Any]] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)  # packed, with something to know
 
     def skip(self, found: Found | str, kind: str, detail: str) -> None:
         path = found.key if isinstance(found, Found) else found
@@ -62,6 +63,8 @@ class IngestReport:
             "skipped_files": sorted(self.skipped, key=lambda item: item["path"]),
             "label_rows_without_image_list": self.rows_without_image,
             "duplicate_groups": self.duplicate_groups,
+            "notes": len(self.notes),
+            "notes_list": self.notes,
         }
 
 
@@ -108,6 +111,14 @@ def ingest(
                         account(found, outcome.kind, outcome.detail)
                         continue
                     size, hash_hex, probe = outcome
+                    if probe.trailing:
+                        report.notes.append(
+                            {
+                                "path": display_path(found.key),
+                                "note": f"{probe.trailing} bytes after the end of the "
+                                f"{probe.format} image (kept as they are, e.g. a motion photo)",
+                            }
+                        )
                     row = {
                         "key": found.key,
                         "size": size,
