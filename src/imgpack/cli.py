@@ -33,9 +33,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.params:
         ingest_values = vars(load_params(args.params, "ingest")).copy()
         pack_values = vars(load_params(args.params, "pack")).copy()
-    for name in ("hash", "workers"):
+    for name in ("hash", "workers", "path_column", "label_column"):
         if getattr(args, name) is not None:
             ingest_values[name] = getattr(args, name)
+    if args.columns:
+        ingest_values["columns"] = [c.strip() for c in args.columns.split(",")]
     if args.extensions:
         ingest_values["extensions"] = [
             e if e.startswith(".") else "." + e for e in args.extensions.split(",")
@@ -141,7 +143,19 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="ingest + pack + validate RAW_DIR into OUT.lmdb")
     b.add_argument("raw_dir", type=Path, help="folder of images; keys are paths relative to it")
     b.add_argument("out", type=Path, help="the pack to write (replaced atomically when complete)")
-    b.add_argument("--labels", type=Path, help="CSV/TSV/JSONL/Parquet table; default: folder names")
+    b.add_argument(
+        "--labels",
+        type=Path,
+        help="CSV/TSV/JSONL/Parquet table, or an im2rec .lst/.ctl or Caffe .txt list; "
+        "default: labels from parent folder names",
+    )
+    b.add_argument("--path-column", help="the table's column of image paths (default path)")
+    b.add_argument("--label-column", help="the table's column of labels (default label)")
+    b.add_argument(
+        "--columns",
+        help="names of a headerless table's columns in order, e.g. index,label,path "
+        "(a column named index is dropped)",
+    )
     b.add_argument("--params", type=Path, help="take ingest/pack settings from this params.yaml")
     b.add_argument("--hash", choices=["sha256", "blake2b"], help="default sha256")
     b.add_argument(

@@ -7,6 +7,7 @@ import decimal
 import json
 import math
 import posixpath
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,46 +21,71 @@ RESERVED_COLUMNS = {"index", "key", "label", "hash", "size", "format", "width", 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSONL = {".jsonl", ".ndjson"}
 _PARQUET = {".parquet", ".pq"}
+_IM2REC = {".lst", ".ctl"}  # MXNet im2rec: index TAB label(s) TAB path, no header
+_CAFFE = {".txt"}  # Caffe/ImageNet: path, whitespace, label; no header
+LIST_INDEX = "index"  # the numbering column of list formats: not metadata, dropped
 
 
 def normalise_path(text: str) -> str:
-    """A table path as a record key: POSIX separators, no leading ./, no redundant parts."""
-    text = text.strip().replace("\\", "/")
+    """A table path as a record key: NFC, POSIX separators, no leading ./, no redundant parts."""
+    text = unicodedata.normalize("NFC", text.strip().replace("\\", "/"))
     return posixpath.normpath(text) if text else text
 
 
 def read_label_rows(
-    table: str | Path, path_column: str, label_column: str, chunksize: int
+    table: str | Path,
+    path_column: str,
+    label_column: str,
+    chunksize: int,
+    columns: list[str] | None = None,
 ) -> Iterator[LabelRow]:
-    """Yield every row of the table; memory is one chunk whatever the table's length."""
+    """Yield every row of the table; memory is one chunk whatever the table's length.
+
+    `columns` names the columns of a table without a header line, in order; a column named
+    `index` (a list's own numbering) is dropped.
+    """
     table = Path(table)
     if not table.is_file():
         raise InputError(
             f"{table}: labels table not found (check the path, or ingest.labels in params.yaml)"
         )
     suffix = table.suffix.lower()
-    if suffix in _DELIMITED:
-        chunks = _delimited_chunks(table, _DELIMITED[suffix], chunksize)
+    columns = list(columns) if columns else None
+    # A headerless list's numbering is not metadata.
+    drop = {LIST_INDEX} if columns or suffix in _IM2REC | _CAFFE else set()
+    if suffix in _IM2REC:
+        chunks = _list_chunks(
+            table, "\t", columns, [LIST_INDEX, label_column, path_column], chunksize
+        )
+    elif suffix in _CAFFE:
+        chunks = _list_chunks(table, None, columns, [path_column, label_column], chunksize)
+    elif suffix in _DELIMITED:
+        chunks = _delimited_chunks(table, _DELIMITED[suffix], chunksize, columns)
     elif suffix in _JSONL:
         chunks = _jsonl_chunks(table, chunksize)
     elif suffix in _PARQUET:
         chunks = _parquet_chunks(table, chunksize)
     else:
         raise InputError(
-            f"{table}: unknown labels table type {suffix!r}; use .csv, .tsv, .jsonl or .parquet"
+            f"{table}: unknown labels table type {suffix!r}; use .csv, .tsv, .jsonl, .parquet, "
+            "or a .lst/.ctl (im2rec) or .txt (Caffe) list"
         )
     row_number = 0
     checked = False
-    for columns, rows in chunks:
+    for names, rows in chunks:
         if not checked:
-            _check_columns(table, columns, path_column, label_column)
+            _check_columns(table, [c for c in names if c not in drop], path_column, label_column)
             checked = True
         for row in rows:
             row_number += 1
             path, label = row.get(path_column), row.get(label_column)
             if path is None or not str(path).strip():
                 raise InputError(f"{table}: row {row_number} has an empty '{path_column}'")
-            extra = {k: _plain(v) for k, v in row.items() if k not in (path_column, label_column)}
+            extra = {
+                k: _plain(v)
+                for k, v in row.items()
+                if k not in (path_column, label_column) and k not in drop
+            }
             label_text = "" if label is None else str(label)
             yield normalise_path(str(path)), label_text, extra, row_number
 
@@ -78,12 +104,20 @@ def _check_columns(table: Path, columns: list[str], path_column: str, label_colu
         )
 
 
-def _delimited_chunks(table: Path, sep: str, chunksize: int):
+def _delimited_chunks(table: Path, sep: str, chunksize: int, columns: list[str] | None):
     import pandas as pd
 
     try:
         # dtype=str: type inference per chunk could disagree between chunks and break determinism.
-        reader = pd.read_csv(table, sep=sep, dtype=str, keep_default_na=False, chunksize=chunksize)
+        reader = pd.read_csv(
+            table,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=chunksize,
+            header=None if columns else "infer",
+            names=columns,
+        )
         with reader:
             for frame in reader:
                 yield list(frame.columns), frame.to_dict("records")
@@ -91,6 +125,40 @@ def _delimited_chunks(table: Path, sep: str, chunksize: int):
         raise InputError(
             f"{table}: cannot parse the labels table ({exc})".replace("\n", " ")
         ) from None
+
+
+def _list_chunks(table: Path, sep: str | None, columns, default: list[str], chunksize: int):
+    """Rows of a headerless list: split on `sep` (or, for Caffe lists, on the last whitespace)."""
+    rows: list[dict[str, Any]] = []
+    names = columns or default
+    with open(table, encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                # A Caffe list's path may hold spaces: split at the last whitespace.
+                caffe = sep is None and not columns
+                fields = line.strip().rsplit(None, 1) if caffe else line.split(sep)
+                if columns is None and sep == "\t" and len(fields) > 3:  # im2rec: several labels
+                    names = [
+                        LIST_INDEX,
+                        default[1],
+                        *(f"label_{k}" for k in range(1, len(fields) - 2)),
+                        default[2],
+                    ]
+                if len(fields) != len(names):
+                    raise InputError(
+                        f"{table}:{number}: {len(fields)} fields, expected {len(names)} "
+                        f"({', '.join(names)}); name them with ingest.columns / --columns"
+                    )
+                rows.append(dict(zip(names, fields, strict=True)))
+                if len(rows) >= chunksize:
+                    yield names, rows
+                    rows = []
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{table}: not UTF-8 text ({exc})") from None
+    yield names, rows
 
 
 def _jsonl_chunks(table: Path, chunksize: int):

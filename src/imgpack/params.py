@@ -43,6 +43,7 @@ class IngestParams:
     labels: str = ""
     path_column: str = "path"
     label_column: str = "label"
+    columns: tuple[str, ...] = ()  # names of a headerless table's columns, in order
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     hash: str = "sha256"
     chunksize: int = 50_000
@@ -126,8 +127,9 @@ def from_mapping(block: str, values: dict[str, Any] | None):
     unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(f"params block '{block}' has unknown keys: {', '.join(unknown)}")
-    if "extensions" in values:
-        values["extensions"] = tuple(values["extensions"])
+    for name in ("extensions", "columns"):
+        if name in values:
+            values[name] = tuple(values[name] or ())
     try:
         return cls(**values)
     except TypeError as exc:

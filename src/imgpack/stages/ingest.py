@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 import sqlite3
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -95,7 +96,10 @@ def ingest(
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         groups = _label_groups(db, labels, params, report) if labels else None
         exclude = {str(labels)} if labels else set()
-        candidates = _labelled(walk_sorted(folder, exclude), groups, params, report, account)
+        lookup = partial(_group_of, db) if labels else None
+        candidates = _labelled(
+            walk_sorted(folder, exclude), groups, lookup, params, report, account, Path(folder)
+        )
         staged = os.path.join(scratch, "rows.jsonl")
         total_bytes = 0
         with open(staged, "w", encoding="utf-8", newline="\n") as rows:
@@ -185,7 +189,9 @@ def _examine(path: str, params: IngestParams):
 def _label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
     """Load the table into SQLite (bounded memory) and return its rows grouped by path, in key order."""
     db.execute("CREATE TABLE labels (path TEXT, label TEXT, extra TEXT, row INTEGER)")
-    rows = read_label_rows(table, params.path_column, params.label_column, params.chunksize)
+    rows = read_label_rows(
+        table, params.path_column, params.label_column, params.chunksize, list(params.columns)
+    )
     while True:
         chunk = [(p, lab, dumps(extra), n) for p, lab, extra, n in _take(rows, params.chunksize)]
         if not chunk:
@@ -196,16 +202,27 @@ def _label_groups(db: sqlite3.Connection, table, params: IngestParams, report: I
     return _group_cursor(db)
 
 
+_GROUPS = (
+    "SELECT g.path, g.labels, l.extra, g.first FROM "
+    "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
+    " FROM labels {where} GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
+    "ORDER BY g.path"
+)
+
+
 def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
     cursor = db.cursor()
-    cursor.execute(
-        "SELECT g.path, g.labels, l.extra, g.first FROM "
-        "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
-        " FROM labels GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
-        "ORDER BY g.path"
-    )
+    cursor.execute(_GROUPS.format(where=""))
     for path, labels_json, extra_json, first in cursor:
         yield path, sorted(json.loads(labels_json)), json.loads(extra_json), first
+
+
+def _group_of(db: sqlite3.Connection, path: str):
+    """The label group of one table path, for the rare file whose name is not NFC."""
+    row = db.execute(_GROUPS.format(where="WHERE path = ?"), (path,)).fetchone()
+    if row is None:
+        return None
+    return row[0], sorted(json.loads(row[1])), json.loads(row[2]), row[3]
 
 
 def _take(rows: Iterator, n: int) -> list:
@@ -217,15 +234,32 @@ def _take(rows: Iterator, n: int) -> list:
     return out
 
 
-def _labelled(found_files, groups, params: IngestParams, report: IngestReport, account):
-    """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine."""
+def _labelled(
+    found_files, groups, lookup, params: IngestParams, report: IngestReport, account, root: Path
+):
+    """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine.
+
+    Table paths are NFC; a file name in another normalization (NFD from macOS or a zip) is
+    matched by a lookup under NFC and keeps its own spelling as its key.
+    """
     pending = next(groups, None) if groups is not None else None
+    taken: set[str] = set()  # table paths matched by lookup, out of the merge's order
     for found in found_files:
         report.discovered += 1
         match = None
-        if groups is not None:
+        nfc = found.key if found.key.isascii() else unicodedata.normalize("NFC", found.key)
+        if nfc != found.key and not found.problem:
+            if os.path.lexists(root / nfc):
+                account(found, "bad_path", f"same name as {nfc!r} in another Unicode normalization")
+                continue
+            if lookup is not None:
+                match = lookup(nfc)
+                if match is not None:
+                    taken.add(nfc)
+        elif groups is not None:
             while pending is not None and pending[0] < found.key:
-                _row_without_image(pending, report)
+                if pending[0] not in taken:
+                    _row_without_image(pending, report)
                 pending = next(groups, None)
             if pending is not None and pending[0] == found.key:
                 match, pending = pending, next(groups, None)
@@ -251,7 +285,8 @@ def _labelled(found_files, groups, params: IngestParams, report: IngestReport, a
             yield found, match[1][0], match[2]
     if groups is not None:
         while pending is not None:
-            _row_without_image(pending, report)
+            if pending[0] not in taken:
+                _row_without_image(pending, report)
             pending = next(groups, None)
 
 
