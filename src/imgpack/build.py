@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.params import IngestParams, PackParams
+from imgpack.splits import FOLDERS
 from imgpack.stages.ingest import IngestReport, ingest
 from imgpack.stages.pack import pack
 from imgpack.stages.validate import validate
@@ -33,7 +34,8 @@ def build(
     """Pack `raw_dir` into `out`; the pack is validated before it is published, or not published."""
     with scratch_dir(Path(out)) as scratch:
         manifest = scratch / "manifest.jsonl"
-        report = ingest(raw_dir, manifest, report_out, labels, ingest_params)
+        split_folders = pack_params is not None and pack_params.splits == FOLDERS
+        report = ingest(raw_dir, manifest, report_out, labels, ingest_params, split_folders)
         result = BuildResult(report, {})
 
         def check(tmp: Path) -> None:

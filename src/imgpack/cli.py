@@ -51,6 +51,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         pack_values["duplicates"] = args.duplicates
     if args.shard_mb is not None:
         pack_values["shard_mb"] = args.shard_mb
+    if args.splits is not None:
+        pack_values["splits"] = args.splits
     ingest_values.pop("folder", None)
     ingest_values.pop("labels", None)
     result = build(
@@ -179,6 +181,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="image MB per shard (default 64); a pack that fits in one shard is one file, "
         "a bigger one a folder of shard files",
+    )
+    b.add_argument(
+        "--splits",
+        choices=["folders"],
+        help="folders: train/, val/ (valid/, validation/) and test/ top folders are the splits; "
+        "default: drawn from a hash of each key (params pack.splits)",
     )
     b.add_argument("--workers", type=int, help="reader threads (default 1)")
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")

@@ -31,6 +31,7 @@ ERROR_KINDS = {
     "bad_symlink": "skip",
     "missing_image": "fail",
     "conflicting_labels": "fail",
+    "unknown_split": "skip",  # with pack.splits: folders, a top folder that names no split
 }
 HASH_ALGORITHMS = ("sha256", "blake2b")
 # torchvision's ImageFolder IMG_EXTENSIONS, the folders users already have.
@@ -74,7 +75,7 @@ class IngestParams:
 @dataclass(frozen=True)
 class PackParams:
     duplicates: str = "keep"
-    splits: dict[str, float] = field(
+    splits: dict[str, float] | str = field(  # or "folders": train/, val/, test/ top folders
         default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
     )
     split_seed: int = 0
@@ -86,11 +87,18 @@ class PackParams:
     def __post_init__(self) -> None:
         if self.duplicates not in ("keep", "dedupe"):
             raise InputError(f"pack.duplicates is {self.duplicates!r}; use 'keep' or 'dedupe'")
-        fractions = list(self.splits.values())
-        if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-            raise InputError(
-                f"pack.splits {self.splits} must be non-negative fractions summing to 1"
-            )
+        if isinstance(self.splits, str):
+            if self.splits != "folders":
+                raise InputError(
+                    f"pack.splits is {self.splits!r}; use 'folders' or fractions like "
+                    "{train: 0.8, val: 0.1, test: 0.1}"
+                )
+        else:
+            fractions = list(self.splits.values())
+            if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+                raise InputError(
+                    f"pack.splits {self.splits} must be non-negative fractions summing to 1"
+                )
         if self.batch_mb < 1 or self.initial_map_size_mb < 0:
             raise InputError("pack.batch_mb must be >= 1 and pack.initial_map_size_mb >= 0")
         if not isinstance(self.shard_mb, (int, float)) or not self.shard_mb > 0:

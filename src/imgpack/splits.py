@@ -1,14 +1,35 @@
-"""Train/val/test assignment from a hash of each key, so adding images never moves existing ones."""
+"""Train/val/test assignment: from a hash of each key (adding images never moves existing ones),
+or from the top folder of an ImageFolder tree that already holds its split."""
 
 from __future__ import annotations
 
 import hashlib
 
-__all__ = ["assign_split"]
+__all__ = ["FOLDERS", "assign_split", "folder_split"]
+
+FOLDERS = "folders"  # pack.splits value: the first path component names the split
+_FOLDER_NAMES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 
 
-def assign_split(key: str, seed: int, fractions: dict[str, float]) -> str:
-    """The split of `key`: a uniform draw from hash(seed, key) against cumulative fractions."""
+def folder_split(key: str) -> str | None:
+    """The split named by `key`'s top folder, or None when it names none."""
+    top, sep, _ = key.partition("/")
+    return _FOLDER_NAMES.get(top) if sep else None
+
+
+def assign_split(key: str, seed: int, fractions: dict[str, float] | str) -> str:
+    """The split of `key`: its top folder, or a uniform draw from hash(seed, key) against fractions."""
+    if fractions == FOLDERS:
+        split = folder_split(key)
+        if split is None:  # ingest reports and skips (or refuses) such files first
+            raise ValueError(f"{key}: no split folder")
+        return split
     draw = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
     point = int.from_bytes(draw[:8], "big") / 2**64
     cumulative = 0.0

@@ -24,6 +24,7 @@ from imgpack.parallel import batched, ordered_batch_map
 from imgpack.params import IngestParams, load_params
 from imgpack.probe import ProbeFailure, digest, probe_image, read_file
 from imgpack.progress import progress
+from imgpack.splits import FOLDERS, folder_split
 from imgpack.stages.common import run_stage, write_json
 from imgpack.writer import scratch_dir
 
@@ -75,8 +76,13 @@ def ingest(
     report_out: str | Path | None = None,
     labels: str | Path | None = None,
     params: IngestParams | None = None,
+    split_folders: bool = False,
 ) -> IngestReport:
-    """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names."""
+    """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names.
+
+    `split_folders` (pack.splits: folders): a file whose top folder names no split is accounted
+    for as `unknown_split`.
+    """
     params = params or IngestParams()
     report = IngestReport()
     refused: dict[str, list[str]] = {}
@@ -100,6 +106,8 @@ def ingest(
         candidates = _labelled(
             walk_sorted(folder, exclude), groups, lookup, params, report, account, Path(folder)
         )
+        if split_folders:
+            candidates = _in_split_folders(candidates, account)
         staged = os.path.join(scratch, "rows.jsonl")
         total_bytes = 0
         with open(staged, "w", encoding="utf-8", newline="\n") as rows:
@@ -290,6 +298,19 @@ def _labelled(
             pending = next(groups, None)
 
 
+def _in_split_folders(candidates, account):
+    for found, label, extra in candidates:
+        if folder_split(found.key) is None:
+            top = found.key.partition("/")[0] if "/" in found.key else "(no folder)"
+            account(
+                found,
+                "unknown_split",
+                f"top folder {top!r} is not train, val/valid/validation or test",
+            )
+            continue
+        yield found, label, extra
+
+
 def _row_without_image(group, report: IngestReport) -> None:
     report.rows_without_image.append(
         {
@@ -352,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         params = load_params(args.params, "ingest")
-        ingest(params.folder, args.manifest, args.report, params.labels or None, params)
+        split_folders = load_params(args.params, "pack").splits == FOLDERS
+        ingest(
+            params.folder, args.manifest, args.report, params.labels or None, params, split_folders
+        )
 
     return run_stage(run)
 

@@ -66,7 +66,7 @@ def pack(
                 width=row["width"],
                 height=row["height"],
                 label=row["label"],
-                split=assign_split(row["key"], params.split_seed, params.splits),
+                split=_split(row["key"], params),
                 extra=row["extra"],
             )
         return builder.publish(
@@ -74,6 +74,16 @@ def pack(
             params_digest=_params_digest(params),
             manifest_digest=file_digest(Path(manifest)),
         )
+
+
+def _split(key: str, params: PackParams) -> str:
+    try:
+        return assign_split(key, params.split_seed, params.splits)
+    except ValueError:
+        raise InputError(
+            f"{key}: pack.splits is 'folders' but its top folder names no split; rerun the "
+            "ingest stage (it reports such files as unknown_split)"
+        ) from None
 
 
 def _params_digest(params: PackParams) -> str:
