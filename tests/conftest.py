@@ -152,6 +152,7 @@ def dvc_project(tmp_path) -> Path:
     project.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "plots", project / "plots")  # the plot templates dvc.yaml names
     shutil.copytree(
         REPO / "src" / "imgpack",
         project / "src" / "imgpack",

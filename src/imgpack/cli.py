@@ -137,12 +137,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="imgpack", description="Pack many small images into one validated LMDB file."
+        prog="imgpack",
+        description="Pack many small images into one validated LMDB pack.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack build data/raw/images data/packed/images.lmdb "
+        "&& imgpack verify data/packed/images.lmdb",
     )
     top.add_argument("--version", action="version", version=f"imgpack {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("build", help="ingest + pack + validate RAW_DIR into OUT.lmdb")
+    b = sub.add_parser(
+        "build",
+        help="ingest + pack + validate RAW_DIR into OUT.lmdb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack build data/raw/images data/packed/images.lmdb --labels data/raw/labels.csv",
+    )
     b.add_argument("raw_dir", type=Path, help="folder of images; keys are paths relative to it")
     b.add_argument("out", type=Path, help="the pack to write (replaced atomically when complete)")
     b.add_argument(
@@ -192,21 +201,41 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")
     b.set_defaults(func=cmd_build)
 
-    i = sub.add_parser("info", help="header and counts of a pack")
+    i = sub.add_parser(
+        "info",
+        help="header and counts of a pack",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack info data/packed/images.lmdb --json",
+    )
     i.add_argument("pack", type=Path)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("export", help="write every image back to DIR/<key>")
+    e = sub.add_parser(
+        "export",
+        help="write every image back to DIR/<key>",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack export data/packed/images.lmdb restored/",
+    )
     e.add_argument("pack", type=Path)
     e.add_argument("dir", type=Path)
     e.set_defaults(func=cmd_export)
 
-    v = sub.add_parser("verify", help="re-hash every record against its stored hash")
+    v = sub.add_parser(
+        "verify",
+        help="re-hash every record against its stored hash",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack verify data/packed/images.lmdb",
+    )
     v.add_argument("pack", type=Path)
     v.set_defaults(func=cmd_verify)
 
-    c = sub.add_parser("convert", help="rewrite a format-1 pack as format 2 (the old one is kept)")
+    c = sub.add_parser(
+        "convert",
+        help="rewrite a format-1 pack as format 2 (the old one is kept)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack convert old.lmdb new.lmdb",
+    )
     c.add_argument("old", type=Path, help="the format-1 pack (read only)")
     c.add_argument("new", type=Path, help="the format-2 pack to write")
     c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")

@@ -365,7 +365,12 @@ def _refusal(refused: dict[str, list[str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.ingest", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imgpack.stages.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m imgpack.stages.ingest --params params.yaml",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--report", default="reports/ingest.json")

@@ -105,7 +105,12 @@ def _read_batch(rows: list[dict], folder: str, algorithm: str) -> list[tuple[byt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.pack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imgpack.stages.pack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m imgpack.stages.pack --params params.yaml --out data/packed/images.lmdb",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--out", default="data/packed/images.lmdb")

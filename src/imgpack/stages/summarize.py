@@ -19,14 +19,8 @@ def _counts(series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(series.items())}
 
 
-def _range(column) -> dict[str, float | int | None]:
-    if not len(column):
-        return {"min": None, "mean": None, "max": None}
-    return {
-        "min": int(column.min()),
-        "mean": round(float(column.mean()), 3),
-        "max": int(column.max()),
-    }
+def _mean(column) -> float | None:
+    return round(float(column.mean()), 3) if len(column) else None
 
 
 def summarize(
@@ -41,36 +35,41 @@ def summarize(
         frame = pack.metadata(columns=["label", "split", "format", "width", "height", "size"])
         header = pack.header
         pack_bytes = pack.file_bytes
-    per_label = frame["label"].value_counts()
-    per_split = frame["split"].value_counts()
-    per_split_label = frame.groupby(["split", "label"]).size()
-    formats = frame["format"].value_counts()
+    # A few top-level numbers, so `dvc metrics show/diff` and `dvc exp show` fit a terminal;
+    # per-label, per-split and size detail is plot data.
     summary = {
         "images": header["count"],
+        "labels": len(header["classes"]),
         "aliases": header["aliases"],
+        "shards": len(header["shards"]),
         "image_bytes": header["total_bytes"],
         "pack_bytes": pack_bytes,
-        "shards": len(header["shards"]),
-        "per_label": _counts(per_label),
-        "per_split": _counts(per_split),
-        "per_split_label": {
-            split: {
-                label: int(n) for (s, label), n in sorted(per_split_label.items()) if s == split
-            }
-            for split in sorted(per_split.index)
-        },
-        "formats": _counts(formats),
-        "width": _range(frame["width"]),
-        "height": _range(frame["height"]),
-        "file_bytes": _range(frame["size"]),
+        "train": int((frame["split"] == "train").sum()),
+        "val": int((frame["split"] == "val").sum()),
+        "test": int((frame["split"] == "test").sum()),
+        "mean_width": _mean(frame["width"]),
+        "mean_height": _mean(frame["height"]),
     }
     write_json(Path(summary_out), summary)
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
+    per_label = frame.groupby("label").size()
     _write_csv(plots / "images_per_label.csv", ["label", "count"], _counts(per_label).items())
+    per_split = frame.groupby(["split", "label"]).size()
+    _write_csv(
+        plots / "images_per_split.csv",
+        ["split", "label", "count"],
+        [(split, label, int(n)) for (split, label), n in sorted(per_split.items())],
+    )
     sizes = frame["size"].to_numpy()
     _write_csv(
         plots / "image_sizes.csv", ["size_bytes", "count"], _histogram(sizes, params.size_bins)
+    )
+    dimensions = frame.groupby(["width", "height"]).size()
+    _write_csv(
+        plots / "image_dimensions.csv",
+        ["width", "height", "count"],
+        [(int(w), int(h), int(n)) for (w, h), n in sorted(dimensions.items())],
     )
     return summary
 
@@ -93,7 +92,12 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.summarize", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imgpack.stages.summarize",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m imgpack.stages.summarize --pack data/packed/images.lmdb",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--pack", default="data/packed/images.lmdb")
     parser.add_argument("--summary", default="reports/summary.json")

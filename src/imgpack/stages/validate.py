@@ -117,7 +117,12 @@ def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgpack.stages.validate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imgpack.stages.validate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m imgpack.stages.validate --pack data/packed/images.lmdb",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--pack", default="data/packed/images.lmdb")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
