@@ -12,7 +12,7 @@ def test_summary_counts_labels_splits_formats_and_sizes(sample_pack, tmp_path):
     assert saved == json.loads(json.dumps(summary))
     assert saved["images"] == 36 and saved["labels"] == 3
     assert saved["train"] + saved["val"] + saved["test"] == 36
-    assert 0 < saved["mean_width"] and 0 < saved["mean_height"]
+    assert saved["mean_width"] > 0 and saved["mean_height"] > 0
     files = [sample_pack] if sample_pack.is_file() else list(sample_pack.iterdir())
     assert saved["pack_bytes"] == sum(f.stat().st_size for f in files)
     assert saved["shards"] == (1 if sample_pack.is_file() else len(files) - 1)
