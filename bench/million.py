@@ -14,11 +14,12 @@ from bench.timing import IMGPACK, PYTHON, env, median, rounds, run_process
 
 # One fresh process per measurement: the time of the call and the peak RSS it added.
 _LOAD = r"""
-import json, resource, sys, time
+import json, sys, time
 kind, pack, parquet = sys.argv[1:4]
 import pandas as pd, pyarrow.parquet, imgpack
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak():  # VmHWM: ru_maxrss would carry the benchmark parent's high-water mark over exec
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
 before = peak()
 start = time.perf_counter()
 if kind == "metadata":

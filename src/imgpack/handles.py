@@ -136,6 +136,10 @@ def map_images(
     except BaseException:
         mapped.close()
         raise
+    if hasattr(mapped, "madvise"):
+        # The walk touched every leaf page, which for small images is the whole file: let those
+        # pages leave this process's RSS (they stay in the page cache for the reads to come).
+        mapped.madvise(mmap.MADV_DONTNEED)
     images = MappedImages(mapped, starts, ends)
     _MAPPED[identity] = images
     return images

@@ -20,8 +20,8 @@ from imgpack.shards import ImageTable, check_shard_files, locate_pack
 
 __all__ = ["Pack", "Record", "open_pack"]
 
-_CHUNK_RECORDS = 1024  # a full scan reads this many records at a time
-_RELEASE_BYTES = 64 << 20  # and drops the pages it has read from RSS after this many bytes
+_CHUNK_RECORDS = 256  # a full scan reads this many records at a time (photos: ~25 MB)
+_RELEASE_BYTES = 16 << 20  # and drops the pages it has read from RSS after this many bytes
 
 
 class Record:
@@ -301,14 +301,29 @@ class Pack(Sequence):
 
     def __iter__(self) -> Iterator[Record]:
         """All records in key order, read a chunk at a time; pages already read leave the RSS."""
+        for first, chunk in self.scan():
+            for offset, data in enumerate(chunk):
+                yield Record(first + offset, data, self)
+
+    def iter_data(self) -> Iterator[bytes]:
+        """The image bytes of every record in key order, as `scan` reads them."""
+        for _, chunk in self.scan():
+            yield from chunk
+
+    def scan(self, chunk: int = _CHUNK_RECORDS) -> Iterator[tuple[int, list[bytes]]]:
+        """(first index, image bytes of the next `chunk` records), in key order.
+
+        Every full read (iteration, validate, verify, export) goes through here: every
+        `_RELEASE_BYTES` the pages already read leave this process's RSS, so memory stays flat
+        however large the pack.
+        """
         table = self._table or self.locate()
         since_release = 0
-        for first in range(0, self._count, _CHUNK_RECORDS):
-            indices = range(first, min(first + _CHUNK_RECORDS, self._count))
-            chunk = table.read_many(indices)
-            for i, data in zip(indices, chunk, strict=True):
-                yield Record(i, data, self)
-            since_release += sum(map(len, chunk))
+        for first in range(0, self._count, chunk):
+            indices = range(first, min(first + chunk, self._count))
+            datas = table.read_many(indices)
+            yield first, datas
+            since_release += sum(map(len, datas))
             if since_release >= _RELEASE_BYTES:
                 table.release_pages(indices)
                 since_release = 0

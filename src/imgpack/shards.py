@@ -167,7 +167,7 @@ def open_shard(path: Path, expected_count: int) -> tuple[lmdb.Environment, tuple
     return env, identity, header
 
 
-def read_props(path: Path, hash_algorithm: str) -> list[bytes]:
+def read_props(path: Path, hash_algorithm: str) -> DigestColumn:
     """The digests a shard stores for its images, in slot order (to check it on its own)."""
     import hashlib
 
@@ -176,7 +176,25 @@ def read_props(path: Path, hash_algorithm: str) -> list[bytes]:
     raw = _shard_value(path, b"props", encode_index(0))
     schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
     table = cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
-    return table.column("hash").to_pylist()
+    return DigestColumn(table.column("hash"))
+
+
+class DigestColumn:
+    """Fixed-size digests in one buffer: `column[i]` is bytes, 32 or 64 bytes of memory a row."""
+
+    def __init__(self, column):
+        column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        self.width = column.type.byte_width
+        start = column.offset * self.width
+        data = column.buffers()[1]
+        self._data = memoryview(data)[start : start + len(column) * self.width] if data else b""
+        self._keep = column
+
+    def __len__(self) -> int:
+        return len(self._data) // self.width
+
+    def __getitem__(self, i: int) -> bytes:
+        return self._data[i * self.width : (i + 1) * self.width].tobytes()
 
 
 # One table per pack file and process; forked children inherit it with the maps it slices.

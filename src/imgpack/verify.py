@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from imgpack.errors import REFETCH, PackCorruptError, name_offenders
@@ -31,16 +32,14 @@ def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
     """Check every shard file, every image and every catalog digest; raise naming what is bad."""
     result = VerifyResult()
     with Pack(path) as pack:
-        table = pack.locate()  # walks every shard's B-tree: a pack that verifies can train
+        pack.locate()  # walks every shard's B-tree: a pack that verifies can train
         algorithm = pack.header["hash_algorithm"]
         for info, shard_path in zip(pack.header["shards"], pack.shard_paths, strict=True):
             result.shards += 1
             if info["sha256"] and file_digest(shard_path) != info["sha256"]:
                 result.bad_shards.append(info["name"])
         props = [read_props(p, algorithm) for p in pack.shard_paths]
-        for key, expected, shard, slot, data in progress(
-            _records(pack, table), "verify", len(pack)
-        ):
+        for key, expected, shard, slot, data in progress(_records(pack), "verify", len(pack)):
             result.records += 1
             if digest(data, algorithm) != expected.hex() or props[shard][slot] != expected:
                 result.bad_keys.append(key)
@@ -61,9 +60,9 @@ def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
     return result
 
 
-def _records(pack: Pack, table):
+def _records(pack: Pack):
     """(key, catalog digest, shard, slot, image bytes) of every record, a catalog part at a time."""
-    for start, part in pack.catalog.tables(["key", "hash", "shard", "slot"]):
+    images = pack.iter_data()
+    for _, part in pack.catalog.tables(["key", "hash", "shard", "slot"]):
         columns = [part.column(n).to_pylist() for n in ("key", "hash", "shard", "slot")]
-        datas = table.read_many(range(start, start + part.num_rows))
-        yield from zip(*columns, datas, strict=True)
+        yield from zip(*columns, islice(images, part.num_rows), strict=True)

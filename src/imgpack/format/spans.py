@@ -77,6 +77,8 @@ def locate_images(
             s, e = walker.values(pages[step : step + _LEAF_PAGES_PER_STEP], first, count)
             starts.frombytes(s.tobytes())
             ends.frombytes(e.tobytes())
+            if hasattr(file, "madvise"):  # the leaf pages just read leave RSS: memory stays flat
+                file.madvise(mmap.MADV_DONTNEED)
     finally:
         walker.release()  # numpy views export the map's buffer; the map cannot close while they live
     if len(starts) != count:

@@ -98,13 +98,11 @@ def validate(
 def _stored(pack: Pack) -> Iterator[tuple[dict[str, Any], bytes]]:
     """(metadata, image bytes) of every record in key order, a catalog part at a time."""
     catalog = pack.catalog
-    for start, table in catalog.tables():
+    images = pack.iter_data()
+    for _, table in catalog.tables():
         for batch in table.to_batches(max_chunksize=2048):  # Python rows for a batch at a time
-            rows = batch.to_pylist()
-            datas = pack.data_many(range(start, start + len(rows)), checked=True)
-            start += len(rows)
-            for values, data in zip(rows, datas, strict=True):
-                yield catalog.meta_dict(values), data
+            for values in batch.to_pylist():
+                yield catalog.meta_dict(values), next(images)
 
 
 def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
