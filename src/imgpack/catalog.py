@@ -100,15 +100,27 @@ class Catalog:
 
     def frame(self, table: pa.Table, index) -> Any:
         """A pandas frame of catalog columns: digests as hex text, JSON-text extras decoded."""
-        if "hash" in table.column_names:
-            at = table.column_names.index("hash")
-            table = table.set_column(at, "hash", cat.hex_digests(table.column("hash")))
-        frame = table.to_pandas()
+        table = self.hexed(table)
+        # Arrow buffers are freed column by column as pandas takes them: peak ~ one copy, not two.
+        frame = table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
         frame.index = index
         for name in self._json:
             if name in frame.columns:
                 frame[name] = frame[name].map(_from_json).astype(object)
         return frame
+
+    @staticmethod
+    def hexed(table: pa.Table) -> pa.Table:
+        """`table` with its digest column as hex text (each chunk on its own: a small peak)."""
+        if "hash" not in table.column_names:
+            return table
+        column = table.column("hash")
+        if column.type == pa.string():
+            return table
+        chunks = [cat.hex_digests(chunk) for chunk in column.chunks]
+        hexed = pa.chunked_array(chunks, pa.string()) if chunks else pa.array([], pa.string())
+        return table.set_column(table.column_names.index("hash"), "hash", hexed)
 
     def row(self, table: pa.Table, i: int) -> dict[str, Any]:
         """Record `i`'s metadata as a dict (the `Record.meta` layout) from a full catalog table."""
