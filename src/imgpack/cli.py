@@ -135,6 +135,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from imgpack.diff import KINDS, diff_paths
+
+    result = diff_paths(args.old, args.new)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(f"{args.old} ({result.old['count']} records) -> {args.new} ({result.new['count']})")
+        for kind in KINDS:
+            keys = result.changes[kind]
+            print(f"{kind}: {len(keys)}")
+            for key in keys[:20]:
+                print(f"  {' -> '.join(key) if isinstance(key, list) else key}")
+            if len(keys) > 20:
+                print(f"  ... and {len(keys) - 20} more; --json lists all")
+    return 1 if args.exit_code and result.any else 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="imgpack",
@@ -240,12 +258,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("new", type=Path, help="the format-2 pack to write")
     c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")
     c.set_defaults(func=cmd_convert)
+
+    d = sub.add_parser(
+        "diff",
+        help="what changed between two packs, record by record (catalogs only, no image bytes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: imgpack diff old/images.lmdb data/packed/images.lmdb --json",
+    )
+    d.add_argument("old", type=Path)
+    d.add_argument("new", type=Path)
+    d.add_argument("--json", action="store_true", help="one object: every kind with all its keys")
+    d.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when there are differences (errors: 2)"
+    )
+    d.set_defaults(func=cmd_diff, error_code=2)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_stage(lambda: args.func(args))
+    return run_stage(lambda: args.func(args), getattr(args, "error_code", 1))
 
 
 if __name__ == "__main__":

@@ -18,22 +18,23 @@ def fail_line(exc: BaseException) -> str:
     return "imgpack: error: " + " ".join(str(exc).split())
 
 
-def run_stage(body: Callable[[], Any]) -> int:
-    """Run a stage or command; an ImgpackError or OSError becomes one line on stderr and exit 1."""
+def run_stage(body: Callable[[], Any], error_code: int = 1) -> int:
+    """Run a stage or command; an ImgpackError or OSError becomes one line on stderr and exit
+    `error_code`; the body's own return value (an int) is the exit code otherwise."""
     try:
-        body()
+        code = body()
     except ImgpackError as exc:
         print(fail_line(exc), file=sys.stderr)
-        return 1
+        return error_code
     except BrokenPipeError:
-        return 1
+        return error_code
     except OSError as exc:  # disk full, permissions: the environment, not a bug
         print(fail_line(exc), file=sys.stderr)
-        return 1
+        return error_code
     except KeyboardInterrupt:
         print("imgpack: interrupted; nothing was published", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def write_json(path: Path, data: Any) -> None:
