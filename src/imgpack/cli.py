@@ -89,7 +89,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from imgpack.reader import Pack
 
-    with Pack(args.pack) as pack:
+    with Pack(args.pack, args.rev) as pack:
         info = dict(pack.header)
         info["shard_files"] = [s["name"] for s in info["shards"] if s["name"]]
         info["shards"] = len(info["shards"])
@@ -111,7 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from imgpack.export import export_pack
 
-    written = export_pack(args.pack, args.dir)
+    written = export_pack(_at_rev(args.pack, args.rev), args.dir)
     print(f"exported {written} files to {args.dir}")
     return 0
 
@@ -119,7 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from imgpack.verify import verify_pack
 
-    result = verify_pack(args.pack)
+    result = verify_pack(_at_rev(args.pack, args.rev))
     print(f"ok: {result.records} records in {result.shards} shards match their stored hashes")
     return 0
 
@@ -135,14 +135,41 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    from imgpack.diff import KINDS, diff_paths
+def _at_rev(pack: Path, rev: str | None) -> Path:
+    if rev is None:
+        return pack
+    from imgpack.revisions import fetch_pack
 
-    result = diff_paths(args.old, args.new)
+    return fetch_pack(pack, rev)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from imgpack.diff import KINDS, diff_packs
+    from imgpack.reader import Pack
+    from imgpack.revisions import PIPELINE_PACK
+
+    revs = args.rev or []
+    if len(revs) > 2 or (revs and len(args.packs) > 1) or (not revs and len(args.packs) != 2):
+        raise InputError(
+            "diff takes OLD NEW, or --rev REV [PACK] (that revision against the workspace), "
+            "or --rev A --rev B [PACK]"
+        )
+    if revs:
+        pack = Path(args.packs[0]) if args.packs else Path(PIPELINE_PACK)
+        new_rev = revs[1] if len(revs) == 2 else None
+        sides = [(pack, revs[0], revs[0]), (pack, new_rev, new_rev or "workspace")]
+    else:
+        sides = [
+            (Path(args.packs[0]), None, str(args.packs[0])),
+            (Path(args.packs[1]), None, str(args.packs[1])),
+        ]
+    (old_path, old_rev, old_name), (new_path, new_rev, new_name) = sides
+    with Pack(old_path, old_rev) as old, Pack(new_path, new_rev) as new:
+        result = diff_packs(old, new, old_name, new_name)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
-        print(f"{args.old} ({result.old['count']} records) -> {args.new} ({result.new['count']})")
+        print(f"{old_name} ({result.old['count']} records) -> {new_name} ({result.new['count']})")
         for kind in KINDS:
             keys = result.changes[kind]
             print(f"{kind}: {len(keys)}")
@@ -227,6 +254,7 @@ def parser() -> argparse.ArgumentParser:
     )
     i.add_argument("pack", type=Path)
     i.add_argument("--json", action="store_true")
+    i.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser(
@@ -237,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("pack", type=Path)
     e.add_argument("dir", type=Path)
+    e.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser(
@@ -246,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: imgpack verify data/packed/images.lmdb",
     )
     v.add_argument("pack", type=Path)
+    v.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
     v.set_defaults(func=cmd_verify)
 
     c = sub.add_parser(
@@ -263,10 +293,14 @@ def parser() -> argparse.ArgumentParser:
         "diff",
         help="what changed between two packs, record by record (catalogs only, no image bytes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack diff old/images.lmdb data/packed/images.lmdb --json",
+        epilog="example: imgpack diff --rev HEAD~1    (the pipeline's pack a commit ago vs now)",
     )
-    d.add_argument("old", type=Path)
-    d.add_argument("new", type=Path)
+    d.add_argument("packs", nargs="*", metavar="PACK", help="OLD NEW, or with --rev the pack path")
+    d.add_argument(
+        "--rev",
+        action="append",
+        help="a git revision: once compares it with the workspace, twice compares the two",
+    )
     d.add_argument("--json", action="store_true", help="one object: every kind with all its keys")
     d.add_argument(
         "--exit-code", action="store_true", help="exit 1 when there are differences (errors: 2)"

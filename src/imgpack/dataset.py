@@ -59,9 +59,14 @@ class ImageDataset:
         split: str | None = None,
         indices: Iterable[int] | None = None,
         return_meta: bool = False,
+        rev: str | None = None,
     ):
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
+        if rev is not None:  # train on the dataset as of a git revision, fetched through DVC
+            from imgpack.revisions import fetch_pack
+
+            path = fetch_pack(path, rev)
         self.path = os.fspath(path)
         self.decode = decode
         self.mode = mode

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from imgpack.reader import Pack
@@ -44,7 +43,7 @@ def _rows(pack: Pack, columns: list[str]) -> Iterator[dict[str, Any]]:
 
 def diff_packs(old: Pack, new: Pack, old_name: str, new_name: str) -> PackDiff:
     """Compare two packs by key, stored digest, label and metadata; image bytes are never read."""
-    result = PackDiff({"pack": old_name, "count": len(old)}, {"pack": new_name, "count": len(new)})
+    result = PackDiff({"name": old_name, "count": len(old)}, {"name": new_name, "count": len(new)})
     if old.header["hash_algorithm"] != new.header["hash_algorithm"]:
         from imgpack.errors import InputError
 
@@ -84,8 +83,3 @@ def diff_packs(old: Pack, new: Pack, old_name: str, new_name: str) -> PackDiff:
     changes["removed"] = sorted((k for keys in removed.values() for k in keys), key=str.encode)
     changes["renamed"].sort(key=lambda pair: pair[0].encode())
     return result
-
-
-def diff_paths(old: str | Path, new: str | Path) -> PackDiff:
-    with Pack(old) as a, Pack(new) as b:
-        return diff_packs(a, b, str(old), str(new))

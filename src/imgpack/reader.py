@@ -72,7 +72,11 @@ if hasattr(os, "register_at_fork"):
 class Pack(Sequence):
     """A read-only pack: `len`, `pack[i]`, `pack[key]`, `read_many`, iteration, `metadata()`."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, rev: str | None = None):
+        if rev is not None:  # the pack as of a git revision, fetched through DVC (see revisions)
+            from imgpack.revisions import fetch_pack
+
+            path = fetch_pack(path, rev)
         self.path = Path(path).resolve()
         self._env: lmdb.Environment | None = None
         self._txn: lmdb.Transaction | None = None
@@ -363,6 +367,7 @@ class Pack(Sequence):
         return metadata_chunks(self.catalog, columns, filters, chunksize)
 
 
-def open_pack(path: str | os.PathLike) -> Pack:
-    """Open a pack read-only; raises PackFormatError/PackCorruptError with a clear message."""
-    return Pack(path)
+def open_pack(path: str | os.PathLike, rev: str | None = None) -> Pack:
+    """Open a pack read-only, as in the workspace or as of git revision `rev` (through DVC);
+    raises PackFormatError/PackCorruptError with a clear message."""
+    return Pack(path, rev)
