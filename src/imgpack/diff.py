@@ -35,10 +35,22 @@ class PackDiff:
         return out
 
 
-def _rows(pack: Pack, columns: list[str]) -> Iterator[dict[str, Any]]:
-    """Catalog rows in key order, a part at a time: memory is one part, not the catalog."""
+def _rows(pack: Pack, columns: list[str]) -> Iterator[tuple]:
+    """(key bytes, key, hash, label, the other columns) in key order, a part at a time: memory
+    is one part, not the catalog."""
+    others = [c for c in columns if c not in _COMPARED]
     for _, table in pack.catalog.tables(columns):
-        yield from table.to_pylist()
+        keys = table.column("key").to_pylist()
+        columns = [table.column(c).to_pylist() for c in others]
+        rest = zip(*columns, strict=True) if columns else (() for _ in keys)
+        yield from zip(
+            (k.encode() for k in keys),
+            keys,
+            table.column("hash").to_pylist(),
+            table.column("label").to_pylist(),
+            rest,
+            strict=True,
+        )
 
 
 def diff_packs(old: Pack, new: Pack, old_name: str, new_name: str) -> PackDiff:
@@ -54,25 +66,27 @@ def diff_packs(old: Pack, new: Pack, old_name: str, new_name: str) -> PackDiff:
     shared = [c for c in old.catalog.columns if c in new.catalog.columns]
     extra_old = [c for c in old.catalog.columns if c not in shared]
     extra_new = [c for c in new.catalog.columns if c not in shared]
-    left, right = _rows(old, shared + extra_old), _rows(new, shared + extra_new)
+    # A column on one side only is metadata every common record has changed.
+    columns_differ = bool(extra_old or extra_new)
+    left, right = _rows(old, shared), _rows(new, shared)
     a, b = next(left, None), next(right, None)
     removed: dict[bytes, list[str]] = {}  # digest -> keys only in old: rename candidates
     added: list[tuple[str, bytes]] = []
     changes = result.changes
     while a is not None or b is not None:
-        if b is None or (a is not None and a["key"].encode() < b["key"].encode()):
-            removed.setdefault(a["hash"], []).append(a["key"])
+        if b is None or (a is not None and a[0] < b[0]):
+            removed.setdefault(a[2], []).append(a[1])
             a = next(left, None)
-        elif a is None or b["key"].encode() < a["key"].encode():
-            added.append((b["key"], b["hash"]))
+        elif a is None or b[0] < a[0]:
+            added.append((b[1], b[2]))
             b = next(right, None)
         else:
-            if a["hash"] != b["hash"]:
-                changes["modified"].append(a["key"])
-            elif a["label"] != b["label"]:
-                changes["relabeled"].append(a["key"])
-            elif extra_old or extra_new or any(a[c] != b[c] for c in shared if c not in _COMPARED):
-                changes["meta_changed"].append(a["key"])
+            if a[2] != b[2]:
+                changes["modified"].append(a[1])
+            elif a[3] != b[3]:
+                changes["relabeled"].append(a[1])
+            elif columns_differ or a[4] != b[4]:
+                changes["meta_changed"].append(a[1])
             a, b = next(left, None), next(right, None)
     for key, digest in added:  # in key order: the first removed key with those bytes pairs up
         candidates = removed.get(digest)
