@@ -102,7 +102,7 @@ class Catalog:
         """A pandas frame of catalog columns: digests as hex text, JSON-text extras decoded."""
         table = self.hexed(table)
         # Arrow buffers are freed column by column as pandas takes them: peak ~ one copy, not two.
-        frame = table.to_pandas(self_destruct=True, split_blocks=True)
+        frame = table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
         del table
         frame.index = index
         for name in self._json:

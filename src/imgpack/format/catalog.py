@@ -157,7 +157,10 @@ def decode_table(
                 f"expected {field.type}: the pack is damaged"
             )
     try:
-        return reader.read(columns=list(columns) if columns is not None else None)
+        # One thread: a part is small, and an idle Arrow thread pool at interpreter exit has been
+        # seen to end the process with "terminate called without an active exception".
+        columns = list(columns) if columns is not None else None
+        return reader.read(columns=columns, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise PackFormatError(f"{where} cannot be decoded ({exc}): the pack is damaged") from None
 
