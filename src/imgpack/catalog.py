@@ -73,11 +73,14 @@ class Catalog:
                 f"columns: {', '.join(self.columns)}"
             )
 
-    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """The whole catalog (or some columns) as one Arrow table, row `i` = record `i`."""
+    def table(self, columns: Sequence[str] | None = None, each=None) -> pa.Table:
+        """The whole catalog (or some columns) as one Arrow table, row `i` = record `i`;
+        `each(part)` transforms every part before they are joined."""
         columns = list(self.columns if columns is None else columns)
         self._check(columns)
         tables = [self.part(n, columns) for n in range(self.parts)]
+        if each is not None:
+            tables = [each(t) for t in tables]
         if not tables:
             return self.schema.empty_table().select([c for c in columns if c in self.schema.names])
         table = pa.concat_tables(tables)

@@ -180,6 +180,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if args.exit_code and result.any else 0
 
 
+def _command(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:  # noqa: A002
+    """A subcommand whose --help ends with an example line."""
+    return sub.add_parser(
+        name,
+        help=help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"example: {example}",
+    )
+
+
+def _rev_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="imgpack",
@@ -191,11 +205,11 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"imgpack {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser(
+    b = _command(
+        sub,
         "build",
-        help="ingest + pack + validate RAW_DIR into OUT.lmdb",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack build data/raw/images data/packed/images.lmdb --labels data/raw/labels.csv",
+        "ingest + pack + validate RAW_DIR into OUT.lmdb",
+        "imgpack build data/raw/images data/packed/images.lmdb --labels data/raw/labels.csv",
     )
     b.add_argument("raw_dir", type=Path, help="folder of images; keys are paths relative to it")
     b.add_argument("out", type=Path, help="the pack to write (replaced atomically when complete)")
@@ -246,54 +260,51 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")
     b.set_defaults(func=cmd_build)
 
-    i = sub.add_parser(
-        "info",
-        help="header and counts of a pack",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack info data/packed/images.lmdb --json",
+    i = _command(
+        sub, "info", "header and counts of a pack", "imgpack info data/packed/images.lmdb --json"
     )
     i.add_argument("pack", type=Path)
     i.add_argument("--json", action="store_true")
-    i.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
+    _rev_option(i)
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser(
+    e = _command(
+        sub,
         "export",
-        help="write every image back to DIR/<key>",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack export data/packed/images.lmdb restored/",
+        "write every image back to DIR/<key>",
+        "imgpack export data/packed/images.lmdb restored/",
     )
     e.add_argument("pack", type=Path)
     e.add_argument("dir", type=Path)
-    e.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
+    _rev_option(e)
     e.set_defaults(func=cmd_export)
 
-    v = sub.add_parser(
+    v = _command(
+        sub,
         "verify",
-        help="re-hash every record against its stored hash",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack verify data/packed/images.lmdb",
+        "re-hash every record against its stored hash",
+        "imgpack verify data/packed/images.lmdb",
     )
     v.add_argument("pack", type=Path)
-    v.add_argument("--rev", help="the pack as of this git revision (fetched through DVC)")
+    _rev_option(v)
     v.set_defaults(func=cmd_verify)
 
-    c = sub.add_parser(
+    c = _command(
+        sub,
         "convert",
-        help="rewrite a format-1 pack as format 2 (the old one is kept)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack convert old.lmdb new.lmdb",
+        "rewrite a format-1 pack as format 2 (the old one is kept)",
+        "imgpack convert old.lmdb new.lmdb",
     )
     c.add_argument("old", type=Path, help="the format-1 pack (read only)")
     c.add_argument("new", type=Path, help="the format-2 pack to write")
     c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")
     c.set_defaults(func=cmd_convert)
 
-    d = sub.add_parser(
+    d = _command(
+        sub,
         "diff",
-        help="what changed between two packs, record by record (catalogs only, no image bytes)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: imgpack diff --rev HEAD~1    (the pipeline's pack a commit ago vs now)",
+        "what changed between two packs, record by record (catalogs only, no image bytes)",
+        "imgpack diff --rev HEAD~1    (the pipeline's pack a commit ago vs now)",
     )
     d.add_argument("packs", nargs="*", metavar="PACK", help="OLD NEW, or with --rev the pack path")
     d.add_argument(

@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from imgpack.catalog import Catalog
-from imgpack.errors import PackFormatError
 
 __all__ = ["metadata_frame", "metadata_chunks"]
 
@@ -58,16 +57,7 @@ def metadata_frame(catalog: Catalog, columns: Sequence[str] | None, filters: Any
     """The whole catalog (or the rows `filters` selects) as one frame indexed by record index."""
     if filters is None:
         # Digests become hex part by part, so the bytes and the text of all of them never coexist.
-        parts = [catalog.hexed(table) for _, table in catalog.tables(columns)]
-        if not parts:
-            return catalog.frame(catalog.table(columns), pd.RangeIndex(0, name="index"))
-        table = pa.concat_tables(parts)
-        del parts
-        if table.num_rows != catalog.count:
-            raise PackFormatError(
-                f"{catalog.where}: the catalog holds {table.num_rows} rows but the header says "
-                f"{catalog.count}: the pack is damaged"
-            )
+        table = catalog.table(columns, each=catalog.hexed)
         return catalog.frame(table, pd.RangeIndex(table.num_rows, name="index"))
     tables, indices = [], []
     for table, index in _parts(catalog, columns, filters):

@@ -269,18 +269,23 @@ class PackBuilder:
         sha = file_digest(path)
         name = shard_name(sha)
         os.replace(path, self.staging / name)
+        self._add_entry(shard, name, os.path.getsize(self.staging / name), sha)
+        self._shard = None
+
+    def _add_entry(self, shard: _ShardWriter, name: str, file_bytes: int, sha256: str) -> None:
+        """The header's entry for a finished shard (name "" when the pack is one file)."""
         self.shards.append(
             {
                 "name": name,
                 "count": shard.count,
                 "image_bytes": shard.image_bytes,
-                "file_bytes": os.path.getsize(self.staging / name),
-                "sha256": sha,
+                "file_bytes": file_bytes,
+                "sha256": sha256,
             }
         )
-        self._shard = None
 
-    def _write_catalog(self, file: LmdbFileWriter, header: dict[str, Any]) -> None:
+    def _write_catalog(self, file: LmdbFileWriter, header: dict[str, Any]) -> dict[str, Any]:
+        """Catalog parts, aliases and header into `file`; returns the header as written."""
         file.create(b"catalog")
         parts = 0
         for parts, raw in enumerate(self._rows.encoded_parts(), 1):
@@ -293,6 +298,7 @@ class PackBuilder:
         file.put(b"aliases", _ONLY, cat.encode_table(table))
         header = {**header, "catalog_parts": parts}
         file.put(b"header", HEADER_KEY, encode_header(header))
+        return header
 
     def header(self, **fields: Any) -> dict[str, Any]:
         return {
@@ -306,8 +312,8 @@ class PackBuilder:
             "manifest_digest": "",
             "total_bytes": self.total_bytes,
             "classes": sorted(self.classes),
-            "shards": [],
-            "catalog_parts": 0,
+            "shards": self.shards,
+            "catalog_parts": 0,  # set by _write_catalog
             **fields,
         }
 
@@ -327,36 +333,25 @@ class PackBuilder:
         if single:
             shard = self._shard
             shard.seal(self.hash_algorithm)
-            self.shards.append(
-                {
-                    "name": "",
-                    "count": shard.count,
-                    "image_bytes": shard.image_bytes,
-                    "file_bytes": 0,
-                    "sha256": "",
-                }
-            )
-            header = self.header(shards=self.shards, **header_fields)
-            self._write_catalog(shard.file, header)
+            self._add_entry(shard, "", 0, "")
+            header = self._write_catalog(shard.file, self.header(**header_fields))
             finished = shard.file.close()
             self.grown += shard.file.grown
             self._shard = None
         else:
             if self._shard is not None:
                 self._finish_shard()
-            header = self.header(shards=self.shards, **header_fields)
             catalog = LmdbFileWriter(
                 self.staging / CATALOG_FILE, default_map_size(0), self.out, self.batch_bytes
             )
             try:
-                self._write_catalog(catalog, header)
+                header = self._write_catalog(catalog, self.header(**header_fields))
                 catalog.close()
             except BaseException:
                 catalog.abort()
                 raise
             finished = self.staging
         shutil.rmtree(self.staging / "parts")
-        header = {**header, "catalog_parts": len(self._rows.parts)}
         if single:
             # The one file is the pack: move it out of the staging folder, beside `out`.
             lone = self.staging.with_name(self.staging.name + ".lmdb")
