@@ -47,7 +47,7 @@ def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path,
     assert "packed 13 of 13 files" in built.stdout
     info = json.loads(imgpack("info", out, "--json").stdout)
     assert (
-        info["count"] == 13 and info["format_version"] == 2 and info["classes"] == ["0", "1", "2"]
+        info["count"] == 13 and info["format_version"] == 3 and info["classes"] == ["0", "1", "2"]
     )
     assert info["shards"] == shards and out.is_file() == (shards == 1)
     assert "count: 13" in imgpack("info", out).stdout

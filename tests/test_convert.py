@@ -64,7 +64,7 @@ def test_a_version_1_pack_is_refused_then_converted_record_for_record(tmp_path):
     )
     assert refused.returncode == 1
     assert (
-        "format version 1, this imgpack reads version 2: convert it with `imgpack convert OLD NEW`"
+        "format version 1, this imgpack reads versions 2 and 3: convert it with `imgpack convert OLD NEW`"
         in refused.stderr
     )
     before = old.read_bytes()

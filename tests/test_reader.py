@@ -191,11 +191,11 @@ def _header(**changes):
     [
         (
             {"header_value": _header(format_version=99)},
-            "has format version 99, this imgpack reads version 2",
+            "has format version 99, this imgpack reads versions 2 and 3",
         ),
         (
             {"header_value": _header(format_version=1)},
-            "has format version 1, this imgpack reads version 2: convert it with "
+            "has format version 1, this imgpack reads versions 2 and 3: convert it with "
             "`imgpack convert OLD NEW`",
         ),
         ({"header_value": None}, "no imgpack header"),

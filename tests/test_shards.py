@@ -193,12 +193,18 @@ def test_a_flipped_image_byte_in_a_shard_is_named_by_key_in_verify(sample_sharde
     assert result.bad_keys == [key] and len(result.bad_shards) == 1
 
 
-def test_the_catalog_loads_without_touching_any_shard(sample_sharded_pack, tmp_path):
+def test_the_catalog_loads_without_touching_any_shard_unless_digests_are_asked_for(
+    sample_sharded_pack, tmp_path
+):
     pack = copy_pack(sample_sharded_pack, tmp_path / "copy.lmdb")
     for shard in pack.iterdir():
         if shard.name.startswith("shard-"):  # garbage of the same size: never opened for metadata
             shard.write_bytes(os.urandom(shard.stat().st_size))
     with imgpack.open(pack) as opened:
-        assert len(opened.metadata()) == 36 and opened.meta(5)["key"] == opened.key_of(5)
+        frame = opened.metadata(columns=["key", "label", "size"])
+        assert len(frame) == 36 and list(frame["key"]) == list(opened.keys())
+        # Digests live in the shards' props (format 3): asking for them reads the shards.
+        with pytest.raises(imgpack.PackFormatError, match="shard-"):
+            opened.metadata(columns=["key", "hash"])
         with pytest.raises(imgpack.PackFormatError, match="shard-"):
             opened.data(0)

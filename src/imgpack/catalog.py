@@ -6,6 +6,7 @@ import bisect
 import json
 from array import array
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import lmdb
@@ -24,11 +25,24 @@ _HIDDEN = set(cat.LOCATION_COLUMNS)
 class Catalog:
     """Column reads of the `catalog` sub-database; `txn` must stay open while this is used."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict, header: dict[str, Any], where: str):
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: dict,
+        header: dict[str, Any],
+        where: str,
+        shard_paths: Sequence[Path] = (),
+    ):
         self._txn, self._dbs, self.where = txn, dbs, where
         self.parts = header["catalog_parts"]
         self.count = header["count"]
-        self.schema = cat.catalog_schema(_digest_size(header["hash_algorithm"]))
+        self.algorithm = header["hash_algorithm"]
+        self.digest_size = _digest_size(self.algorithm)
+        # Format 2 kept each record's digest in the catalog; format 3 reads it from the shards.
+        self.stores_hash = header["format_version"] == 2
+        self.schema = cat.catalog_schema(self.digest_size if self.stores_hash else None)
+        self._shard_paths = list(shard_paths)
+        self._props: dict[int, np.ndarray] = {}
         self._columns: list[str] | None = None
         self._json: list[str] = []
 
@@ -41,19 +55,61 @@ class Catalog:
         return raw
 
     def part(self, number: int, columns: Sequence[str] | None = None) -> pa.Table:
-        return cat.decode_table(
-            self._raw("catalog", number),
-            self.schema,
-            f"{self.where} catalog part {number}",
-            columns,
+        where = f"{self.where} catalog part {number}"
+        raw = self._raw("catalog", number)
+        if self.stores_hash or (columns is not None and "hash" not in columns):
+            return cat.decode_table(raw, self.schema, where, columns)
+        stored = cat.read_schema(raw, where).names if columns is None else list(columns)
+        wanted = [c for c in stored if c != "hash"]
+        read = wanted + [c for c in cat.LOCATION_COLUMNS if c not in wanted]
+        table = cat.decode_table(raw, self.schema, where, read)
+        digests = self.digests(table.column("shard").to_numpy(), table.column("slot").to_numpy())
+        table = table.select(wanted)
+        at = stored.index("hash") if "hash" in stored else _hash_position(wanted)
+        return table.add_column(at, pa.field("hash", digests.type), digests)
+
+    def digests(self, shards: np.ndarray, slots: np.ndarray) -> pa.Array:
+        """The digests the shards' props record for these (shard, slot) places."""
+        width = self.digest_size
+        out = np.empty((len(shards), width), dtype=np.uint8)
+        for shard in np.unique(shards):
+            props = self._shard_digests(int(shard))
+            mask = shards == shard
+            chosen = slots[mask]
+            if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(props)):
+                raise PackFormatError(
+                    f"{self.where}: the catalog points outside shard {shard}: the pack is damaged"
+                )
+            out[mask] = props[chosen]
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), len(shards), [None, pa.py_buffer(out.tobytes())]
         )
+
+    def _shard_digests(self, shard: int) -> np.ndarray:
+        props = self._props.get(shard)
+        if props is None:
+            from imgpack.shards import read_props
+
+            if not 0 <= shard < len(self._shard_paths):
+                raise PackFormatError(
+                    f"{self.where}: the catalog names shard {shard}, which the header does not "
+                    "list: the pack is damaged"
+                )
+            column = read_props(self._shard_paths[shard], self.algorithm)
+            raw = bytes(column._data)
+            props = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.digest_size)
+            self._props[shard] = props
+        return props
 
     @property
     def columns(self) -> list[str]:
         """Every column a user sees: the core columns, then the labels table's extra columns."""
         if self._columns is None:
             schema = self._part_schema() if self.parts else self.schema
-            self._columns = [n for n in schema.names if n not in _HIDDEN]
+            names = [n for n in schema.names if n not in _HIDDEN]
+            if "hash" not in names:
+                names.insert(_hash_position(names), "hash")
+            self._columns = names
             self._json = cat.json_columns(schema)
         return self._columns
 
@@ -82,7 +138,8 @@ class Catalog:
         if each is not None:
             tables = [each(t) for t in tables]
         if not tables:
-            return self.schema.empty_table().select([c for c in columns if c in self.schema.names])
+            empty = cat.catalog_schema(self.digest_size).empty_table()
+            return empty.select([c for c in columns if c in empty.column_names])
         table = pa.concat_tables(tables)
         if table.num_rows != self.count:
             raise PackFormatError(
@@ -138,6 +195,12 @@ class Catalog:
             for name in self.extra_columns
         }
         return meta
+
+
+def _hash_position(names: Sequence[str]) -> int:
+    """Where the digest column goes among `names`: after the core columns before it."""
+    before = cat.CORE_COLUMNS[: cat.CORE_COLUMNS.index("hash")]
+    return max((i + 1 for i, n in enumerate(names) if n in before), default=0)
 
 
 def _from_json(text: str | None) -> Any:

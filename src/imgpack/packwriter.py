@@ -1,15 +1,15 @@
-"""Write a format-2 pack: images cut into shards by size, the catalog as Parquet parts, one publish."""
+"""Write a pack: shards (new, or carried over from the previous version), the catalog as Parquet parts, one publish."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pyarrow as pa
 
 from imgpack import __version__
@@ -20,12 +20,11 @@ from imgpack.format.codec import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEADER_KEY,
-    SHARD_FORMAT,
     encode_header,
     encode_index,
-    encode_shard_header,
 )
 from imgpack.manifest import file_digest
+from imgpack.shardtask import ShardWriter
 from imgpack.writer import (
     LmdbFileWriter,
     check_key,
@@ -35,9 +34,8 @@ from imgpack.writer import (
     temporary_path,
 )
 
-__all__ = ["PackBuilder", "shard_name"]
+__all__ = ["PackAssembler", "PackBuilder", "shard_name", "link_or_copy"]
 
-_SHARD_HEADER_KEY = b"shard"
 _ONLY = encode_index(0)  # the key of a sub-database's single value (props, aliases)
 
 
@@ -46,80 +44,22 @@ def shard_name(sha256_hex: str) -> str:
     return f"shard-{sha256_hex[:16]}.lmdb"
 
 
-class _ShardWriter:
-    """One shard: images under their slot, and their properties (digest, size, format, w, h)."""
-
-    def __init__(self, path: Path, error_path: Path, map_size: int, batch_bytes: int, digest_size):
-        self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes)
-        self.file.create(b"images")
-        self.digest_size = digest_size
-        self.count = 0
-        self.image_bytes = 0
-        self.digests = bytearray()
-        self.sizes = array("q")
-        self.widths = array("i")
-        self.heights = array("i")
-        self.formats: list[str] = []
-
-    def add(self, data: bytes, digest: bytes, fmt: str, width: int, height: int) -> int:
-        slot = self.count
-        self.file.put(b"images", encode_index(slot), data)
-        self.digests += digest
-        self.sizes.append(len(data))
-        self.widths.append(width)
-        self.heights.append(height)
-        self.formats.append(fmt)
-        self.count += 1
-        self.image_bytes += len(data)
-        return slot
-
-    def seal(self, hash_algorithm: str) -> None:
-        """Write the shard's header and property table after its images."""
-        props = pa.table(
-            [
-                pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(self.digest_size),
-                    self.count,
-                    [None, pa.py_buffer(bytes(self.digests))],
-                ),
-                pa.array(self.sizes, pa.int64()),
-                pa.array(self.formats, pa.string()),
-                pa.array(self.widths, pa.int32()),
-                pa.array(self.heights, pa.int32()),
-            ],
-            schema=cat.props_schema(self.digest_size),
-        )
-        self.file.put(b"props", _ONLY, cat.encode_table(props))
-        header = {
-            "format": SHARD_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "count": self.count,
-            "hash_algorithm": hash_algorithm,
-            "image_bytes": self.image_bytes,
-        }
-        self.file.put(b"shard", _SHARD_HEADER_KEY, encode_shard_header(header))
-
-
-class _CatalogRows:
+class CatalogRows:
     """Catalog rows of the current part, column by column; full parts go to Parquet files."""
 
-    def __init__(self, folder: Path, digest_size: int):
+    def __init__(self, folder: Path):
         self.folder = folder
-        self.digest_size = digest_size
         self.parts: list[Path] = []
         self.schemas: list[pa.Schema] = []
         self._reset()
 
     def _reset(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in cat.catalog_schema(1).names}
-        self.digests = bytearray()
+        self.columns: dict[str, list] = {name: [] for name in cat.catalog_schema().names}
         self.extras: list[dict[str, Any]] = []
 
-    def append(self, row: dict[str, Any], digest: bytes, extra: dict[str, Any]) -> None:
+    def append(self, row: dict[str, Any], extra: dict[str, Any]) -> None:
         for name, values in self.columns.items():
-            if name != "hash":
-                values.append(row[name])
-        self.digests += digest
+            values.append(row[name])
         self.extras.append(extra)
         if len(self.extras) >= cat.PART_ROWS:
             self.flush()
@@ -128,17 +68,8 @@ class _CatalogRows:
         count = len(self.extras)
         if not count:
             return
-        schema = cat.catalog_schema(self.digest_size)
-        arrays = []
-        for field in schema:
-            if field.name == "hash":
-                arrays.append(
-                    pa.FixedSizeBinaryArray.from_buffers(
-                        field.type, count, [None, pa.py_buffer(bytes(self.digests))]
-                    )
-                )
-            else:
-                arrays.append(pa.array(self.columns[field.name], field.type))
+        schema = cat.catalog_schema()
+        arrays = [pa.array(self.columns[field.name], field.type) for field in schema]
         fields = list(schema)
         for name in sorted({k for extra in self.extras for k in extra}):
             field, values = cat.extra_array(name, [extra.get(name) for extra in self.extras])
@@ -155,7 +86,7 @@ class _CatalogRows:
         """Every part as Parquet bytes, cast to one schema shared by all parts."""
         self.flush()
         unified = cat.unify_parts(self.schemas)
-        full = cat.catalog_schema(self.digest_size)
+        full = cat.catalog_schema()
         for path, schema in zip(self.parts, self.schemas, strict=True):
             raw = path.read_bytes()
             if not schema.equals(unified, check_metadata=True):
@@ -167,22 +98,14 @@ class _CatalogRows:
             yield raw
 
 
-class PackBuilder:
-    """Add records in key order; `publish()` writes the catalog and moves the pack into place.
+class PackAssembler:
+    """Finished shard files in, catalog rows in key order, then one publish of the whole pack.
 
-    Records are cut into shards of about `shard_bytes` of image bytes, in the order added. A pack
-    that never needed a second shard is published as one LMDB file holding catalog and images;
-    otherwise `out` becomes a folder of `catalog.lmdb` and `shard-<digest>.lmdb` files.
+    A pack of one new shard is published as one LMDB file holding catalog and images; otherwise
+    `out` becomes a folder of `catalog.lmdb` and `shard-<digest>.lmdb` files.
     """
 
-    def __init__(
-        self,
-        out: Path,
-        hash_algorithm: str,
-        shard_bytes: int,
-        map_size: int = 0,
-        batch_bytes: int = 32 << 20,
-    ):
+    def __init__(self, out: Path, hash_algorithm: str, batch_bytes: int = 32 << 20):
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out)
@@ -194,95 +117,46 @@ class PackBuilder:
         (self.staging / "parts").mkdir()
         self.hash_algorithm = hash_algorithm
         self.digest_size = hashlib.new(hash_algorithm).digest_size
-        self.shard_bytes = shard_bytes
-        self.map_size = map_size or default_map_size(shard_bytes)
         self.batch_bytes = batch_bytes
         self.shards: list[dict[str, Any]] = []
-        self._shard: _ShardWriter | None = None
-        self._rows = _CatalogRows(self.staging / "parts", self.digest_size)
+        self.carried = 0  # shards taken over from the previous version as they were
+        self._files: list[Path] = []
+        self._rows = CatalogRows(self.staging / "parts")
         self._aliases: list[tuple[str, str]] = []
         self.classes: set[str] = set()
         self.count = 0
         self.total_bytes = 0
-        self.grown = 0
 
-    def __enter__(self) -> PackBuilder:
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.abort()
 
-    def add(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        digest: bytes,
-        format: str,  # noqa: A002 - the catalog column's name
-        width: int,
-        height: int,
-        label: str,
-        split: str,
-        extra: dict[str, Any],
-    ) -> int:
-        """Store the next record (keys ascending); returns its index."""
-        check_key(key)
-        if len(digest) != self.digest_size:
-            raise InputError(f"{key}: a {self.hash_algorithm} digest has {self.digest_size} bytes")
-        shard = self._shard
-        if shard is not None and shard.count and shard.image_bytes + len(data) > self.shard_bytes:
-            self._finish_shard()
-            shard = None
-        if shard is None:
-            path = self.staging / f".shard-{len(self.shards)}.partial"
-            shard = self._shard = _ShardWriter(
-                path, self.out, self.map_size, self.batch_bytes, self.digest_size
-            )
-        slot = shard.add(data, digest, format, width, height)
-        row = {
-            "key": key,
-            "label": label,
-            "split": split,
-            "format": format,
-            "width": width,
-            "height": height,
-            "size": len(data),
-            "shard": len(self.shards),
-            "slot": slot,
-        }
-        self._rows.append(row, digest, extra)
-        self.classes.add(label)
-        self.total_bytes += len(data)
+    def add_shard(self, path: Path, entry: dict[str, Any], carried: bool = False) -> int:
+        """Take a finished shard file (linked, never modified); returns its shard number."""
+        name = shard_name(entry["sha256"])
+        target = self.staging / name
+        if not target.exists():  # equal shards share one file
+            link_or_copy(Path(path), target)
+        self._files.append(target)
+        self.shards.append({"name": name, **entry})
+        self.carried += carried
+        return len(self.shards) - 1
+
+    def add_row(self, row: dict[str, Any], extra: dict[str, Any]) -> None:
+        """The next record's catalog row (keys ascending): key, label, split, format, width,
+        height, size, shard, slot."""
+        check_key(row["key"])
+        self._rows.append(row, extra)
+        self.classes.add(row["label"])
+        self.total_bytes += row["size"]
         self.count += 1
-        return self.count - 1
 
     def add_alias(self, alias: str, key: str) -> None:
         """`alias` names the same bytes as the record stored under `key`."""
         check_key(alias)
         self._aliases.append((alias, key))
-
-    def _finish_shard(self) -> None:
-        shard = self._shard
-        shard.seal(self.hash_algorithm)
-        path = shard.file.close()
-        self.grown += shard.file.grown
-        sha = file_digest(path)
-        name = shard_name(sha)
-        os.replace(path, self.staging / name)
-        self._add_entry(shard, name, os.path.getsize(self.staging / name), sha)
-        self._shard = None
-
-    def _add_entry(self, shard: _ShardWriter, name: str, file_bytes: int, sha256: str) -> None:
-        """The header's entry for a finished shard (name "" when the pack is one file)."""
-        self.shards.append(
-            {
-                "name": name,
-                "count": shard.count,
-                "image_bytes": shard.image_bytes,
-                "file_bytes": file_bytes,
-                "sha256": sha256,
-            }
-        )
 
     def _write_catalog(self, file: LmdbFileWriter, header: dict[str, Any]) -> dict[str, Any]:
         """Catalog parts, aliases and header into `file`; returns the header as written."""
@@ -320,27 +194,33 @@ class PackBuilder:
     def publish(
         self, before_publish: Callable[[Path], None] | None = None, **header_fields: Any
     ) -> dict[str, Any]:
-        """Finish the pack, run `before_publish(path)` on it, move it to `out`; returns the header."""
-        single = not self.shards
-        if single and self._shard is None:  # no record at all: an empty single-file pack
-            self._shard = _ShardWriter(
-                self.staging / ".shard-0.partial",
-                self.out,
-                self.map_size,
-                self.batch_bytes,
-                self.digest_size,
+        """Write the catalog, run `before_publish(path)` on the pack, move it to `out`."""
+        if not self.shards:  # no record at all: an empty one-file pack
+            empty = self.staging / ".empty.partial"
+            shard = ShardWriter(
+                empty, self.out, default_map_size(0), self.batch_bytes, self.digest_size
             )
-        if single:
-            shard = self._shard
             shard.seal(self.hash_algorithm)
-            self._add_entry(shard, "", 0, "")
-            header = self._write_catalog(shard.file, self.header(**header_fields))
-            finished = shard.file.close()
-            self.grown += shard.file.grown
-            self._shard = None
+            shard.file.close()
+            self.add_shard(empty, {"count": 0, "image_bytes": 0, "file_bytes": 0, "sha256": ""})
+        single = len(self.shards) == 1 and not self.carried
+        if single:
+            # The one shard becomes the pack: its catalog is appended to a private copy of it.
+            lone = self.staging.with_name(self.staging.name + ".lmdb")
+            shutil.copyfile(self._files[0], lone)
+            self.shards[0] = {**self.shards[0], "name": "", "file_bytes": 0, "sha256": ""}
+            file = LmdbFileWriter(
+                lone, _map_size_of(lone), self.out, self.batch_bytes, existing=True
+            )
+            try:
+                header = self._write_catalog(file, self.header(**header_fields))
+                file.close()
+            except BaseException:
+                file.abort()
+                raise
+            shutil.rmtree(self.staging)
+            self.staging = finished = lone
         else:
-            if self._shard is not None:
-                self._finish_shard()
             catalog = LmdbFileWriter(
                 self.staging / CATALOG_FILE, default_map_size(0), self.out, self.batch_bytes
             )
@@ -350,14 +230,8 @@ class PackBuilder:
             except BaseException:
                 catalog.abort()
                 raise
+            shutil.rmtree(self.staging / "parts")
             finished = self.staging
-        shutil.rmtree(self.staging / "parts")
-        if single:
-            # The one file is the pack: move it out of the staging folder, beside `out`.
-            lone = self.staging.with_name(self.staging.name + ".lmdb")
-            os.replace(finished, lone)
-            shutil.rmtree(self.staging)
-            self.staging = finished = lone
         if before_publish is not None:
             before_publish(finished)
         publish(finished, self.out)
@@ -365,12 +239,133 @@ class PackBuilder:
         return header
 
     def abort(self) -> None:
-        if self._shard is not None:
-            self._shard.file.abort()
-            self._shard = None
         if self.staging is not None:
             if self.staging.is_dir():
                 shutil.rmtree(self.staging, ignore_errors=True)
             else:
                 self.staging.unlink(missing_ok=True)
             self.staging = None
+
+
+def _map_size_of(path: Path) -> int:
+    """The map size an LMDB file records in its meta page: reopening with it keeps the bytes stable."""
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
+    try:
+        return env.info()["map_size"]
+    finally:
+        env.close()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (no bytes written), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+class PackBuilder:
+    """Add records with their bytes in key order, in this process; `publish()` as the assembler's.
+
+    Records are cut into shards of about `shard_bytes` of image bytes, in the order added: the
+    same cut and the same bytes as a planned build of the same records (see `imgpack.plan`).
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        hash_algorithm: str,
+        shard_bytes: int,
+        map_size: int = 0,
+        batch_bytes: int = 32 << 20,
+    ):
+        self.assembler = PackAssembler(out, hash_algorithm, batch_bytes)
+        self.shard_bytes = shard_bytes
+        self.map_size = map_size or default_map_size(shard_bytes)
+        self._shard: ShardWriter | None = None
+        self.grown = 0  # times a shard's map size was doubled
+
+    def __enter__(self) -> PackBuilder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.abort()
+
+    @property
+    def count(self) -> int:
+        return self.assembler.count
+
+    def add(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        digest: bytes,
+        format: str,  # noqa: A002 - the catalog column's name
+        width: int,
+        height: int,
+        label: str,
+        split: str,
+        extra: dict[str, Any],
+    ) -> int:
+        """Store the next record (keys ascending); returns its index."""
+        assembler = self.assembler
+        check_key(key)
+        if len(digest) != assembler.digest_size:
+            raise InputError(
+                f"{key}: a {assembler.hash_algorithm} digest has {assembler.digest_size} bytes"
+            )
+        shard = self._shard
+        if shard is not None and shard.count and shard.image_bytes + len(data) > self.shard_bytes:
+            self._finish_shard()
+            shard = None
+        if shard is None:
+            path = assembler.staging / f".shard-{len(assembler.shards)}.partial"
+            shard = self._shard = ShardWriter(
+                path, assembler.out, self.map_size, assembler.batch_bytes, assembler.digest_size
+            )
+        slot = shard.add(data, digest, format, width, height)
+        row = {
+            "key": key,
+            "label": label,
+            "split": split,
+            "format": format,
+            "width": width,
+            "height": height,
+            "size": len(data),
+            "shard": len(assembler.shards),
+            "slot": slot,
+        }
+        assembler.add_row(row, extra)
+        return assembler.count - 1
+
+    def add_alias(self, alias: str, key: str) -> None:
+        self.assembler.add_alias(alias, key)
+
+    def _finish_shard(self) -> None:
+        shard = self._shard
+        shard.seal(self.assembler.hash_algorithm)
+        path = shard.file.close()
+        self.grown += shard.file.grown
+        entry = {
+            "count": shard.count,
+            "image_bytes": shard.image_bytes,
+            "file_bytes": os.path.getsize(path),
+            "sha256": file_digest(path),
+        }
+        self.assembler.add_shard(path, entry)
+        path.unlink()
+        self._shard = None
+
+    def publish(
+        self, before_publish: Callable[[Path], None] | None = None, **header_fields: Any
+    ) -> dict[str, Any]:
+        if self._shard is not None:
+            self._finish_shard()
+        return self.assembler.publish(before_publish, **header_fields)
+
+    def abort(self) -> None:
+        if self._shard is not None:
+            self._shard.file.abort()
+            self._shard = None
+        self.assembler.abort()

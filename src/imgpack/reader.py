@@ -128,7 +128,7 @@ class Pack(Sequence):
             raise
         self._env, self._txn, self.header, self._shard_paths = env, txn, header, paths
         self._shard_identities = opened
-        self._catalog = Catalog(txn, dbs, header, str(self.path))
+        self._catalog = Catalog(txn, dbs, header, str(self.path), paths)
         self._count = header["count"]
 
     def _reader(self) -> lmdb.Transaction:

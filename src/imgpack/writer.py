@@ -91,10 +91,12 @@ class LmdbFileWriter:
         error_path: Path,
         batch_bytes: int = 32 << 20,
         batch_records: int = 10_000,
+        existing: bool = False,
     ):
         self.path = Path(path)
         self.error_path = error_path  # the output a failed write is reported against
-        self.path.unlink(missing_ok=True)
+        if not existing:  # else: a private, unpublished file of this build, written further
+            self.path.unlink(missing_ok=True)
         self.map_size = map_size
         self.batch_bytes = batch_bytes
         # Small images cost far more memory per record (Python objects, dirty pages) than their

@@ -6,6 +6,7 @@ import pytest
 from imgpack.errors import PackFormatError
 from imgpack.format.codec import (
     FORMAT_VERSION,
+    SHARD_VERSION,
     decode_header,
     decode_index,
     decode_shard_header,
@@ -33,7 +34,7 @@ HEADER = {
 }
 SHARD_HEADER = {
     "format": "imgpack-shard",
-    "format_version": FORMAT_VERSION,
+    "format_version": SHARD_VERSION,
     "count": 3,
     "hash_algorithm": "sha256",
     "image_bytes": 99,
@@ -74,11 +75,11 @@ def test_a_version_1_record_decodes_for_convert():
 
 
 def test_other_format_version_is_refused_with_exact_message():
-    raw = msgpack.packb({**HEADER, "format_version": 3})
+    raw = msgpack.packb({**HEADER, "format_version": 4})
     with pytest.raises(PackFormatError) as info:
         decode_header(raw, "x.lmdb")
     assert str(info.value) == (
-        "x.lmdb has format version 3, this imgpack reads version 2: "
+        "x.lmdb has format version 4, this imgpack reads versions 2 and 3: "
         "rebuild the pack with this imgpack or install the imgpack that wrote it"
     )
 
@@ -87,7 +88,7 @@ def test_a_version_1_pack_is_refused_with_the_command_that_converts_it():
     with pytest.raises(PackFormatError) as info:
         decode_header(msgpack.packb({**HEADER, "format_version": 1}), "x.lmdb")
     assert str(info.value) == (
-        "x.lmdb has format version 1, this imgpack reads version 2: "
+        "x.lmdb has format version 1, this imgpack reads versions 2 and 3: "
         "convert it with `imgpack convert OLD NEW`"
     )
 

@@ -51,9 +51,16 @@ def _core_types(digest_size: int) -> dict[str, pa.DataType]:
     }
 
 
-def catalog_schema(digest_size: int) -> pa.Schema:
-    """The fixed columns of every catalog part; extra columns of the labels table follow them."""
-    return pa.schema(list(_core_types(digest_size).items()))
+def catalog_schema(digest_size: int | None = None) -> pa.Schema:
+    """The fixed columns of every catalog part; extra columns of the labels table follow them.
+
+    Format 3 stores no digest in the catalog (the shards' props hold it, so a new version does not
+    rewrite every digest); format 2 did: pass its `digest_size` to read one.
+    """
+    types = _core_types(digest_size or 1)
+    if digest_size is None:
+        del types["hash"]
+    return pa.schema(list(types.items()))
 
 
 def props_schema(digest_size: int) -> pa.Schema:

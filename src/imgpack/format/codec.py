@@ -10,8 +10,12 @@ import msgpack
 from imgpack.errors import PackFormatError
 
 FORMAT_NAME = "imgpack"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: digests only in the shards' props, not in the catalog
+READABLE_VERSIONS = (2, 3)  # 2 kept the digests in the catalog too; read as they are
 SHARD_FORMAT = "imgpack-shard"
+SHARD_VERSION = (
+    2  # shards are the same in formats 2 and 3: version 3 packs carry version 2 shards over
+)
 # A catalog file holds the first three, a shard file the last three, a one-file pack all six.
 CATALOG_DBS = (b"header", b"catalog", b"aliases")
 SHARD_DBS = (b"shard", b"images", b"props")
@@ -113,23 +117,24 @@ def decode_header(raw: bytes | None, where: str = "pack") -> dict[str, Any]:
         raise PackFormatError(
             f"{where} header does not name the imgpack format: not an imgpack pack"
         )
-    _check_version(header.get("format_version"), where)
+    _check_version(header.get("format_version"), where, READABLE_VERSIONS)
     check_fields(header, _HEADER_FIELDS, f"{where} header")
     for number, shard in enumerate(header["shards"]):
         check_fields(shard, _SHARD_FIELDS, f"{where} header, shard {number}")
     return header
 
 
-def _check_version(version: Any, where: str) -> None:
-    if version == FORMAT_VERSION:
+def _check_version(version: Any, where: str, readable: tuple[int, ...]) -> None:
+    if version in readable:
         return
+    reads = " and ".join(map(str, readable))
+    reads = f"version{'s' if len(readable) > 1 else ''} {reads}"
     if version == 1:
         raise PackFormatError(
-            f"{where} has format version 1, this imgpack reads version {FORMAT_VERSION}: "
-            + CONVERT_HINT
+            f"{where} has format version 1, this imgpack reads {reads}: " + CONVERT_HINT
         )
     raise PackFormatError(
-        f"{where} has format version {version!r}, this imgpack reads version {FORMAT_VERSION}: "
+        f"{where} has format version {version!r}, this imgpack reads {reads}: "
         "rebuild the pack with this imgpack or install the imgpack that wrote it"
     )
 
@@ -146,6 +151,6 @@ def decode_shard_header(raw: bytes | None, where: str) -> dict[str, Any]:
     header = unpack_bounded(raw, _MAX_META_BYTES, f"{where} shard header")
     if not isinstance(header, dict) or header.get("format") != SHARD_FORMAT:
         raise PackFormatError(f"{where} shard header does not name {SHARD_FORMAT!r}: not a shard")
-    _check_version(header.get("format_version"), where)
+    _check_version(header.get("format_version"), where, (SHARD_VERSION,))
     check_fields(header, _SHARD_HEADER_FIELDS, f"{where} shard header")
     return header

@@ -1,0 +1,198 @@
+"""One shard as one unit of work: its images from raw files, a spool or an older shard, written and sealed.
+
+A task is plain data, so a worker process (or a cluster worker) can run it, and its finished file
+is named by what it holds: a rerun after a crash finds the shards already written and keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pyarrow as pa
+
+from imgpack.errors import InputError
+from imgpack.format import catalog as cat
+from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, encode_shard_header
+from imgpack.manifest import file_digest
+from imgpack.writer import LmdbFileWriter
+
+__all__ = ["ShardTask", "Source", "write_shard", "ShardWriter", "task_id"]
+
+_ONLY = encode_index(0)
+_SHARD_HEADER_KEY = b"shard"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where one image's bytes are, and what they must be: `kind` is file, spool or shard."""
+
+    kind: str
+    where: str  # raw file path, spool file path, or older shard path
+    offset: int  # spool offset or older shard's slot; 0 for a raw file
+    size: int
+    hash: str  # hex digest the bytes must have
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    path: str  # the finished shard's file; written at a private name first
+    hash_algorithm: str
+    map_size: int
+    batch_bytes: int
+    error_path: str
+    sources: tuple[Source, ...]
+
+
+def task_id(hash_algorithm: str, map_size: int, batch_bytes: int, sources) -> str:
+    """A digest of everything that decides the shard's bytes (not where the bytes come from)."""
+    sha = hashlib.sha256(f"{SHARD_VERSION}:{hash_algorithm}:{map_size}:{batch_bytes}".encode())
+    for s in sources:
+        sha.update(f"\n{s.hash}:{s.size}:{s.format}:{s.width}:{s.height}".encode())
+    return sha.hexdigest()
+
+
+class ShardWriter:
+    """One shard: images under their slot, and their properties (digest, size, format, w, h)."""
+
+    def __init__(self, path: Path, error_path: Path, map_size: int, batch_bytes: int, digest_size):
+        self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes)
+        self.file.create(b"images")
+        self.digest_size = digest_size
+        self.count = 0
+        self.image_bytes = 0
+        self.digests = bytearray()
+        self.sizes = array("q")
+        self.widths = array("i")
+        self.heights = array("i")
+        self.formats: list[str] = []
+
+    def add(self, data: bytes, digest: bytes, fmt: str, width: int, height: int) -> int:
+        slot = self.count
+        self.file.put(b"images", encode_index(slot), data)
+        self.digests += digest
+        self.sizes.append(len(data))
+        self.widths.append(width)
+        self.heights.append(height)
+        self.formats.append(fmt)
+        self.count += 1
+        self.image_bytes += len(data)
+        return slot
+
+    def seal(self, hash_algorithm: str) -> None:
+        """Write the shard's header and property table after its images."""
+        props = pa.table(
+            [
+                pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(self.digest_size),
+                    self.count,
+                    [None, pa.py_buffer(bytes(self.digests))],
+                ),
+                pa.array(self.sizes, pa.int64()),
+                pa.array(self.formats, pa.string()),
+                pa.array(self.widths, pa.int32()),
+                pa.array(self.heights, pa.int32()),
+            ],
+            schema=cat.props_schema(self.digest_size),
+        )
+        self.file.put(b"props", _ONLY, cat.encode_table(props))
+        header = {
+            "format": SHARD_FORMAT,
+            "format_version": SHARD_VERSION,
+            "count": self.count,
+            "hash_algorithm": hash_algorithm,
+            "image_bytes": self.image_bytes,
+        }
+        self.file.put(b"shard", _SHARD_HEADER_KEY, encode_shard_header(header))
+
+
+class _Reader:
+    """Bytes of sources, with spool files and older shards kept open for the task."""
+
+    def __init__(self):
+        self.fds: dict[str, int] = {}
+        self.envs: dict[str, tuple[lmdb.Environment, lmdb.Transaction, Any]] = {}
+
+    def read(self, source: Source) -> bytes | None:
+        if source.kind == "file":
+            from imgpack.probe import read_file
+
+            try:
+                return read_file(source.where)
+            except OSError:
+                return None
+        if source.kind == "spool":
+            fd = self.fds.get(source.where)
+            if fd is None:
+                fd = self.fds[source.where] = os.open(source.where, os.O_RDONLY)
+            return os.pread(fd, source.size, source.offset)
+        opened = self.envs.get(source.where)
+        if opened is None:
+            # Read-only and lock-free: an older shard may be a DVC cache object itself.
+            env = lmdb.open(source.where, subdir=False, readonly=True, lock=False, max_dbs=8)
+            txn = env.begin(buffers=False)
+            opened = self.envs[source.where] = (env, txn, env.open_db(b"images", txn=txn))
+        return opened[1].get(encode_index(source.offset), db=opened[2])
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        for env, txn, _ in self.envs.values():
+            txn.abort()
+            env.close()
+
+
+def write_shard(task: ShardTask) -> dict[str, Any]:
+    """Write the task's shard unless a finished file of it exists; returns its header entry."""
+    path = Path(task.path)
+    if not path.exists():
+        _write(task, path)
+    return {
+        "count": len(task.sources),
+        "image_bytes": sum(s.size for s in task.sources),
+        "file_bytes": path.stat().st_size,
+        "sha256": file_digest(path),
+    }
+
+
+def _write(task: ShardTask, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    digest_size = hashlib.new(task.hash_algorithm).digest_size
+    shard = ShardWriter(
+        partial, Path(task.error_path), task.map_size, task.batch_bytes, digest_size
+    )
+    reader = _Reader()
+    try:
+        for source in task.sources:
+            data = reader.read(source)
+            if source.kind == "file" and (
+                data is None
+                or len(data) != source.size
+                or hashlib.new(task.hash_algorithm, data).hexdigest() != source.hash
+            ):
+                raise InputError(
+                    f"{source.where} changed since ingest ({task.hash_algorithm} or size "
+                    "differs, or it is gone); rerun the ingest stage"
+                )
+            if data is None or len(data) != source.size:
+                raise InputError(
+                    f"{source.where}: image {source.offset} is not what the plan expected; "
+                    "the older pack or the build's spool is damaged: rebuild from scratch"
+                )
+            shard.add(data, bytes.fromhex(source.hash), source.format, source.width, source.height)
+        shard.seal(task.hash_algorithm)
+        shard.file.close()
+        os.replace(partial, path)  # only a whole, synced shard ever has the final name
+    except BaseException:
+        shard.file.abort()
+        raise
+    finally:
+        reader.close()

@@ -1,0 +1,140 @@
+"""Worker processes for reading, hashing and shard writing: ordered results, capped library threads."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from imgpack.errors import InputError, OutputError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = ["resolve_workers", "worker_pool", "ordered_map", "batched"]
+
+# Library thread pools each worker would otherwise size to the whole machine: processes x
+# threads must not exceed the cores (the oversubscription the seed note measured).
+THREAD_LIMITS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "ARROW_NUM_THREADS",
+    "ARROW_IO_THREADS",
+)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(value: int | str | None, where: str = "workers") -> int:
+    """`0`, `auto` or None mean every core this process may use; otherwise a positive count."""
+    if value in (None, 0, "0", "auto"):
+        return cores()
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 1:
+        raise InputError(f"{where} is {value!r}; use a number of processes, or 0 / auto for all")
+    return count
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _worker_start() -> None:
+    # A worker whose parent died (SIGKILL) must not live on: the kernel kills it with its parent.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    with contextlib.suppress(ImportError):
+        import pyarrow
+
+        pyarrow.set_cpu_count(1)
+        pyarrow.set_io_thread_count(1)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` processes (None for 1: work runs in this process); all stopped on exit.
+
+    forkserver, not fork: the parent may already run Arrow or SQLite threads, and a forked copy
+    of a process with threads can deadlock.
+    """
+    if workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
+    saved = {name: os.environ.get(name) for name in THREAD_LIMITS}
+    os.environ.update({name: "1" for name in THREAD_LIMITS})
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+        # Start every worker now, under the thread limits, not lazily later.
+        for future in [pool.submit(os.getpid) for _ in range(workers)]:
+            future.result()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    try:
+        yield pool
+    finally:
+        # Killed, not joined: after an error or Ctrl-C the queued work is not wanted.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], pool: ProcessPoolExecutor | None, ahead: int = 2
+) -> Iterator[tuple[T, R]]:
+    """Yield (item, fn(item)) in input order; at most `ahead` items per worker are in flight."""
+    if pool is None:
+        for item in items:
+            yield item, fn(item)
+        return
+    limit = ahead * pool._max_workers
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= limit:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    except BrokenProcessPool:
+        raise OutputError(
+            "a worker process died (killed, or out of memory); rerun, or lower the worker count "
+            "(--workers, ingest.workers, pack.workers)"
+        ) from None
+    finally:
+        for _, future in pending:
+            future.cancel()
