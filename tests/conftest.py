@@ -16,6 +16,13 @@ from imgpack.build import build
 from imgpack.params import PackParams
 from imgpack.sample import make as make_sample
 
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path_factory, monkeypatch):
+    """Each test remembers (ingest cache, validated shards) in its own place, never the user's."""
+    monkeypatch.setenv("IMGPACK_STATE", str(tmp_path_factory.mktemp("state")))
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -31,15 +31,20 @@ def build(
     pack_params: PackParams | None = None,
     report_out: str | Path | None = None,
 ) -> BuildResult:
-    """Pack `raw_dir` into `out`; the pack is validated before it is published, or not published."""
+    """Pack `raw_dir` into `out`, reading each file once; the pack is validated before it is
+    published, or not published. A pack already at `out` is the previous version (incremental)."""
     with scratch_dir(Path(out)) as scratch:
         manifest = scratch / "manifest.jsonl"
+        spool = scratch / "spool"  # the bytes ingest read, for the pack to store without a reread
+        spool.mkdir()
         split_folders = pack_params is not None and pack_params.splits == FOLDERS
-        report = ingest(raw_dir, manifest, report_out, labels, ingest_params, split_folders)
+        report = ingest(
+            raw_dir, manifest, report_out, labels, ingest_params, split_folders, spool=spool
+        )
         result = BuildResult(report, {})
 
         def check(tmp: Path) -> None:
             result.validation = validate(tmp, manifest)
 
-        result.header = pack(manifest, raw_dir, out, pack_params, before_publish=check)
+        result.header = pack(manifest, raw_dir, out, pack_params, before_publish=check, spool=spool)
     return result

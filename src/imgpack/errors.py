@@ -61,8 +61,9 @@ def output_failed(path: object, exc: BaseException) -> OutputError:
     )
 
 
-def name_offenders(items: list[str], limit: int = 20) -> str:
+def name_offenders(items: list[str], limit: int = 20, total: int | None = None) -> str:
     """Format the first `limit` offenders and the total count for a one-line message."""
+    total = max(len(items), total or 0)
     shown = ", ".join(items[:limit])
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return f"{len(items)}: {shown}{more}"
+    more = f" and {total - min(limit, len(items))} more" if total > limit else ""
+    return f"{total}: {shown}{more}"

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from imgpack.errors import InputError
+from imgpack.workers import resolve_workers
 
 __all__ = [
     "IngestParams",
@@ -50,9 +51,10 @@ class IngestParams:
     chunksize: int = 50_000
     max_pixels: int = 178_956_970  # Pillow's own decompression-bomb threshold
     on_error: dict[str, str] = field(default_factory=lambda: dict(ERROR_KINDS))
-    workers: int = 1  # threads; >1 helps only for large images, the GIL serialises small ones
+    workers: int | str = 0  # processes reading, hashing and probing; 0 or "auto": every core
 
     def __post_init__(self) -> None:
+        resolve_workers(self.workers, "ingest.workers")
         object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
         if self.hash not in HASH_ALGORITHMS:
             raise InputError(
@@ -68,8 +70,8 @@ class IngestParams:
                 raise InputError(f"ingest.on_error.{kind} is {action!r}; use 'skip' or 'fail'")
             policy[kind] = action
         object.__setattr__(self, "on_error", policy)
-        if self.chunksize < 1 or self.workers < 1:
-            raise InputError("ingest.chunksize and ingest.workers must be at least 1")
+        if self.chunksize < 1:
+            raise InputError("ingest.chunksize must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,16 @@ class PackParams:
     shard_mb: float = 64  # image bytes per shard; a pack that fits in one is a single file
     batch_mb: int = 32
     initial_map_size_mb: int = 0  # 0: from shard_mb
-    workers: int = 1  # threads; >1 helps only for large images, the GIL serialises small ones
+    workers: int | str = 0  # processes writing shards; 0 or "auto": every core
+    incremental: bool = True  # carry the previous version's shards over (see README)
+    compact_below: float = 0.5  # a carried shard whose live share falls below this is rewritten
 
     def __post_init__(self) -> None:
+        resolve_workers(self.workers, "pack.workers")
+        if not 0 <= self.compact_below <= 1:
+            raise InputError(
+                f"pack.compact_below is {self.compact_below!r}; use a share from 0 to 1"
+            )
         if self.duplicates not in ("keep", "dedupe"):
             raise InputError(f"pack.duplicates is {self.duplicates!r}; use 'keep' or 'dedupe'")
         if isinstance(self.splits, str):

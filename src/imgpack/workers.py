@@ -7,6 +7,8 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +19,7 @@ from imgpack.errors import InputError, OutputError
 
 T = TypeVar("T")
 R = TypeVar("R")
+C = TypeVar("C")
 
 __all__ = ["resolve_workers", "worker_pool", "ordered_map", "batched"]
 
@@ -90,12 +93,17 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
     saved = {name: os.environ.get(name) for name in THREAD_LIMITS}
     os.environ.update({name: "1" for name in THREAD_LIMITS})
+    # Workers run imgpack's functions only: they must not re-run the caller's script, which
+    # forkserver would do for a script without an `if __name__ == "__main__"` guard.
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
     try:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
         # Start every worker now, under the thread limits, not lazily later.
         for future in [pool.submit(os.getpid) for _ in range(workers)]:
             future.result()
     finally:
+        sys.modules["__main__"] = main
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -112,18 +120,22 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], pool: ProcessPoolExecutor | None, ahead: int = 2
-) -> Iterator[tuple[T, R]]:
-    """Yield (item, fn(item)) in input order; at most `ahead` items per worker are in flight."""
+    fn: Callable[[T], R],
+    items: Iterable[tuple[C, T]],
+    pool: ProcessPoolExecutor | None,
+    ahead: int = 2,
+) -> Iterator[tuple[C, R]]:
+    """For (context, task) pairs yield (context, fn(task)) in input order; only the task goes to
+    a worker, and at most `ahead` tasks per worker are in flight."""
     if pool is None:
-        for item in items:
-            yield item, fn(item)
+        for context, task in items:
+            yield context, fn(task)
         return
     limit = ahead * pool._max_workers
     pending: deque = deque()
     try:
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
+        for context, task in items:
+            pending.append((context, pool.submit(fn, task)))
             if len(pending) >= limit:
                 done, future = pending.popleft()
                 yield done, future.result()

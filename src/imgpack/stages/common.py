@@ -49,3 +49,33 @@ def write_json(path: Path, data: Any) -> None:
         raise output_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_stream(path: Path, fields: dict[str, Any]) -> None:
+    """Like `write_json` for a flat mapping whose list values may be iterators of JSON texts
+    (one entry each): the lists are streamed, never held whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write("{")
+            for n, key in enumerate(sorted(fields)):
+                value = fields[key]
+                out.write(("," if n else "") + f"\n  {json.dumps(key)}: ")
+                if isinstance(value, (dict, list, int, float, str)) or value is None:
+                    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+                    out.write(text.replace("\n", "\n  "))
+                    continue
+                out.write("[")
+                written = 0
+                for entry in value:
+                    out.write(("," if written else "") + "\n    " + entry)
+                    written += 1
+                out.write("\n  ]" if written else "]")
+            out.write("\n}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise output_failed(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 import sqlite3
+import struct
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,22 +19,30 @@ from typing import Any
 
 from imgpack.discover import Found, display_path, walk_sorted
 from imgpack.errors import InputError, PolicyError, name_offenders, output_failed
+from imgpack.examine import ExamineTask, examine_files
 from imgpack.labels import read_label_rows
 from imgpack.manifest import dumps, write_manifest
-from imgpack.parallel import batched, ordered_batch_map
 from imgpack.params import IngestParams, load_params
-from imgpack.probe import ProbeFailure, digest, probe_image, read_file
 from imgpack.progress import progress
 from imgpack.splits import FOLDERS, folder_split
-from imgpack.stages.common import run_stage, write_json
+from imgpack.stages.common import run_stage, write_json_stream
+from imgpack.state import IngestCache, file_stat
+from imgpack.workers import batched, ordered_map, resolve_workers, worker_pool
 from imgpack.writer import scratch_dir
 
 __all__ = ["ingest", "IngestReport"]
 
 
+LISTED = 1000  # entries of each list kept in memory (the report file has them all)
+
+
 @dataclass
 class IngestReport:
-    """Where every input went: discovered = packed + skipped, plus label rows with no image."""
+    """Where every input went: discovered = packed + skipped, plus label rows with no image.
+
+    Lists hold their first LISTED entries; `write(path)` streams every entry from the spill
+    files, so a folder of a million junk files or duplicates costs disk, not memory.
+    """
 
     discovered: int = 0
     packed: int = 0
@@ -42,32 +51,82 @@ class IngestReport:
     rows_without_image: list[dict[str, Any]] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)
     notes: list[dict[str, str]] = field(default_factory=list)  # packed, with something to know
+    counts: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+    read: int = 0  # files read this run; the others were known from the ingest cache
+    spill: Path | None = None
+
+    def _add(self, name: str, item: Any) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        held = getattr(self, name)
+        if len(held) < LISTED:
+            held.append(item)
+        if self.spill is not None:
+            with open(self.spill / f"{name}.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(dumps(item) + "\n")
 
     def skip(self, found: Found | str, kind: str, detail: str) -> None:
         path = found.key if isinstance(found, Found) else found
-        self.skipped.append({"path": display_path(path), "reason": kind, "detail": detail})
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+        self._add("skipped", {"path": display_path(path), "reason": kind, "detail": detail})
+
+    def note(self, item: dict[str, str]) -> None:
+        self._add("notes", item)
+
+    def without_image(self, item: dict[str, Any]) -> None:
+        self._add("rows_without_image", item)
+
+    def duplicate_group(self, group: list[str]) -> None:
+        self.counts["duplicate_files"] = self.counts.get("duplicate_files", 0) + len(group)
+        self._add("duplicate_groups", group)
+
+    def total(self, name: str) -> int:
+        return self.counts.get(name, 0)
 
     def as_dict(self) -> dict[str, Any]:
-        by_reason: dict[str, int] = {}
-        for item in self.skipped:
-            by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+        """The numbers, and the lists as far as they are held in memory (see `write`)."""
         return {
             "discovered": self.discovered,
             "packed": self.packed,
-            "skipped": len(self.skipped),
-            "skipped_by_reason": dict(sorted(by_reason.items())),
+            "read": self.read,
+            "skipped": self.total("skipped"),
+            "skipped_by_reason": dict(sorted(self.by_reason.items())),
             "label_rows": self.label_rows,
-            "label_rows_without_image": len(self.rows_without_image),
+            "label_rows_without_image": self.total("rows_without_image"),
             "duplicates": {
-                "groups": len(self.duplicate_groups),
-                "files": sum(len(g) for g in self.duplicate_groups),
+                "groups": self.total("duplicate_groups"),
+                "files": self.total("duplicate_files"),
             },
-            "skipped_files": sorted(self.skipped, key=lambda item: item["path"]),
+            "skipped_files": self.skipped,
             "label_rows_without_image_list": self.rows_without_image,
             "duplicate_groups": self.duplicate_groups,
-            "notes": len(self.notes),
+            "notes": self.total("notes"),
             "notes_list": self.notes,
         }
+
+    def write(self, path: Path) -> None:
+        """The report as JSON, every list entry streamed from its spill file."""
+        lists = {
+            "skipped_files": "skipped",
+            "label_rows_without_image_list": "rows_without_image",
+            "duplicate_groups": "duplicate_groups",
+            "notes_list": "notes",
+        }
+        summary = self.as_dict()
+
+        def entries(name: str):
+            spilled = self.spill / f"{name}.jsonl" if self.spill is not None else None
+            if spilled is None or not spilled.exists():
+                yield from (dumps(item) for item in getattr(self, name))
+                return
+            with open(spilled, encoding="utf-8") as handle:
+                for line in handle:
+                    yield line.rstrip("\n")
+
+        fields = {
+            key: (entries(lists[key]) if key in lists else value) for key, value in summary.items()
+        }
+        write_json_stream(Path(path), fields)
 
 
 def ingest(
@@ -77,26 +136,32 @@ def ingest(
     labels: str | Path | None = None,
     params: IngestParams | None = None,
     split_folders: bool = False,
+    spool: Path | None = None,
+    cache: bool = True,
 ) -> IngestReport:
     """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names.
 
     `split_folders` (pack.splits: folders): a file whose top folder names no split is accounted
-    for as `unknown_split`.
+    for as `unknown_split`. Files whose stat is unchanged since an earlier run are not read again
+    (see `imgpack.state`); `spool`: a folder where the bytes read are kept for the pack.
     """
     params = params or IngestParams()
-    report = IngestReport()
     refused: dict[str, list[str]] = {}
 
     def account(found: Found | str, kind: str, detail: str) -> None:
         report.skip(found, kind, detail)
         if params.on_error[kind] == "fail":
-            refused.setdefault(kind, []).append(display_path(getattr(found, "key", found)))
+            offenders = refused.setdefault(kind, [])
+            if len(offenders) <= LISTED:
+                offenders.append(display_path(getattr(found, "key", found)))
 
     with (
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
         contextlib.closing(sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))) as db,
+        worker_pool(resolve_workers(params.workers, "ingest.workers")) as pool,
     ):
+        report = IngestReport(spill=scratch)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
@@ -108,62 +173,113 @@ def ingest(
         )
         if split_folders:
             candidates = _in_split_folders(candidates, account)
+        remembered = IngestCache(folder, params.hash, params.max_pixels) if cache else None
+        spool_index = open(spool / "index.bin", "wb") if spool is not None else None  # noqa: SIM115
         staged = os.path.join(scratch, "rows.jsonl")
         total_bytes = 0
-        with open(staged, "w", encoding="utf-8", newline="\n") as rows:
-            examined = ordered_batch_map(
-                partial(_examine_batch, params=params),
-                progress(candidates, "ingest"),
-                params.workers,
-            )
-            for batch in batched(examined, 1024):
-                hashes = []
-                for (found, label, extra), outcome in batch:
-                    if isinstance(outcome, ProbeFailure):
-                        account(found, outcome.kind, outcome.detail)
-                        continue
-                    size, hash_hex, probe = outcome
-                    if probe.trailing:
-                        report.notes.append(
-                            {
-                                "path": display_path(found.key),
-                                "note": f"{probe.trailing} bytes after the end of the "
-                                f"{probe.format} image (kept as they are, e.g. a motion photo)",
-                            }
+        seen_keys = os.path.join(scratch, "seen.txt")
+        try:
+            with (
+                open(staged, "w", encoding="utf-8", newline="\n") as rows,
+                open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
+            ):
+                tasks = _tasks(progress(candidates, "ingest"), params, remembered, spool, seen)
+                for (batch, known, stats), fresh in ordered_map(examine_files, tasks, pool):
+                    outcomes = _merge(known, fresh)
+                    if remembered is not None:
+                        remembered.remember(
+                            (found.key, stat, outcome[:7])
+                            for (found, _, _), stat, outcome, cached in zip(
+                                batch, stats, outcomes, known, strict=True
+                            )
+                            if cached is None
                         )
-                    row = {
-                        "key": found.key,
-                        "size": size,
-                        "hash": hash_hex,
-                        "format": probe.format,
-                        "width": probe.width,
-                        "height": probe.height,
-                        "label": label,
-                        "extra": extra,
-                        "duplicate_of": None,
-                    }
-                    rows.write(dumps(row) + "\n")
-                    hashes.append((hash_hex, found.key, report.packed))
-                    report.packed += 1
-                    total_bytes += size
-                db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", hashes)
+                    report.read += len(fresh)
+                    hashes = []
+                    for (found, label, extra), outcome in zip(batch, outcomes, strict=True):
+                        if outcome[0] == "fail":
+                            account(found, outcome[1], outcome[2])
+                            continue
+                        _, size, hash_hex, fmt, width, height, trailing = outcome[:7]
+                        if trailing:
+                            report.note(
+                                {
+                                    "path": display_path(found.key),
+                                    "note": f"{trailing} bytes after the end of the {fmt} image "
+                                    "(kept as they are, e.g. a motion photo)",
+                                }
+                            )
+                        row = {
+                            "key": found.key,
+                            "size": size,
+                            "hash": hash_hex,
+                            "format": fmt,
+                            "width": width,
+                            "height": height,
+                            "label": label,
+                            "extra": extra,
+                            "duplicate_of": None,
+                        }
+                        rows.write(dumps(row) + "\n")
+                        if spool_index is not None:
+                            spool_index.write(_spool_entry(outcome, spool))
+                        hashes.append((hash_hex, found.key, report.packed))
+                        report.packed += 1
+                        total_bytes += size
+                    db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", hashes)
+            if remembered is not None:
+                with open(seen_keys, encoding="utf-8", errors="surrogateescape") as keys:
+                    remembered.close(line.rstrip("\n") for line in keys)
+        finally:
+            if remembered is not None:
+                remembered.close()
+            if spool_index is not None:
+                spool_index.close()
         for row in report.rows_without_image:
             if params.on_error["missing_image"] == "fail":
                 refused.setdefault("missing_image", []).append(row["path"])
         if refused:
-            raise PolicyError(_refusal(refused))
+            raise PolicyError(_refusal(refused, report))
         if not report.packed:
             raise InputError(
                 f"{folder}: no images to pack ({report.discovered} files found, all skipped: "
                 f"{_reasons(report)}); check ingest.folder and ingest.extensions"
             )
         db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
-        report.duplicate_groups, duplicate_of = _duplicates(db)
+        duplicate_of = _duplicates(db, report)
         header = {"hash_algorithm": params.hash, "count": report.packed, "total_bytes": total_bytes}
         write_manifest(Path(manifest_out), header, _final_rows(staged, duplicate_of))
-    if report_out is not None:
-        write_json(Path(report_out), report.as_dict())
+        if report_out is not None:
+            report.write(Path(report_out))
+        report.spill = None
     return report
+
+
+def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, seen):
+    """Batches of candidates with their stat and what the cache knows; the rest is read by workers."""
+    for batch in batched(candidates, 256):
+        keys = [found.key for found, _, _ in batch]
+        stats = [file_stat(found.path) for found, _, _ in batch]
+        for key in keys:
+            seen.write(key + "\n")
+        known = [None] * len(batch) if remembered is None else remembered.lookup(keys, stats)
+        paths = tuple(f.path for (f, _, _), k in zip(batch, known, strict=True) if k is None)
+        task = ExamineTask(paths, params.hash, params.max_pixels, str(spool) if spool else None)
+        yield (batch, known, stats), task
+
+
+def _merge(known: list, fresh: list) -> list:
+    """The batch's outcomes in order: from the cache where known, else as just read."""
+    read = iter(fresh)
+    return [k if k is not None else next(read) for k in known]
+
+
+def _spool_entry(outcome: list, spool: Path) -> bytes:
+    """Where the manifest row's bytes are in the spool: (pid of the spool file, offset), or none."""
+    if len(outcome) > 7:
+        pid = int(Path(outcome[7]).stem.rpartition("-")[2])
+        return struct.pack("<qq", pid, outcome[8])
+    return struct.pack("<qq", -1, -1)
 
 
 @contextlib.contextmanager
@@ -177,21 +293,6 @@ def _scratch_errors(scratch: Path):
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise output_failed(scratch, exc) from None
         raise
-
-
-def _examine_batch(items: list, params: IngestParams) -> list:
-    return [_examine(found.path, params) for found, _, _ in items]
-
-
-def _examine(path: str, params: IngestParams):
-    """Read, probe and hash one file; returns (size, hash, probe) or the ProbeFailure."""
-    try:
-        data = read_file(path)
-        return len(data), digest(data, params.hash), probe_image(data, params.max_pixels)
-    except ProbeFailure as failure:
-        return failure
-    except OSError as exc:
-        return ProbeFailure("corrupt", f"unreadable ({exc.strerror})")
 
 
 def _label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
@@ -312,7 +413,7 @@ def _in_split_folders(candidates, account):
 
 
 def _row_without_image(group, report: IngestReport) -> None:
-    report.rows_without_image.append(
+    report.without_image(
         {
             "path": group[0],
             "reason": "missing_image",
@@ -321,30 +422,39 @@ def _row_without_image(group, report: IngestReport) -> None:
     )
 
 
-def _duplicates(db: sqlite3.Connection) -> tuple[list[list[str]], dict[int, str]]:
-    """Groups of keys with identical bytes, and for each later key the ordinal -> first key."""
-    cursor = db.execute(
-        "SELECT h.hash, h.key, h.ordinal FROM hashes AS h JOIN "
-        "(SELECT hash FROM hashes GROUP BY hash HAVING COUNT(*) > 1) AS d ON d.hash = h.hash "
-        "ORDER BY h.hash, h.key"
+def _duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[tuple[int, str]]:
+    """Report groups of keys with identical bytes; returns (ordinal, first key) of each later
+    copy, in ordinal order, from disk."""
+    db.execute(
+        "CREATE TABLE firsts AS SELECT hash, MIN(key) AS first FROM hashes "
+        "GROUP BY hash HAVING COUNT(*) > 1"
     )
-    groups: dict[str, list[str]] = {}
-    duplicate_of: dict[int, str] = {}
-    for hash_hex, key, ordinal in cursor:
-        group = groups.setdefault(hash_hex, [])
-        if group:
-            duplicate_of[ordinal] = group[0]
+    group: list[str] = []
+    for first, key in db.execute(
+        "SELECT f.first, h.key FROM hashes AS h JOIN firsts AS f ON f.hash = h.hash "
+        "ORDER BY f.first, h.key"
+    ):
+        if group and group[0] != first:
+            report.duplicate_group(group)
+            group = []
         group.append(key)
-    return sorted(groups.values()), duplicate_of
+    if group:
+        report.duplicate_group(group)
+    return db.execute(
+        "SELECT h.ordinal, f.first FROM hashes AS h JOIN firsts AS f ON f.hash = h.hash "
+        "WHERE h.key != f.first ORDER BY h.ordinal"
+    )
 
 
-def _final_rows(staged: str, duplicate_of: dict[int, str]) -> Iterator[dict[str, Any] | str]:
+def _final_rows(staged: str, duplicate_of: Iterator[tuple[int, str]]):
     """Staged rows with duplicate_of filled in; untouched rows pass through as text."""
+    pending = next(duplicate_of, None)
     with open(staged, encoding="utf-8") as rows:
         for ordinal, line in enumerate(rows):
-            if ordinal in duplicate_of:
+            if pending is not None and pending[0] == ordinal:
                 row = json.loads(line)
-                row["duplicate_of"] = duplicate_of[ordinal]
+                row["duplicate_of"] = pending[1]
+                pending = next(duplicate_of, None)
                 yield row
             else:
                 yield line
@@ -355,8 +465,11 @@ def _reasons(report: IngestReport) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in counts.items()) or "none"
 
 
-def _refusal(refused: dict[str, list[str]]) -> str:
-    parts = [f"{kind} {name_offenders(paths)}" for kind, paths in sorted(refused.items())]
+def _refusal(refused: dict[str, list[str]], report: IngestReport) -> str:
+    parts = [
+        f"{kind} {name_offenders(paths, total=report.by_reason.get(kind, len(paths)))}"
+        for kind, paths in sorted(refused.items())
+    ]
     return (
         "ingest refused the inputs (policy 'fail'): "
         + "; ".join(parts)

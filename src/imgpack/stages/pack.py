@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
-import os
+import itertools
+import shutil
+import sqlite3
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
 from imgpack.manifest import dumps, file_digest, read_manifest
-from imgpack.packwriter import PackBuilder
-from imgpack.parallel import ordered_batch_map
+from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
-from imgpack.probe import digest, read_file
+from imgpack.plan import Planner, claims, load_previous, match_previous
 from imgpack.progress import progress
+from imgpack.shardtask import write_shard
 from imgpack.splits import assign_split
 from imgpack.stages.common import run_stage
+from imgpack.workers import ordered_map, resolve_workers, worker_pool
+from imgpack.writer import default_map_size, scratch_dir
 
 __all__ = ["pack"]
 
@@ -30,50 +34,108 @@ def pack(
     out: str | Path,
     params: PackParams | None = None,
     before_publish: Callable[[Path], None] | None = None,
+    spool: Path | None = None,
 ) -> dict[str, Any]:
     """Write the pack for `manifest` (images read from `folder`) to `out`; returns its header.
 
-    `before_publish(tmp)` may check the finished file and raise to keep it from being published.
+    With `pack.incremental`, the pack already at `out` is the previous version: its shards are
+    carried over as they are where they can be (see `imgpack.plan`). Shards are written by worker
+    processes; a killed run leaves its finished shards in `.<out>.resume/` for the next run.
+    `before_publish(tmp)` may check the finished pack and raise to keep it from being published.
+    The returned header also says how many shards were carried, new and compacted.
     """
     params = params or PackParams()
+    out, folder = Path(out), Path(folder)
     header, rows = read_manifest(Path(manifest))
-    folder = Path(folder)
     algorithm = header["hash_algorithm"]
-    read = partial(_read_batch, folder=str(folder), algorithm=algorithm)
-    builder = PackBuilder(
-        Path(out),
-        algorithm,
-        shard_bytes=params.shard_bytes,
-        map_size=params.initial_map_size_mb << 20,
-        batch_bytes=params.batch_mb << 20,
-    )
-    with builder:
-        loaded = ordered_batch_map(read, progress(rows, "pack", header["count"]), params.workers)
-        for row, (data, hash_hex) in loaded:
-            if data is None or len(data) != row["size"] or hash_hex != row["hash"]:
-                raise InputError(
-                    f"{folder / row['key']} changed since ingest (size or {algorithm} differs); "
-                    "rerun the ingest stage"
-                )
-            if params.duplicates == "dedupe" and row["duplicate_of"]:
-                builder.add_alias(row["key"], row["duplicate_of"])
-                continue
-            builder.add(
-                row["key"],
-                data,
-                digest=bytes.fromhex(hash_hex),
-                format=row["format"],
-                width=row["width"],
-                height=row["height"],
-                label=row["label"],
-                split=_split(row["key"], params),
-                extra=row["extra"],
+    map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
+    store = out.with_name(f".{out.name}.resume")
+    workers = resolve_workers(params.workers, "pack.workers")
+    with (
+        scratch_dir(out.with_name(out.name + "-plan")) as scratch,
+        contextlib.closing(sqlite3.connect(scratch / "plan.sqlite")) as db,
+    ):
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        previous = load_previous(out, algorithm, db) if params.incremental else None
+        if previous is not None:
+            _load_new(db, read_manifest(Path(manifest))[1], params)
+            match_previous(db, previous, params.compact_below)
+        store.mkdir(parents=True, exist_ok=True)
+        planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
+        with (
+            PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
+            worker_pool(workers) as pool,
+            contextlib.closing(planner),
+        ):
+            if previous is not None:
+                for old in previous.kept:  # in their old order: new numbers ascend with it
+                    entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
+                    assembler.add_shard(previous.shard_paths[old], entry, carried=True)
+            planned = _plan(rows, header["count"], planner, assembler, claims(db), params)
+            for task, entry in ordered_map(write_shard, planned, pool):
+                assembler.add_shard(Path(task.path), entry)
+            written = assembler.publish(
+                before_publish,
+                params_digest=_params_digest(params),
+                manifest_digest=file_digest(Path(manifest)),
             )
-        return builder.publish(
-            before_publish,
-            params_digest=_params_digest(params),
-            manifest_digest=file_digest(Path(manifest)),
+    shutil.rmtree(store, ignore_errors=True)
+    compacted = len(previous.entries) - len(previous.kept) if previous else 0
+    return {
+        **written,
+        "carried_shards": len(previous.kept) if previous else 0,
+        "new_shards": planner.new_shards,
+        "compacted_shards": compacted,
+    }
+
+
+_ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
+
+
+def _load_new(db: sqlite3.Connection, rows, params: PackParams) -> None:
+    """The records to store (aliases are not) into table `new`, for matching."""
+    db.execute("CREATE TABLE new (ordinal INTEGER PRIMARY KEY, key TEXT, hash BLOB)")
+    stored = (
+        (ordinal, row["key"], bytes.fromhex(row["hash"]))
+        for ordinal, row in enumerate(rows)
+        if not (params.duplicates == "dedupe" and row["duplicate_of"])
+    )
+    while chunk := list(itertools.islice(stored, 10_000)):
+        db.executemany("INSERT INTO new VALUES (?, ?, ?)", chunk)
+
+
+def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
+    """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut."""
+    pending = next(claimed, None)
+    for ordinal, row in enumerate(progress(rows, "pack", count)):
+        if params.duplicates == "dedupe" and row["duplicate_of"]:
+            assembler.add_alias(row["key"], row["duplicate_of"])
+            planner.skip()
+            continue
+        claim = None
+        if pending is not None and pending[0] == ordinal:
+            claim, pending = pending[1:], next(claimed, None)
+        (shard, slot), done = planner.place(ordinal, row, claim)
+        if done is not None:
+            yield done, done
+        assembler.add_row(
+            {
+                "key": row["key"],
+                "label": row["label"],
+                "split": _split(row["key"], params),
+                "format": row["format"],
+                "width": row["width"],
+                "height": row["height"],
+                "size": row["size"],
+                "shard": shard,
+                "slot": slot,
+            },
+            row["extra"],
         )
+    last = planner.finish()
+    if last is not None:
+        yield last, last
 
 
 def _split(key: str, params: PackParams) -> str:
@@ -87,21 +149,9 @@ def _split(key: str, params: PackParams) -> str:
 
 
 def _params_digest(params: PackParams) -> str:
-    """Digest of the params that shape the pack's bytes (the thread count does not)."""
+    """Digest of the params that shape the pack's bytes (worker counts do not)."""
     shaping = {k: v for k, v in dataclasses.asdict(params).items() if k != "workers"}
     return hashlib.sha256(dumps(shaping).encode()).hexdigest()
-
-
-def _read_batch(rows: list[dict], folder: str, algorithm: str) -> list[tuple[bytes | None, str]]:
-    out = []
-    for row in rows:
-        try:
-            data = read_file(os.path.join(folder, row["key"]))
-        except OSError:
-            out.append((None, ""))
-            continue
-        out.append((data, digest(data, algorithm)))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

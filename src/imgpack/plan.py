@@ -1,0 +1,191 @@
+"""Plan a version's shards: which shards of the previous version carry over, what new shards hold.
+
+Records are matched to the previous version's stored images by key and digest, then by digest
+alone (a renamed file costs nothing). A previous shard is carried over, byte for byte, while its
+live share is at least `pack.compact_below`; every other record is stored anew, in key order, in
+new shards cut by size exactly as a from-scratch build cuts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import ImgpackError
+from imgpack.params import PackParams
+from imgpack.shardtask import ShardTask, Source, task_id
+
+__all__ = ["Previous", "load_previous", "match_previous", "Planner"]
+
+_SPOOL_ENTRY = struct.Struct("<qq")
+
+
+@dataclass
+class Previous:
+    """The previous version's shards: paths and header entries, and which survive."""
+
+    path: Path
+    shard_paths: list[Path]
+    entries: list[dict[str, Any]]
+    kept: dict[int, int] = field(default_factory=dict)  # old shard number -> new shard number
+    live: dict[int, int] = field(default_factory=dict)  # old shard number -> records still in it
+
+
+def load_previous(out: Path, algorithm: str, db: sqlite3.Connection) -> Previous | None:
+    """The pack at `out`, if it is a folder pack of the same digest, with every stored image's
+    (shard, slot, digest) and every record's key loaded into `db`."""
+    if not out.is_dir():
+        return None  # nothing there, or one file: small enough to rebuild whole
+    from imgpack.reader import Pack
+
+    try:
+        with Pack(out) as pack:
+            if pack.header["hash_algorithm"] != algorithm:
+                return None
+            previous = Previous(out, pack.shard_paths, list(pack.header["shards"]))
+            db.execute("CREATE TABLE old_slots (shard INT, slot INT, hash BLOB)")
+            db.execute("CREATE TABLE old_keys (key TEXT, shard INT, slot INT)")
+            for number in range(len(previous.entries)):
+                digests = pack.catalog._shard_digests(number)
+                db.executemany(
+                    "INSERT INTO old_slots VALUES (?, ?, ?)",
+                    ((number, slot, row.tobytes()) for slot, row in enumerate(digests)),
+                )
+            for _, part in pack.catalog.tables(["key", "shard", "slot"]):
+                db.executemany(
+                    "INSERT INTO old_keys VALUES (?, ?, ?)",
+                    zip(
+                        *(part.column(n).to_pylist() for n in ("key", "shard", "slot")), strict=True
+                    ),
+                )
+    except ImgpackError:
+        return None  # a damaged previous version is not a source: build from scratch
+    return previous
+
+
+def match_previous(db: sqlite3.Connection, previous: Previous, compact_below: float) -> None:
+    """Claim a previous image for each record that can have one; decide which shards carry over.
+
+    Needs table `new (ordinal, key, hash)` of the records to store. Fills table `claim`
+    (ordinal, shard, slot) with claims on carried shards only.
+    """
+    db.execute("CREATE INDEX old_keys_key ON old_keys (key)")
+    db.execute("CREATE INDEX old_slots_place ON old_slots (shard, slot)")
+    db.execute(
+        "CREATE TABLE claim AS SELECT n.ordinal AS ordinal, k.shard AS shard, k.slot AS slot "
+        "FROM new AS n JOIN old_keys AS k ON k.key = n.key "
+        "JOIN old_slots AS s ON s.shard = k.shard AND s.slot = k.slot AND s.hash = n.hash"
+    )
+    db.execute("CREATE UNIQUE INDEX claim_ordinal ON claim (ordinal)")
+    db.execute("CREATE INDEX claim_place ON claim (shard, slot)")
+    db.execute(
+        "INSERT INTO claim "
+        "WITH n AS (SELECT ordinal, hash, ROW_NUMBER() OVER (PARTITION BY hash ORDER BY ordinal) "
+        "  AS r FROM new WHERE ordinal NOT IN (SELECT ordinal FROM claim)), "
+        "s AS (SELECT shard, slot, hash, ROW_NUMBER() OVER (PARTITION BY hash ORDER BY shard, "
+        "  slot) AS r FROM old_slots AS o WHERE NOT EXISTS "
+        "  (SELECT 1 FROM claim AS c WHERE c.shard = o.shard AND c.slot = o.slot)) "
+        "SELECT n.ordinal, s.shard, s.slot FROM n JOIN s ON s.hash = n.hash AND s.r = n.r"
+    )
+    previous.live = dict(db.execute("SELECT shard, COUNT(*) FROM claim GROUP BY shard"))
+    for number, entry in enumerate(previous.entries):
+        live = previous.live.get(number, 0)
+        if live and live >= compact_below * entry["count"]:
+            previous.kept[number] = len(previous.kept)
+
+
+class Planner:
+    """Walk the manifest in key order, give each record its (shard, slot), and cut new shards."""
+
+    def __init__(
+        self,
+        out: Path,
+        folder: Path,
+        algorithm: str,
+        params: PackParams,
+        map_size: int,
+        store: Path,
+        previous: Previous | None,
+        spool: Path | None,
+    ):
+        self.out, self.folder, self.algorithm = out, folder, algorithm
+        self.params, self.map_size, self.store = params, map_size, store
+        self.previous = previous
+        self.first_new = len(previous.kept) if previous else 0
+        self.spool = spool
+        self._spool_index = open(spool / "index.bin", "rb") if spool else None  # noqa: SIM115
+        self._sources: list[Source] = []
+        self._bytes = 0
+        self.new_shards = 0
+        self.compacted_from_previous = 0
+
+    def close(self) -> None:
+        if self._spool_index is not None:
+            self._spool_index.close()
+
+    def place(self, ordinal: int, row: dict[str, Any], claim: tuple[int, int] | None):
+        """(shard, slot) of one stored record, and the task of a shard it completed, if any."""
+        previous = self.previous
+        if claim is not None and claim[0] in previous.kept:
+            self._skip_spool()
+            return (previous.kept[claim[0]], claim[1]), None
+        source = self._source(row, claim)
+        done = None
+        if self._sources and self._bytes + row["size"] > self.params.shard_bytes:
+            done = self.finish()
+        self._sources.append(source)
+        self._bytes += row["size"]
+        return (self.first_new + self.new_shards, len(self._sources) - 1), done
+
+    def _skip_spool(self) -> None:
+        if self._spool_index is not None:
+            self._spool_index.read(_SPOOL_ENTRY.size)
+
+    def skip(self) -> None:
+        """A manifest row that is not stored (an alias)."""
+        self._skip_spool()
+
+    def _source(self, row: dict[str, Any], claim) -> Source:
+        meta = (row["size"], row["hash"], row["format"], row["width"], row["height"])
+        if claim is not None:  # in a previous shard being compacted: read it from there
+            self.compacted_from_previous += 1
+            return Source("shard", str(self.previous.shard_paths[claim[0]]), claim[1], *meta)
+        if self._spool_index is not None:
+            pid, offset = _SPOOL_ENTRY.unpack(self._spool_index.read(_SPOOL_ENTRY.size))
+            if pid >= 0:
+                spool_file = os.path.join(self.spool, f"spool-{pid}.bin")
+                return Source("spool", spool_file, offset, *meta)
+        return Source("file", os.path.join(self.folder, row["key"]), 0, *meta)
+
+    def finish(self) -> ShardTask | None:
+        """The task of the shard being filled, if it holds anything."""
+        if not self._sources:
+            return None
+        sources = tuple(self._sources)
+        name = task_id(self.algorithm, self.map_size, self.params.batch_mb << 20, sources)
+        task = ShardTask(
+            str(self.store / f"{name[:32]}.lmdb"),
+            self.algorithm,
+            self.map_size,
+            self.params.batch_mb << 20,
+            str(self.out),
+            sources,
+        )
+        self._sources, self._bytes = [], 0
+        self.new_shards += 1
+        return task
+
+
+def claims(db: sqlite3.Connection | None) -> Iterator[tuple[int, int, int]]:
+    """(ordinal, old shard, slot) of every claim, in ordinal order."""
+    if db is None:
+        return iter(())
+    with contextlib.suppress(sqlite3.OperationalError):
+        return iter(db.execute("SELECT ordinal, shard, slot FROM claim ORDER BY ordinal"))
+    return iter(())

@@ -1,0 +1,170 @@
+"""What imgpack remembers between runs, outside the outputs DVC tracks: per-file ingest results, validated shards."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["state_dir", "IngestCache", "ValidatedShards", "FileStat"]
+
+_VERSION = 1
+# A file changed within this window of its last check may not show it in mtime (coarse clocks),
+# so its result is not remembered: the racy-clean rule git uses for its index.
+_RACY_NS = 2_000_000_000
+
+FileStat = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+
+
+def state_dir() -> Path:
+    """`$IMGPACK_STATE`, else `.dvc/tmp/imgpack` of the DVC project around the working
+    directory (beside DVC's own state), else `~/.cache/imgpack/state`."""
+    if os.environ.get("IMGPACK_STATE"):
+        return Path(os.environ["IMGPACK_STATE"])
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir():
+            return folder / ".dvc" / "tmp" / "imgpack"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache) / "imgpack" / "state"
+
+
+def file_stat(path: str) -> FileStat | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+class IngestCache:
+    """Per raw folder: key -> (stat, what ingest learned); a file whose stat is unchanged is not read.
+
+    A file rewritten with the same size and its mtime put back still changes ctime; a file
+    replaced by another changes the inode: both are read again.
+    """
+
+    def __init__(self, folder: str | Path, algorithm: str, max_pixels: int):
+        real = os.path.realpath(folder)
+        name = hashlib.sha256(f"{_VERSION}\0{real}\0{algorithm}\0{max_pixels}".encode()).hexdigest()
+        self.path = state_dir() / f"ingest-{name[:24]}.sqlite"
+        self.started = time.time_ns()
+        try:
+            self.db = _connect(self.path)
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, size INT, mtime INT, "
+                "ino INT, ctime INT, outcome TEXT) WITHOUT ROWID"
+            )
+        except (sqlite3.Error, OSError):
+            self.db = None  # no place to remember: every file is read, as without a cache
+        self.seen = 0
+        self.hits = 0
+
+    def lookup(self, keys: Sequence[str], stats: Sequence[FileStat | None]) -> list[Any]:
+        """The remembered outcome of each key whose stat is unchanged, else None."""
+        self.seen += len(keys)
+        if self.db is None or not keys:
+            return [None] * len(keys)
+        marks = ",".join("?" * len(keys))
+        rows = {
+            row[0]: row[1:]
+            for row in self.db.execute(
+                f"SELECT key, size, mtime, ino, ctime, outcome FROM files WHERE key IN ({marks})",
+                list(keys),
+            )
+        }
+        out = []
+        for key, stat in zip(keys, stats, strict=True):
+            row = rows.get(key)
+            if row is None or stat is None or tuple(row[:4]) != stat:
+                out.append(None)
+            else:
+                self.hits += 1
+                out.append(json.loads(row[4]))
+        return out
+
+    def remember(self, items: Iterable[tuple[str, FileStat | None, Any]]) -> None:
+        if self.db is None:
+            return
+        fresh = self.started - _RACY_NS
+        rows = [
+            (key, *stat, json.dumps(outcome))
+            for key, stat, outcome in items
+            if stat is not None and stat[1] < fresh and stat[3] < fresh
+        ]
+        with contextlib.suppress(sqlite3.Error):
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self, keep: Iterable[str] | None = None) -> None:
+        """Commit; forget files no longer in the folder when they are many (`keep`: every key seen)."""
+        if self.db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            total = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            if keep is not None and total > 2 * self.seen + 1000:
+                self.db.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
+                self.db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((k,) for k in keep))
+                self.db.execute("DELETE FROM files WHERE key NOT IN (SELECT key FROM keep)")
+            self.db.commit()
+        self.db.close()
+        self.db = None
+
+
+class ValidatedShards:
+    """Shard files checked image by image, by (name, sha256, size, inode, mtime): unchanged ones
+    need not be read again by the validate stage."""
+
+    def __init__(self):
+        try:
+            self.db = _connect(state_dir() / "validated-shards.sqlite")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS shards (name TEXT, sha256 TEXT, size INT, ino INT, "
+                "mtime INT, PRIMARY KEY (name, sha256, size, ino, mtime)) WITHOUT ROWID"
+            )
+        except (sqlite3.Error, OSError):
+            self.db = None
+
+    @staticmethod
+    def _identity(path: Path, entry: dict[str, Any]) -> tuple | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return entry["name"], entry["sha256"], st.st_size, st.st_ino, st.st_mtime_ns
+
+    def checked(self, path: Path, entry: dict[str, Any]) -> bool:
+        identity = self._identity(path, entry)
+        if self.db is None or identity is None or identity[2] != entry["file_bytes"]:
+            return False
+        row = self.db.execute(
+            "SELECT 1 FROM shards WHERE name=? AND sha256=? AND size=? AND ino=? AND mtime=?",
+            identity,
+        ).fetchone()
+        return row is not None
+
+    def add(self, path: Path, entry: dict[str, Any]) -> None:
+        identity = self._identity(path, entry)
+        if self.db is not None and identity is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("INSERT OR IGNORE INTO shards VALUES (?, ?, ?, ?, ?)", identity)
+
+    def close(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.commit()
+            self.db.close()
+            self.db = None
