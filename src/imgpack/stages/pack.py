@@ -63,23 +63,29 @@ def pack(
             match_previous(db, previous, params.compact_below)
         store.mkdir(parents=True, exist_ok=True)
         planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
-        with (
-            PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
-            worker_pool(workers) as pool,
-            contextlib.closing(planner),
-        ):
-            if previous is not None:
-                for old in previous.kept:  # in their old order: new numbers ascend with it
-                    entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
-                    assembler.add_shard(previous.shard_paths[old], entry, carried=True)
-            planned = _plan(rows, header["count"], planner, assembler, claims(db), params)
-            for task, entry in ordered_map(write_shard, planned, pool):
-                assembler.add_shard(Path(task.path), entry)
-            written = assembler.publish(
-                before_publish,
-                params_digest=_params_digest(params),
-                manifest_digest=file_digest(Path(manifest)),
-            )
+        try:
+            with (
+                PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
+                worker_pool(workers) as pool,
+                contextlib.closing(planner),
+            ):
+                if previous is not None:
+                    for old in previous.kept:  # in their old order: new numbers ascend with it
+                        entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
+                        assembler.add_shard(previous.shard_paths[old], entry, carried=True)
+                planned = _plan(rows, header["count"], planner, assembler, claims(db), params)
+                for task, entry in ordered_map(write_shard, planned, pool):
+                    assembler.add_shard(Path(task.path), entry)
+                written = assembler.publish(
+                    before_publish,
+                    params_digest=_params_digest(params),
+                    manifest_digest=file_digest(Path(manifest)),
+                )
+        except BaseException:
+            # Whole shards stay for the next run to reuse; an empty store goes.
+            with contextlib.suppress(OSError):
+                store.rmdir()
+            raise
     shutil.rmtree(store, ignore_errors=True)
     compacted = len(previous.entries) - len(previous.kept) if previous else 0
     return {
