@@ -14,6 +14,7 @@ from imgpack.probe import digest
 from imgpack.progress import progress
 from imgpack.reader import Pack
 from imgpack.stages.common import run_stage, write_json
+from imgpack.state import ValidatedShards
 
 __all__ = ["validate"]
 
@@ -25,20 +26,36 @@ def validate(
     manifest: str | Path,
     report_out: str | Path | None = None,
     params: ValidateParams | None = None,
+    remember: bool = True,
 ) -> dict[str, Any]:
-    """Compare counts, keys, recomputed hashes and labels; raise ValidationError on any mismatch."""
+    """Compare counts, keys, recomputed hashes and labels; raise ValidationError on any mismatch.
+
+    Images are hashed again in every shard this machine has not validated before; a shard file
+    validated earlier and unchanged since (same name, digest, size, inode and mtime: carried over
+    from the last version) is checked by its recorded digests. `remember`: record the shards
+    checked here as validated (not for a pack at a temporary path).
+    """
     params = params or ValidateParams()
     header, rows = read_manifest(Path(manifest))
     problems: dict[str, list[str]] = {kind: [] for kind in _KINDS}
     checked = 0
+    validated = ValidatedShards()
     with Pack(pack_path) as pack:
         algorithm = pack.header["hash_algorithm"]
         if algorithm != header["hash_algorithm"]:
             raise ValidationError(
                 f"{pack_path} uses {algorithm} but the manifest {header['hash_algorithm']}; rebuild"
             )
+        folder = pack.catalog_path != pack.path
+        entries = pack.header["shards"]
+        known = {
+            number
+            for number, (path, entry) in enumerate(zip(pack.shard_paths, entries, strict=True))
+            if folder and validated.checked(path, entry)
+        }
         aliases = dict(pack.aliases())
-        records = _stored(pack)
+        records = _stored(pack, known)
+        shard_of = None
         record = next(records, None)
         for row in progress(rows, "validate", header["count"]):
             key = row["key"]
@@ -49,12 +66,15 @@ def validate(
                 (meta, data), record = record, next(records, None)
             elif key in aliases:
                 target = pack.index_of(aliases.pop(key))
-                meta, data = pack.meta(target), pack.data(target)
+                meta = pack.meta(target)
+                if shard_of is None:
+                    shard_of = pack.catalog.table(["shard"]).column("shard").to_numpy()
+                data = None if int(shard_of[target]) in known else pack.data(target)
             else:
                 problems["missing"].append(key)
                 continue
             checked += 1
-            if digest(data, algorithm) != row["hash"]:
+            if (meta["hash"] if data is None else digest(data, algorithm)) != row["hash"]:
                 problems["hash_mismatch"].append(key)
             if meta["label"] != row["label"]:
                 problems["label_mismatch"].append(key)
@@ -65,12 +85,21 @@ def validate(
             record = next(records, None)
         problems["extra"].extend(sorted(aliases))
         count_ok = len(pack) + pack.header["aliases"] == header["count"]
+        ok = count_ok and not any(problems.values())
+        if ok and folder and remember:
+            for number, (path, entry) in enumerate(zip(pack.shard_paths, entries, strict=True)):
+                if number not in known:
+                    validated.add(path, entry)
+        validated.close()
     report = {
-        "ok": count_ok and not any(problems.values()),
+        "ok": ok,
         "manifest_records": header["count"],
         "pack_records": len(pack),
         "pack_aliases": pack.header["aliases"],
         "checked": checked,
+        "shards": len(entries),
+        "shards_hashed": len(entries) - len(known),
+        "shards_known": len(known),
         **{kind: len(keys) for kind, keys in problems.items()},
         "offenders": {k: v[: params.max_listed] for k, v in problems.items() if v},
     }
@@ -95,14 +124,21 @@ def validate(
     return report
 
 
-def _stored(pack: Pack) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """(metadata, image bytes) of every record in key order, a catalog part at a time."""
+def _stored(pack: Pack, known: set[int]) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """(metadata, image bytes) of every record in key order, a catalog part at a time; bytes are
+    None in a shard already validated."""
     catalog = pack.catalog
-    images = pack.iter_data()
-    for _, table in catalog.tables():
+    images = pack.iter_data() if not known else None
+    for start, table in catalog.tables([*catalog.columns, "shard"]):
         for batch in table.to_batches(max_chunksize=2048):  # Python rows for a batch at a time
-            for values in batch.to_pylist():
-                yield catalog.meta_dict(values), next(images)
+            for index, values in enumerate(batch.to_pylist(), start):
+                meta = catalog.meta_dict(values)
+                meta["shard"] = values["shard"]
+                if images is not None:
+                    yield meta, next(images)
+                else:
+                    yield meta, None if values["shard"] in known else pack.data(index)
+            start += batch.num_rows
 
 
 def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
