@@ -37,16 +37,19 @@ class Previous:
     live: dict[int, int] = field(default_factory=dict)  # old shard number -> records still in it
 
 
-def load_previous(out: Path, algorithm: str, db: sqlite3.Connection) -> Previous | None:
-    """The pack at `out`, if it is a folder pack of the same digest, with every stored image's
-    (shard, slot, digest) and every record's key loaded into `db`."""
+def load_previous(
+    out: Path, algorithm: str, layout: str, db: sqlite3.Connection
+) -> Previous | None:
+    """The pack at `out`, if it is a folder pack of the same digest and shard layout (shard size,
+    map size, transaction size), with every stored image's (shard, slot, digest) and every
+    record's key loaded into `db`. A changed layout param means a fresh layout."""
     if not out.is_dir():
         return None  # nothing there, or one file: small enough to rebuild whole
     from imgpack.reader import Pack
 
     try:
         with Pack(out) as pack:
-            if pack.header["hash_algorithm"] != algorithm:
+            if pack.header["hash_algorithm"] != algorithm or pack.header.get("layout") != layout:
                 return None
             previous = Previous(out, pack.shard_paths, list(pack.header["shards"]))
             db.execute("CREATE TABLE old_slots (shard INT, slot INT, hash BLOB)")

@@ -57,7 +57,8 @@ def pack(
     ):
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        previous = load_previous(out, algorithm, db) if params.incremental else None
+        layout = f"{params.shard_bytes}:{map_size}:{params.batch_mb << 20}"
+        previous = load_previous(out, algorithm, layout, db) if params.incremental else None
         if previous is not None:
             _load_new(db, read_manifest(Path(manifest))[1], params)
             match_previous(db, previous, params.compact_below)
@@ -80,6 +81,7 @@ def pack(
                     before_publish,
                     params_digest=_params_digest(params),
                     manifest_digest=file_digest(Path(manifest)),
+                    layout=layout,
                 )
         except BaseException:
             # Whole shards stay for the next run to reuse; an empty store goes.
