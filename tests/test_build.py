@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+import imgpack
 from imgpack.build import build
 from imgpack.params import PackParams
-from tests.conftest import png_bytes, tool_env, write_tree
+from tests.conftest import pack_state, png_bytes, source_files, tool_env, write_tree
 
 
 @pytest.fixture
@@ -91,3 +92,83 @@ def test_a_far_too_small_initial_map_size_still_builds_the_same_records(many_ima
     reference = build(many_images, tmp_path / "auto.lmdb")
     assert result.header["count"] == reference.header["count"] == 2000
     assert result.validation["ok"]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (workers sit under the forkserver, under the build)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in os.listdir(f"/proc/{parent}/task") if os.path.exists(f"/proc/{parent}") else []:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = {int(c) for c in handle.read().split()}
+            except OSError:
+                continue
+            found |= children
+            todo.extend(children)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_process(
+    many_images, tmp_path
+):
+    out = tmp_path / "out" / "p.lmdb"
+    half = write_tree(tmp_path / "half", {})
+    for path in sorted(many_images.rglob("*.png"))[::2]:
+        target = half / path.relative_to(many_images)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    build(half, out, pack_params=PackParams(shard_mb=0.002))
+    published = pack_state(out)
+    resume = out.with_name(".p.lmdb.resume")
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgpack.cli",
+            "build",
+            str(many_images),
+            str(out),
+            "--shard-mb",
+            "0.002",
+            "--workers",
+            "2",
+        ],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 20):
+        assert process.poll() is None and time.monotonic() < deadline, "build ended too soon"
+        time.sleep(0.005)
+    workers = descendants(process.pid)
+    assert len(workers) >= 2  # the forkserver and its workers
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = {pid: open(f"/proc/{pid}/cmdline").read() for pid in workers if alive(pid)}
+    assert not survivors, f"processes outlived a killed build: {survivors}"
+    assert pack_state(out) == published  # the published version is untouched
+    finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
+    assert not list(resume.glob(".*"))  # a half-written shard never takes a final name... or stays
+
+    build(many_images, out, pack_params=PackParams(shard_mb=0.002))
+    reused = {p.stat().st_ino for p in out.glob("shard-*.lmdb")} & finished
+    assert len(reused) >= 20  # the same files, linked in: not written again
+    assert not resume.exists()
+    assert sorted(os.listdir(out.parent)) == ["p.lmdb"]
+    with imgpack.open(out) as pack:
+        assert {r.key: r.data for r in pack} == source_files(many_images)

@@ -170,7 +170,7 @@ def test_deleting_images_drops_them_and_rewrites_only_shards_left_thin(growing, 
     thin = shard_names[int(table["shard"].iloc[0])]
     gone = list(table[table["shard"] == table["shard"].iloc[0]]["key"])  # most of one shard
     gone = gone[: len(gone) - 2]
-    gone += list(table["key"].iloc[-200:-100:10])[: 10 - 0]  # and some scattered ones
+    gone += list(table["key"].iloc[100:200:10])  # and some scattered ones
     for key in gone:
         (images / key).unlink(missing_ok=True)
     before, remote_before = shard_files(project), remote_bytes(project)

@@ -6,8 +6,11 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
+import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -67,16 +70,37 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _worker_start() -> None:
-    # A worker whose parent died (SIGKILL) must not live on: the kernel kills it with its parent.
+def _worker_start(build_pid: int) -> None:
+    # A worker must not outlive the build that started it, even one killed with SIGKILL. Its
+    # parent is the forkserver, which each worker keeps alive (they hold its pipe), so the
+    # worker watches the build process itself.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    threading.Thread(target=_exit_with, args=(build_pid,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     with contextlib.suppress(ImportError):
         import pyarrow
 
         pyarrow.set_cpu_count(1)
         pyarrow.set_io_thread_count(1)
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)
+    except (OSError, AttributeError):  # gone already, or no pidfd (not Linux 5.3+): poll
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])  # readable once the process has ended
+        os._exit(1)
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -98,7 +122,9 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+        )
         # Start every worker now, under the thread limits, not lazily later.
         for future in [pool.submit(os.getpid) for _ in range(workers)]:
             future.result()
