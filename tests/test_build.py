@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_p
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = {pid: open(f"/proc/{pid}/cmdline").read() for pid in workers if alive(pid)}
+    survivors = {pid: Path(f"/proc/{pid}/cmdline").read_text() for pid in workers if alive(pid)}
     assert not survivors, f"processes outlived a killed build: {survivors}"
     assert pack_state(out) == published  # the published version is untouched
     finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
