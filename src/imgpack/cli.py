@@ -36,6 +36,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     for name in ("hash", "workers", "path_column", "label_column"):
         if getattr(args, name) is not None:
             ingest_values[name] = getattr(args, name)
+    if args.workers is not None:
+        pack_values["workers"] = args.workers
+    if args.fresh:
+        pack_values["incremental"] = False
     if args.columns:
         ingest_values["columns"] = [c.strip() for c in args.columns.split(",")]
     if args.extensions:
@@ -77,6 +81,12 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"identical content: {summary['duplicates']['files']} files in "
             f"{summary['duplicates']['groups']} groups"
         )
+    header = result.header
+    print(
+        f"read {summary['read']} files (the others were known from an earlier run); shards: "
+        f"{header['carried_shards']} carried over, {header['new_shards']} new, "
+        f"{header['compacted_shards']} rewritten"
+    )
     for item in summary["notes_list"][:20]:
         print(f"  note {item['path']}: {item['note']}")
     for item in summary["skipped_files"][:20]:
@@ -94,6 +104,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         info["shard_files"] = [s["name"] for s in info["shards"] if s["name"]]
         info["shards"] = len(info["shards"])
         info["layout"] = "folder" if info["shard_files"] else "file"
+        stored = sum(s["count"] for s in pack.header["shards"])
+        info["unreferenced_images"] = stored - pack.header["count"]  # left by deletions
         info["file_bytes"] = pack.file_bytes
         info["path"] = str(pack.path)
         info["columns"] = pack.catalog.columns
@@ -131,6 +143,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(
         f"converted {header['count']} records and {header['aliases']} aliases into {args.new} "
         f"(format version {header['format_version']}, {len(header['shards'])} shards)"
+    )
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from imgpack.compact import compact_pack
+
+    out = args.out or args.pack
+    header = compact_pack(args.pack, out, args.shard_mb)
+    print(
+        f"compacted {header['count']} records and {header['aliases']} aliases into {out} "
+        f"({len(header['shards'])} shards, {header['total_bytes']} image bytes)"
     )
     return 0
 
@@ -256,7 +280,15 @@ def parser() -> argparse.ArgumentParser:
         help="folders: train/, val/ (valid/, validation/) and test/ top folders are the splits; "
         "default: drawn from a hash of each key (params pack.splits)",
     )
-    b.add_argument("--workers", type=int, help="reader threads (default 1)")
+    b.add_argument(
+        "--workers",
+        help="processes reading, hashing, probing and writing shards (default 0 = every core)",
+    )
+    b.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore a pack already at OUT: the fresh layout, no shard carried over",
+    )
     b.add_argument("--report", type=Path, help="write the accounting report (JSON) here")
     b.set_defaults(func=cmd_build)
 
@@ -299,6 +331,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("new", type=Path, help="the format-2 pack to write")
     c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")
     c.set_defaults(func=cmd_convert)
+
+    k = _command(
+        sub,
+        "compact",
+        "rewrite a pack grown version by version into a fresh build's layout (dead images go)",
+        "imgpack compact data/packed/images.lmdb",
+    )
+    k.add_argument("pack", type=Path)
+    k.add_argument("out", type=Path, nargs="?", help="where to write it (default: in place)")
+    k.add_argument("--shard-mb", type=float, help="image MB per shard (default: the pack's own)")
+    k.set_defaults(func=cmd_compact)
 
     d = _command(
         sub,

@@ -81,7 +81,7 @@ def pack(
                     before_publish,
                     params_digest=_params_digest(params),
                     manifest_digest=file_digest(Path(manifest)),
-                    layout=layout,
+                    layout_params=layout,
                 )
         except BaseException:
             # Whole shards stay for the next run to reuse; an empty store goes.
@@ -156,9 +156,13 @@ def _split(key: str, params: PackParams) -> str:
         ) from None
 
 
+_NOT_RECORDS = ("workers", "incremental", "compact_below")  # speed and layout, not records
+
+
 def _params_digest(params: PackParams) -> str:
-    """Digest of the params that shape the pack's bytes (worker counts do not)."""
-    shaping = {k: v for k, v in dataclasses.asdict(params).items() if k != "workers"}
+    """Digest of the params that shape the records: an incremental build and a fresh one of the
+    same inputs have the same (the header's `layout` and `shards` tell them apart)."""
+    shaping = {k: v for k, v in dataclasses.asdict(params).items() if k not in _NOT_RECORDS}
     return hashlib.sha256(dumps(shaping).encode()).hexdigest()
 
 
@@ -176,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         folder = load_params(args.params, "ingest").folder
-        pack(args.manifest, folder, args.out, load_params(args.params, "pack"))
+        header = pack(args.manifest, folder, args.out, load_params(args.params, "pack"))
+        print(
+            f"packed {header['count']} records into {args.out}: {header['carried_shards']} "
+            f"shards carried over, {header['new_shards']} new, {header['compacted_shards']} "
+            "rewritten"
+        )
 
     return run_stage(run)
 

@@ -1,0 +1,46 @@
+"""`imgpack compact` turns a pack grown version by version into exactly what a fresh build gives."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import pack_state, tool_env
+
+
+def imgpack(*args):
+    result = subprocess.run(
+        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def files(pack):
+    return {name: data for name, (data, _) in pack_state(pack).items()}
+
+
+def test_a_grown_pack_compacts_to_the_bytes_of_a_fresh_build(sample_raw, tmp_path):
+    images, labels = sample_raw / "images", sample_raw / "labels.csv"
+    part = tmp_path / "part"
+    for path in sorted(images.rglob("*.png"))[1::3]:  # version 1: a third of the images
+        target = part / path.relative_to(images)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    grown, fresh = tmp_path / "grown.lmdb", tmp_path / "fresh.lmdb"
+    options = ("--labels", labels, "--shard-mb", "0.0003", "--on-error", "missing_image=skip")
+    imgpack("build", part, grown, *options)
+    second = imgpack("build", images, grown, *options).stdout
+    assert "carried over" in second and " 0 carried over" not in second
+    imgpack("build", images, fresh, *options, "--fresh")
+    assert files(grown) != files(fresh)
+    info = json.loads(imgpack("info", grown, "--json").stdout)
+    assert info["unreferenced_images"] == 0
+
+    out = tmp_path / "compacted.lmdb"
+    imgpack("compact", grown, out)
+    assert files(out) == files(fresh)
+    imgpack("compact", grown)  # in place: a new version at the same path
+    assert files(grown) == files(fresh)
