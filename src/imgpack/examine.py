@@ -19,7 +19,7 @@ class ExamineTask:
 
 
 def examine_files(task: ExamineTask) -> list[list]:
-    """Per path: ["ok", size, hash, format, width, height, trailing] (+ [spool file, offset]) or
+    """Per path: ["ok", size, hash, format, width, height, trailing] (+ [spool pid, offset]) or
     ["fail", kind, detail]. Plain lists: they also go into the ingest cache as JSON."""
     out = []
     spool = None
@@ -47,7 +47,7 @@ def examine_files(task: ExamineTask) -> list[list]:
                 if spool is None:
                     name = os.path.join(task.spool, f"spool-{os.getpid()}.bin")
                     spool = open(name, "ab")  # noqa: SIM115 - closed below
-                result += [spool.name, spool.tell()]
+                result += [os.getpid(), spool.tell()]
                 spool.write(data)
             out.append(result)
     finally:

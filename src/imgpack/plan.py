@@ -49,7 +49,10 @@ def load_previous(
 
     try:
         with Pack(out) as pack:
-            if pack.header["hash_algorithm"] != algorithm or pack.header.get("layout_params") != layout:
+            if (
+                pack.header["hash_algorithm"] != algorithm
+                or pack.header.get("layout_params") != layout
+            ):
                 return None
             previous = Previous(out, pack.shard_paths, list(pack.header["shards"]))
             db.execute("CREATE TABLE old_slots (shard INT, slot INT, hash BLOB)")

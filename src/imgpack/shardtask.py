@@ -22,7 +22,7 @@ from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, enco
 from imgpack.manifest import file_digest
 from imgpack.writer import LmdbFileWriter
 
-__all__ = ["ShardTask", "Source", "write_shard", "ShardWriter", "task_id"]
+__all__ = ["ShardTask", "Source", "write_shard", "check_shard", "ShardWriter", "task_id"]
 
 _ONLY = encode_index(0)
 _SHARD_HEADER_KEY = b"shard"
@@ -196,3 +196,29 @@ def _write(task: ShardTask, path: Path) -> None:
         raise
     finally:
         reader.close()
+
+
+def check_shard(task: tuple[str, str]) -> list[int]:
+    """Hash every image of the shard at `task[0]` again (`task[1]`: the algorithm); returns the
+    slots whose bytes do not match the digest its props recorded, or are missing."""
+    path, algorithm = task
+    from imgpack.shards import read_props
+
+    from imgpack.handles import acquire_env, release_env
+
+    digests = read_props(Path(path), algorithm)
+    env, _ = acquire_env(Path(path))  # shared: this process may have the pack open already
+    try:
+        with env.begin(buffers=True) as txn:
+            images = env.open_db(b"images", txn=txn, create=False)
+            bad, seen = [], 0
+            for raw_slot, data in txn.cursor(images):
+                slot = int.from_bytes(raw_slot, "big")
+                if slot >= len(digests) or hashlib.new(algorithm, data).digest() != digests[slot]:
+                    bad.append(slot)
+                seen += 1
+            if seen != len(digests):
+                bad.extend(range(seen, len(digests)))
+            return bad
+    finally:
+        release_env(Path(path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sqlite3
 import time
@@ -14,12 +13,13 @@ from typing import Any
 
 __all__ = ["state_dir", "IngestCache", "ValidatedShards", "FileStat"]
 
-_VERSION = 1
+_VERSION = 2  # 2: outcome in columns
 # A file changed within this window of its last check may not show it in mtime (coarse clocks),
 # so its result is not remembered: the racy-clean rule git uses for its index.
 _RACY_NS = 2_000_000_000
 
 FileStat = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+_PAD = (None,) * 7  # an outcome is status plus 6 values (ok) or 2 (kind, detail)
 
 
 def state_dir() -> Path:
@@ -67,7 +67,7 @@ class IngestCache:
             self.db = _connect(self.path)
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, size INT, mtime INT, "
-                "ino INT, ctime INT, outcome TEXT) WITHOUT ROWID"
+                "ino INT, ctime INT, status TEXT, a, b, c, d, e, f) WITHOUT ROWID"
             )
         except (sqlite3.Error, OSError):
             self.db = None  # no place to remember: every file is read, as without a cache
@@ -83,7 +83,8 @@ class IngestCache:
         rows = {
             row[0]: row[1:]
             for row in self.db.execute(
-                f"SELECT key, size, mtime, ino, ctime, outcome FROM files WHERE key IN ({marks})",
+                f"SELECT key, size, mtime, ino, ctime, status, a, b, c, d, e, f FROM files "
+                f"WHERE key IN ({marks})",
                 list(keys),
             )
         }
@@ -94,7 +95,8 @@ class IngestCache:
                 out.append(None)
             else:
                 self.hits += 1
-                out.append(json.loads(row[4]))
+                status, *values = row[4:]
+                out.append([status, *values[: 6 if status == "ok" else 2]])
         return out
 
     def remember(self, items: Iterable[tuple[str, FileStat | None, Any]]) -> None:
@@ -102,12 +104,14 @@ class IngestCache:
             return
         fresh = self.started - _RACY_NS
         rows = [
-            (key, *stat, json.dumps(outcome))
+            (key, *stat, *outcome, *_PAD[len(outcome) :])
             for key, stat, outcome in items
             if stat is not None and stat[1] < fresh and stat[3] < fresh
         ]
         with contextlib.suppress(sqlite3.Error):
-            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
 
     def close(self, keep: Iterable[str] | None = None) -> None:
         """Commit; forget files no longer in the folder when they are many (`keep`: every key seen)."""

@@ -274,12 +274,15 @@ def _merge(known: list, fresh: list) -> list:
     return [k if k is not None else next(read) for k in known]
 
 
+_SPOOL_ENTRY = struct.Struct("<qq")
+_NOT_SPOOLED = _SPOOL_ENTRY.pack(-1, -1)
+
+
 def _spool_entry(outcome: list, spool: Path) -> bytes:
     """Where the manifest row's bytes are in the spool: (pid of the spool file, offset), or none."""
     if len(outcome) > 7:
-        pid = int(Path(outcome[7]).stem.rpartition("-")[2])
-        return struct.pack("<qq", pid, outcome[8])
-    return struct.pack("<qq", -1, -1)
+        return _SPOOL_ENTRY.pack(outcome[7], outcome[8])
+    return _NOT_SPOOLED
 
 
 @contextlib.contextmanager

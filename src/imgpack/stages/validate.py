@@ -10,11 +10,12 @@ from typing import Any
 from imgpack.errors import ValidationError, name_offenders
 from imgpack.manifest import read_manifest
 from imgpack.params import ValidateParams, load_params
-from imgpack.probe import digest
 from imgpack.progress import progress
 from imgpack.reader import Pack
+from imgpack.shardtask import check_shard
 from imgpack.stages.common import run_stage, write_json
 from imgpack.state import ValidatedShards
+from imgpack.workers import ordered_map, resolve_workers, worker_pool
 
 __all__ = ["validate"]
 
@@ -27,6 +28,7 @@ def validate(
     report_out: str | Path | None = None,
     params: ValidateParams | None = None,
     remember: bool = True,
+    workers: int | str = 0,
 ) -> dict[str, Any]:
     """Compare counts, keys, recomputed hashes and labels; raise ValidationError on any mismatch.
 
@@ -53,35 +55,46 @@ def validate(
             for number, (path, entry) in enumerate(zip(pack.shard_paths, entries, strict=True))
             if folder and validated.checked(path, entry)
         }
+        # Every other shard: its images hashed again against its props, a shard per worker task.
+        tasks = [
+            (number, (str(path), algorithm))
+            for number, path in enumerate(pack.shard_paths)
+            if number not in known
+        ]
+        damaged: set[tuple[int, int]] = set()
+        with worker_pool(min(resolve_workers(workers), max(1, len(tasks)))) as pool:
+            for number, bad in ordered_map(check_shard, progress(tasks, "validate"), pool):
+                damaged.update((number, slot) for slot in bad)
         aliases = dict(pack.aliases())
-        records = _stored(pack, known)
+        records = _stored(pack)
         shard_of = None
         record = next(records, None)
         for row in progress(rows, "validate", header["count"]):
             key = row["key"]
-            while record is not None and record[0]["key"] < key:
-                problems["extra"].append(record[0]["key"])
+            while record is not None and record["key"] < key:
+                problems["extra"].append(record["key"])
                 record = next(records, None)
-            if record is not None and record[0]["key"] == key:
-                (meta, data), record = record, next(records, None)
-            elif key in aliases:
+            if record is not None and record["key"] == key:
+                meta, record = record, next(records, None)
+            elif key in aliases:  # the record it names is checked once, under its own key
                 target = pack.index_of(aliases.pop(key))
                 meta = pack.meta(target)
                 if shard_of is None:
-                    shard_of = pack.catalog.table(["shard"]).column("shard").to_numpy()
-                data = None if int(shard_of[target]) in known else pack.data(target)
+                    where = pack.catalog.table(["shard", "slot"])
+                    shard_of = where.column("shard").to_numpy(), where.column("slot").to_numpy()
+                meta["shard"], meta["slot"] = int(shard_of[0][target]), int(shard_of[1][target])
             else:
                 problems["missing"].append(key)
                 continue
             checked += 1
-            if (meta["hash"] if data is None else digest(data, algorithm)) != row["hash"]:
+            if meta["hash"] != row["hash"] or (meta["shard"], meta["slot"]) in damaged:
                 problems["hash_mismatch"].append(key)
             if meta["label"] != row["label"]:
                 problems["label_mismatch"].append(key)
             if meta["key"] == key and _meta_differs(meta, row):
                 problems["meta_mismatch"].append(key)
         while record is not None:
-            problems["extra"].append(record[0]["key"])
+            problems["extra"].append(record["key"])
             record = next(records, None)
         problems["extra"].extend(sorted(aliases))
         count_ok = len(pack) + pack.header["aliases"] == header["count"]
@@ -124,21 +137,15 @@ def validate(
     return report
 
 
-def _stored(pack: Pack, known: set[int]) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-    """(metadata, image bytes) of every record in key order, a catalog part at a time; bytes are
-    None in a shard already validated."""
+def _stored(pack: Pack) -> Iterator[dict[str, Any]]:
+    """The metadata, with shard and slot, of every record in key order, a part at a time."""
     catalog = pack.catalog
-    images = pack.iter_data() if not known else None
-    for start, table in catalog.tables([*catalog.columns, "shard"]):
+    for _, table in catalog.tables([*catalog.columns, "shard", "slot"]):
         for batch in table.to_batches(max_chunksize=2048):  # Python rows for a batch at a time
-            for index, values in enumerate(batch.to_pylist(), start):
+            for values in batch.to_pylist():
                 meta = catalog.meta_dict(values)
-                meta["shard"] = values["shard"]
-                if images is not None:
-                    yield meta, next(images)
-                else:
-                    yield meta, None if values["shard"] in known else pack.data(index)
-            start += batch.num_rows
+                meta["shard"], meta["slot"] = values["shard"], values["slot"]
+                yield meta
 
 
 def _meta_differs(meta: dict[str, Any], row: dict[str, Any]) -> bool:
