@@ -1,0 +1,186 @@
+"""A dataset that changes: what each new version costs in `dvc repro` and `dvc push`, against `imgpack build`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from bench.data import WORK
+from bench.dvc_ops import DVC, REPO, _copy_in, _git_repo, _quiet
+from bench.timing import IMGPACK, median, run_process
+
+SHARD_MB = 1.5  # the 60,000 MNIST PNGs (15 MB) in 10 shards
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _shards(pack: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in pack.glob("shard-*.lmdb")}
+
+
+def _write_labels(images: Path, table: Path, relabel: set[str] = frozenset()) -> None:
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for path in sorted(images.rglob("*.png")):
+            key = path.relative_to(images).as_posix()
+            writer.writerow([key, "relabeled" if key in relabel else key.split("/")[0]])
+
+
+def _project(raw: Path, round_number: int) -> Path:
+    project = WORK / "versions" / f"project-{round_number}"
+    _git_repo(project)
+    shutil.copytree(
+        REPO / "src" / "imgpack",
+        project / "src/imgpack",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copytree(REPO / "plots", project / "plots")
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    images = project / "data/raw/images"
+    _copy_in(raw, images)
+    (images / ".DS_Store").unlink(missing_ok=True)
+    _write_labels(images, project / "data/raw/labels.csv")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["pack"]["shard_mb"] = SHARD_MB
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    remote = project.with_name(project.name + "-remote")
+    shutil.rmtree(remote, ignore_errors=True)
+    _quiet([*DVC, "remote", "add", "-d", "local", str(remote)], project)
+    # Linking the files in changed their ctime: wait out ingest's racy window (2 s), as any
+    # folder older than a few seconds already has.
+    time.sleep(2.1)
+    return project
+
+
+def _timed_push(project: Path) -> int:
+    remote = project.with_name(project.name + "-remote")
+    before = _bytes(remote) if remote.exists() else 0
+    run_process([*DVC, "push"], project)
+    return _bytes(remote) - before
+
+
+class _Steps:
+    """Times one `dvc repro` after a change, the shard files it wrote and what push added."""
+
+    def __init__(self, project: Path, pack: Path, rows: dict, pushed: dict, shards: dict):
+        self.project, self.pack = project, pack
+        self.rows, self.pushed, self.shards = rows, pushed, shards
+
+    def step(self, name: str) -> None:
+        before = _shards(self.pack)
+        self.rows.setdefault(name, []).append(run_process([*DVC, "repro"], self.project)[0])
+        after = _shards(self.pack)
+        self.shards.setdefault(name, []).append(
+            len([n for n in after if before.get(n) != after[n]])
+        )
+        self.pushed.setdefault(name, []).append(_timed_push(self.project))
+
+
+def measure(raw: Path, new_images: Path, runs: int) -> dict:
+    """Per round: imgpack build of the folder, then in a DVC project: repro from scratch, no-op
+    repro, 600 images added under random names, 10 labels changed, 100 images deleted."""
+    rows: dict[str, list[float]] = {}
+    pushed: dict[str, list[int]] = {}
+    shards: dict[str, list[int]] = {}
+    rng = random.Random(0)
+    for round_number in range(runs):
+        project = _project(raw, round_number)
+        images = project / "data/raw/images"
+        state = WORK / "versions" / "build-state"
+        shutil.rmtree(state, ignore_errors=True)
+        out = WORK / "versions" / "built.lmdb"
+        shutil.rmtree(out, ignore_errors=True)
+        os.environ["IMGPACK_STATE"] = str(state)  # a cold build: nothing remembered
+        try:
+            build, build_rss = run_process(
+                [
+                    IMGPACK,
+                    "build",
+                    str(images),
+                    str(out),
+                    "--labels",
+                    str(project / "data/raw/labels.csv"),
+                    "--shard-mb",
+                    str(SHARD_MB),
+                ]
+            )
+        finally:
+            del os.environ["IMGPACK_STATE"]
+        rows.setdefault("imgpack build", []).append(build)
+        pack = project / "data/packed/images.lmdb"
+
+        record = _Steps(project, pack, rows, pushed, shards)
+        record.step("dvc repro from scratch")
+        record.step("dvc repro, nothing changed")
+        added = sorted(new_images.rglob("*.png"))[:600]
+        for path in added:
+            name = f"{uuid.UUID(int=rng.getrandbits(128)).hex}.png"
+            shutil.copyfile(path, images / path.parent.name / name)
+        _write_labels(images, project / "data/raw/labels.csv")
+        record.step("600 images added, random names")
+        keys = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+        _write_labels(images, project / "data/raw/labels.csv", set(rng.sample(keys, 10)))
+        record.step("10 labels changed")
+        for key in rng.sample(keys, 100):
+            (images / key).unlink()
+        _write_labels(images, project / "data/raw/labels.csv")
+        record.step("100 images deleted")
+        shutil.rmtree(project, ignore_errors=True)
+        shutil.rmtree(project.with_name(project.name + "-remote"), ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    build = median(rows["imgpack build"])
+    result = {"shard_mb": SHARD_MB, "build_s": build, "steps": {}}
+    for name, times in rows.items():
+        if name == "imgpack build":
+            continue
+        result["steps"][name] = {
+            "seconds": median(times),
+            "x_build": median(times) / build,
+            "remote_growth_bytes": int(median(pushed[name])),
+            "shards_written": int(median(shards[name])),
+            "runs": times,
+        }
+    return result
+
+
+def table(section: dict) -> list[str]:
+    lines = [
+        f"### Versions: MNIST 60,000 in a DVC project, `pack.shard_mb: {section['shard_mb']}`",
+        "",
+        f"`imgpack build` of the same folder (cold, labels table): {section['build_s']:.2f} s.",
+        "",
+        "| step | `dvc repro` | x build | shard files written | `dvc push` adds to the remote |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in section["steps"].items():
+        lines.append(
+            f"| {name} | {row['seconds']:.2f} s | {row['x_build']:.2f}x | "
+            f"{row['shards_written']} | {row['remote_growth_bytes'] / 1e6:.2f} MB |"
+        )
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from bench.data import mnist
+
+    base = mnist()
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    result = measure(base, base.parent / "testing", runs)
+    print("\n".join(table(result)))
+    out = Path(__file__).with_name("results.json")
+    everything = json.loads(out.read_text()) if out.exists() else {"sections": {}}
+    everything.setdefault("sections", {})["versions"] = result
+    out.write_text(json.dumps(everything, indent=2) + "\n")
