@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import struct
 import subprocess
 import zlib
@@ -86,6 +87,18 @@ def scaled(base: Path, factor: int) -> Path:
                 if copy:
                     data = _with_text_chunk(data, b"copy\0" + str(copy).encode())
                 (target / name).write_bytes(data)
+    return out
+
+
+def copies(base: Path, factor: int) -> Path:
+    """`factor` identical copies of `base` (hard links): every image `factor` times."""
+    out = WORK / f"{base.name}-copies{factor}"
+    if out.is_dir():
+        return out
+    for copy in range(factor):
+        for label in sorted(os.listdir(base)):
+            if (base / label).is_dir():
+                shutil.copytree(base / label, out / f"copy{copy}" / label, copy_function=os.link)
     return out
 
 

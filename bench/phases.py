@@ -27,7 +27,10 @@ def measure(raw: Path, runs: int) -> dict:
     # The order inside a round is fixed (pack needs ingest's manifest), so no rotation here.
     times = {"ingest": [], "pack": [], "validate": [], "approach (a), in-process": []}
     for _ in range(runs):
-        times["ingest"].append(clock(lambda: ingest(raw, manifest))())
+        # Cold: no ingest cache, no previous pack to carry shards over from.
+        times["ingest"].append(clock(lambda: ingest(raw, manifest, cache=False))())
+        shutil.rmtree(out, ignore_errors=True)
+        out.unlink(missing_ok=True)
         times["pack"].append(clock(lambda: pack(manifest, raw, out))())
         times["validate"].append(clock(lambda: validate(out, manifest))())
         times["approach (a), in-process"].append(clock(a_once)())

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, dvc_ops, million, packing, phases, reading, report, scale
+from bench import data, dvc_ops, million, packing, phases, reading, report, scale, versions
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pack", "phases", "read", "dvc", "scale", "million")
+SECTIONS = ("pack", "phases", "read", "dvc", "scale", "versions", "million")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(pack.parent, ignore_errors=True)
     if "scale" in wanted:
         s["scale"] = scale.measure(mnist, max(1, runs - 1))
+    if "versions" in wanted:
+        s["versions"] = versions.measure(mnist, mnist.parent / "testing", runs)
     if "million" in wanted:  # 16 distinct copies of the 60,000 (quick: 2 of the 3,000)
         s["million"] = million.measure(mnist, runs, factor=2 if args.quick else 16)
     results["seconds"] = round(time.time() - started, 1)

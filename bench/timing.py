@@ -28,13 +28,24 @@ def env() -> dict[str, str]:
 GNU_TIME = shutil.which("time") if os.path.exists("/usr/bin/time") else None
 
 
-def run_process(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
-    """Run `cmd` to completion; (wall seconds, peak RSS in bytes) of that process alone."""
-    with tempfile.NamedTemporaryFile(mode="r") as rss, tempfile.TemporaryFile() as err:
+def run_process(cmd: list[str], cwd: Path | None = None, cold: bool = True) -> tuple[float, int]:
+    """Run `cmd` to completion; (wall seconds, peak RSS in bytes) of that process alone.
+
+    `cold`: nothing remembered from earlier runs (a fresh, empty imgpack state folder), so every
+    build reads every file; `False` keeps the project's own state (DVC's .dvc/tmp).
+    """
+    with (
+        tempfile.NamedTemporaryFile(mode="r") as rss,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as state,
+    ):
+        environment = env()
+        if cold:
+            environment["IMGPACK_STATE"] = state
         wrapped = [GNU_TIME, "-q", "-f", "%M", "-o", rss.name, *cmd] if GNU_TIME else cmd
         start = time.perf_counter()
         process = subprocess.Popen(
-            wrapped, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=err
+            wrapped, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=err
         )
         _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - start

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 import shutil
 import time
@@ -65,7 +64,7 @@ def _project(raw: Path, round_number: int) -> Path:
 def _timed_push(project: Path) -> int:
     remote = project.with_name(project.name + "-remote")
     before = _bytes(remote) if remote.exists() else 0
-    run_process([*DVC, "push"], project)
+    run_process([*DVC, "push"], project, cold=False)
     return _bytes(remote) - before
 
 
@@ -78,7 +77,8 @@ class _Steps:
 
     def step(self, name: str) -> None:
         before = _shards(self.pack)
-        self.rows.setdefault(name, []).append(run_process([*DVC, "repro"], self.project)[0])
+        repro = run_process([*DVC, "repro"], self.project, cold=False)
+        self.rows.setdefault(name, []).append(repro[0])
         after = _shards(self.pack)
         self.shards.setdefault(name, []).append(
             len([n for n in after if before.get(n) != after[n]])
@@ -96,26 +96,20 @@ def measure(raw: Path, new_images: Path, runs: int) -> dict:
     for round_number in range(runs):
         project = _project(raw, round_number)
         images = project / "data/raw/images"
-        state = WORK / "versions" / "build-state"
-        shutil.rmtree(state, ignore_errors=True)
         out = WORK / "versions" / "built.lmdb"
         shutil.rmtree(out, ignore_errors=True)
-        os.environ["IMGPACK_STATE"] = str(state)  # a cold build: nothing remembered
-        try:
-            build, build_rss = run_process(
-                [
-                    IMGPACK,
-                    "build",
-                    str(images),
-                    str(out),
-                    "--labels",
-                    str(project / "data/raw/labels.csv"),
-                    "--shard-mb",
-                    str(SHARD_MB),
-                ]
-            )
-        finally:
-            del os.environ["IMGPACK_STATE"]
+        build, _ = run_process(  # cold: nothing remembered
+            [
+                IMGPACK,
+                "build",
+                str(images),
+                str(out),
+                "--labels",
+                str(project / "data/raw/labels.csv"),
+                "--shard-mb",
+                str(SHARD_MB),
+            ]
+        )
         rows.setdefault("imgpack build", []).append(build)
         pack = project / "data/packed/images.lmdb"
 
