@@ -324,11 +324,11 @@ def parser() -> argparse.ArgumentParser:
     c = _command(
         sub,
         "convert",
-        "rewrite a format-1 pack as format 2 (the old one is kept)",
+        "rewrite a format-1 pack as format 3 (the old one is kept)",
         "imgpack convert old.lmdb new.lmdb",
     )
     c.add_argument("old", type=Path, help="the format-1 pack (read only)")
-    c.add_argument("new", type=Path, help="the format-2 pack to write")
+    c.add_argument("new", type=Path, help="the format-3 pack to write")
     c.add_argument("--shard-mb", type=float, default=64, help="image MB per shard (default 64)")
     c.set_defaults(func=cmd_convert)
 

@@ -1,4 +1,4 @@
-"""`imgpack convert`: rewrite a version-1 pack as version 2, record for record, byte for byte."""
+"""`imgpack convert`: rewrite a version-1 pack as version 3, record for record, byte for byte."""
 
 from __future__ import annotations
 
