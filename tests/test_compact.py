@@ -44,3 +44,21 @@ def test_a_grown_pack_compacts_to_the_bytes_of_a_fresh_build(sample_raw, tmp_pat
     assert files(out) == files(fresh)
     imgpack("compact", grown)  # in place: a new version at the same path
     assert files(grown) == files(fresh)
+
+
+def test_the_same_inputs_over_the_same_previous_version_give_the_same_bytes(sample_raw, tmp_path):
+    images = sample_raw / "images"
+    part = tmp_path / "part"
+    for path in sorted(images.rglob("*.png"))[1::3]:
+        target = part / path.relative_to(images)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    first = tmp_path / "a" / "p.lmdb"
+    imgpack("build", part, first, "--shard-mb", "0.0003")
+    second = tmp_path / "b" / "p.lmdb"
+    second.parent.mkdir()
+    imgpack("compact", first, second, "--shard-mb", "0.0003")  # an equal previous version
+    assert files(first) == files(second)
+    for out, workers in ((first, 1), (second, 2)):
+        imgpack("build", images, out, "--shard-mb", "0.0003", "--workers", workers)
+    assert files(first) == files(second) and len(files(first)) > 3
