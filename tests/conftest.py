@@ -16,6 +16,22 @@ from imgpack.build import build
 from imgpack.params import PackParams
 from imgpack.sample import make as make_sample
 
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist_png.tar.gz"
+# (the checkout sits beside shared/, as /work/main does)
+
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory) -> Path:
+    """The 70,000 MNIST PNGs (training/, testing/ and the im2rec .ctl lists), unpacked once."""
+    import tarfile
+
+    if not MNIST.exists():
+        pytest.skip(f"{MNIST} not found (shared/ beside the checkout)")
+    out = tmp_path_factory.mktemp("mnist")
+    with tarfile.open(MNIST) as archive:
+        archive.extractall(out, filter="data")
+    return out
+
 
 @pytest.fixture(autouse=True)
 def private_state(tmp_path_factory, monkeypatch):

@@ -3,34 +3,18 @@
 import json
 import subprocess
 import sys
-import tarfile
 import unicodedata
-from pathlib import Path
-
-import pytest
 
 import imgpack
 from imgpack.params import IngestParams
 from imgpack.stages.ingest import ingest
-from tests.conftest import REPO, png_bytes, source_files, write_tree
-
-MNIST = REPO.parent / "shared" / "datasets" / "mnist_png.tar.gz"
+from tests.conftest import png_bytes, source_files, write_tree
 
 
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "imgpack.cli", *map(str, args)], capture_output=True, text=True
     )
-
-
-@pytest.fixture(scope="session")
-def mnist(tmp_path_factory) -> Path:
-    if not MNIST.exists():
-        pytest.skip(f"{MNIST} not found (shared/ beside the checkout)")
-    out = tmp_path_factory.mktemp("mnist")
-    with tarfile.open(MNIST) as archive:
-        archive.extractall(out, filter="data")
-    return out
 
 
 def test_the_mnist_testing_ctl_packs_its_10000_images_and_reports_the_training_ones(

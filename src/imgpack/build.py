@@ -35,7 +35,7 @@ def build(
     published, or not published. A pack already at `out` is the previous version (incremental)."""
     with scratch_dir(Path(out)) as scratch:
         manifest = scratch / "manifest.jsonl"
-        spool = scratch / "spool"  # the bytes ingest read, for the pack to store without a reread
+        spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store
         spool.mkdir()
         split_folders = pack_params is not None and pack_params.splits == FOLDERS
         report = ingest(

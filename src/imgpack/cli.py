@@ -38,6 +38,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             ingest_values[name] = getattr(args, name)
     if args.workers is not None:
         pack_values["workers"] = args.workers
+    if args.scheduler:
+        ingest_values["scheduler"] = pack_values["scheduler"] = args.scheduler
     if args.fresh:
         pack_values["incremental"] = False
     if args.columns:
@@ -131,7 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from imgpack.verify import verify_pack
 
-    result = verify_pack(_at_rev(args.pack, args.rev))
+    result = verify_pack(_at_rev(args.pack, args.rev), scheduler=args.scheduler)
     print(f"ok: {result.records} records in {result.shards} shards match their stored hashes")
     return 0
 
@@ -235,7 +237,10 @@ def parser() -> argparse.ArgumentParser:
         "ingest + pack + validate RAW_DIR into OUT.lmdb",
         "imgpack build data/raw/images data/packed/images.lmdb --labels data/raw/labels.csv",
     )
-    b.add_argument("raw_dir", type=Path, help="folder of images; keys are paths relative to it")
+    b.add_argument(
+        "raw_dir",
+        help="folder of images, or a URL (s3://bucket/prefix); keys are paths relative to it",
+    )
     b.add_argument("out", type=Path, help="the pack to write (replaced atomically when complete)")
     b.add_argument(
         "--labels",
@@ -285,6 +290,12 @@ def parser() -> argparse.ArgumentParser:
         help="processes reading, hashing, probing and writing shards (default 0 = every core)",
     )
     b.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run ingest and shard writing on the Dask cluster at ADDRESS (tcp://host:port); "
+        "every worker must reach RAW_DIR and OUT's folder (pip install 'imgpack[dask]')",
+    )
+    b.add_argument(
         "--fresh",
         action="store_true",
         help="ignore a pack already at OUT: the fresh layout, no shard carried over",
@@ -318,6 +329,9 @@ def parser() -> argparse.ArgumentParser:
         "imgpack verify data/packed/images.lmdb",
     )
     v.add_argument("pack", type=Path)
+    v.add_argument(
+        "--scheduler", metavar="ADDRESS", help="check the shards on the Dask cluster at ADDRESS"
+    )
     _rev_option(v)
     v.set_defaults(func=cmd_verify)
 

@@ -23,6 +23,7 @@ class Found:
     path: str
     problem: str | None = None  # an ERROR_KINDS kind, when the file cannot be a record
     detail: str = ""
+    stat: tuple[int, int, int, int] | None = None  # known from the listing (object storage)
 
 
 def display_path(text: str) -> str:
@@ -40,7 +41,15 @@ def _sort_name(entry: os.DirEntry) -> str:
 
 
 def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[Found]:
-    """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing."""
+    """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing.
+
+    `root` may be a URL (s3://bucket/prefix, ...): then every object under the prefix.
+    """
+    from imgpack.remote import is_url, walk_url
+
+    if is_url(root):
+        yield from walk_url(str(root))
+        return
     root_real = os.path.realpath(root)
     if not os.path.isdir(root_real):
         raise InputError(

@@ -52,6 +52,7 @@ class IngestParams:
     max_pixels: int = 178_956_970  # Pillow's own decompression-bomb threshold
     on_error: dict[str, str] = field(default_factory=lambda: dict(ERROR_KINDS))
     workers: int | str = 0  # processes reading, hashing and probing; 0 or "auto": every core
+    scheduler: str = ""  # a Dask scheduler (tcp://host:port) to run on instead; "": this machine
 
     def __post_init__(self) -> None:
         resolve_workers(self.workers, "ingest.workers")
@@ -85,6 +86,7 @@ class PackParams:
     batch_mb: int = 32
     initial_map_size_mb: int = 0  # 0: from shard_mb
     workers: int | str = 0  # processes writing shards; 0 or "auto": every core
+    scheduler: str = ""  # a Dask scheduler (tcp://host:port) to run on instead; "": this machine
     incremental: bool = True  # carry the previous version's shards over (see README)
     compact_below: float = 0.5  # a carried shard whose live share falls below this is rewritten
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from imgpack.errors import ImgpackError
 from imgpack.params import PackParams
+from imgpack.remote import join
 from imgpack.shardtask import ShardTask, Source, task_id
 
 __all__ = ["Previous", "load_previous", "match_previous", "Planner"]
@@ -112,7 +113,7 @@ class Planner:
     def __init__(
         self,
         out: Path,
-        folder: Path,
+        folder: str,
         algorithm: str,
         params: PackParams,
         map_size: int,
@@ -167,7 +168,7 @@ class Planner:
             if pid >= 0:
                 spool_file = os.path.join(self.spool, f"spool-{pid}.bin")
                 return Source("spool", spool_file, offset, *meta)
-        return Source("file", os.path.join(self.folder, row["key"]), 0, *meta)
+        return Source("file", join(self.folder, row["key"]), 0, *meta)
 
     def finish(self) -> ShardTask | None:
         """The task of the shard being filled, if it holds anything."""

@@ -45,7 +45,12 @@ _FIRST_READ = 1 << 16
 
 
 def read_file(path: str) -> bytes:
-    """A whole file in as few system calls as possible (open(...).read() adds fstat and EOF reads)."""
+    """A whole file in as few system calls as possible (open(...).read() adds fstat and EOF reads);
+    a URL (s3://...) through fsspec."""
+    if "://" in path:
+        from imgpack.remote import read_url
+
+        return read_url(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         data = os.read(fd, _FIRST_READ)

@@ -202,9 +202,8 @@ def check_shard(task: tuple[str, str]) -> list[int]:
     """Hash every image of the shard at `task[0]` again (`task[1]`: the algorithm); returns the
     slots whose bytes do not match the digest its props recorded, or are missing."""
     path, algorithm = task
-    from imgpack.shards import read_props
-
     from imgpack.handles import acquire_env, release_env
+    from imgpack.shards import read_props
 
     digests = read_props(Path(path), algorithm)
     env, _ = acquire_env(Path(path))  # shared: this process may have the pack open already
@@ -222,3 +221,11 @@ def check_shard(task: tuple[str, str]) -> list[int]:
             return bad
     finally:
         release_env(Path(path))
+
+
+def verify_shard(task: tuple[str, str, str]) -> tuple[list[int], bool]:
+    """(slots whose bytes miss their digest, whether the file's sha256 is `task[2]`) of one shard
+    (`task`: path, hash algorithm, expected file sha256 or "" for a one-file pack)."""
+    path, algorithm, sha256 = task
+    file_ok = not sha256 or file_digest(Path(path)) == sha256
+    return check_shard((path, algorithm)), file_ok

@@ -59,7 +59,7 @@ class IngestCache:
     """
 
     def __init__(self, folder: str | Path, algorithm: str, max_pixels: int):
-        real = os.path.realpath(folder)
+        real = str(folder) if "://" in str(folder) else os.path.realpath(folder)
         name = hashlib.sha256(f"{_VERSION}\0{real}\0{algorithm}\0{max_pixels}".encode()).hexdigest()
         self.path = state_dir() / f"ingest-{name[:24]}.sqlite"
         self.started = time.time_ns()

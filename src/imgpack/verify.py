@@ -1,17 +1,15 @@
-"""Re-hash every stored image against its shard's digest and the catalog's, shard by shard."""
+"""Re-hash every stored image against its shard's digest and the catalog's, a shard per worker task."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 from imgpack.errors import REFETCH, PackCorruptError, name_offenders
-from imgpack.manifest import file_digest
-from imgpack.probe import digest
 from imgpack.progress import progress
 from imgpack.reader import Pack
-from imgpack.shards import read_props
+from imgpack.shardtask import verify_shard
+from imgpack.workers import ordered_map, resolve_workers, worker_pool
 
 __all__ = ["VerifyResult", "verify_pack"]
 
@@ -28,21 +26,49 @@ class VerifyResult:
         return not self.bad_keys and not self.bad_shards
 
 
-def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
-    """Check every shard file, every image and every catalog digest; raise naming what is bad."""
+def verify_pack(
+    path: str | Path,
+    raise_on_error: bool = True,
+    workers: int | str = 0,
+    scheduler: str | None = None,
+) -> VerifyResult:
+    """Check every shard file, every image and every catalog digest; raise naming what is bad.
+
+    Shards are checked one per task: in `workers` local processes, or on the Dask cluster at
+    `scheduler` (every worker must reach the pack's path).
+    """
     result = VerifyResult()
     with Pack(path) as pack:
         pack.locate()  # walks every shard's B-tree: a pack that verifies can train
         algorithm = pack.header["hash_algorithm"]
-        for info, shard_path in zip(pack.header["shards"], pack.shard_paths, strict=True):
-            result.shards += 1
-            if info["sha256"] and file_digest(shard_path) != info["sha256"]:
-                result.bad_shards.append(info["name"])
-        props = [read_props(p, algorithm) for p in pack.shard_paths]
-        for key, expected, shard, slot, data in progress(_records(pack), "verify", len(pack)):
-            result.records += 1
-            if digest(data, algorithm) != expected.hex() or props[shard][slot] != expected:
-                result.bad_keys.append(key)
+        entries = pack.header["shards"]
+        tasks = [
+            (number, (str(Path(shard_path).absolute()), algorithm, info["sha256"]))
+            for number, (info, shard_path) in enumerate(zip(entries, pack.shard_paths, strict=True))
+        ]
+        damaged: set[tuple[int, int]] = set()
+        with worker_pool(min(resolve_workers(workers), len(tasks)), scheduler) as pool:
+            for number, (bad, file_ok) in ordered_map(
+                verify_shard, progress(tasks, "verify"), pool
+            ):
+                result.shards += 1
+                if not file_ok:
+                    result.bad_shards.append(entries[number]["name"])
+                damaged.update((number, slot) for slot in bad)
+        catalog = pack.catalog
+        for _, part in catalog.tables(["key", "hash", "shard", "slot"]):
+            shards, slots = part.column("shard").to_numpy(), part.column("slot").to_numpy()
+            recorded = catalog.digests(shards, slots).to_pylist()  # the shards' props
+            for key, expected, place, stored in zip(
+                part.column("key").to_pylist(),
+                part.column("hash").to_pylist(),
+                zip(shards.tolist(), slots.tolist(), strict=True),
+                recorded,
+                strict=True,
+            ):
+                result.records += 1
+                if place in damaged or stored != expected:  # format 2: the catalog's own digest
+                    result.bad_keys.append(key)
         if result.records != len(pack):
             raise PackCorruptError(
                 f"{pack.path} holds {result.records} records but its header says {len(pack)}"
@@ -58,11 +84,3 @@ def verify_pack(path: str | Path, raise_on_error: bool = True) -> VerifyResult:
             f"the pack is damaged: {REFETCH}"
         )
     return result
-
-
-def _records(pack: Pack):
-    """(key, catalog digest, shard, slot, image bytes) of every record, a catalog part at a time."""
-    images = pack.iter_data()
-    for _, part in pack.catalog.tables(["key", "hash", "shard", "slot"]):
-        columns = [part.column(n).to_pylist() for n in ("key", "hash", "shard", "slot")]
-        yield from zip(*columns, islice(images, part.num_rows), strict=True)

@@ -104,12 +104,22 @@ def _exit_with(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` processes (None for 1: work runs in this process); all stopped on exit.
+def worker_pool(workers: int, scheduler: str | None = None) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` processes (None for 1: work runs in this process); all stopped on exit. With a
+    `scheduler` address, the workers of that Dask cluster instead.
 
     forkserver, not fork: the parent may already run Arrow or SQLite threads, and a forked copy
     of a process with threads can deadlock.
     """
+    if scheduler:
+        from imgpack.cluster import DaskPool
+
+        pool = DaskPool(scheduler)
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
     if workers <= 1:
         yield None
         return
@@ -173,6 +183,13 @@ def ordered_map(
             "a worker process died (killed, or out of memory); rerun, or lower the worker count "
             "(--workers, ingest.workers, pack.workers)"
         ) from None
+    except Exception as exc:
+        from imgpack.cluster import killed_worker
+
+        translated = killed_worker(exc)
+        if translated is None:
+            raise
+        raise translated from None
     finally:
         for _, future in pending:
             future.cancel()

@@ -24,6 +24,7 @@ from imgpack.labels import read_label_rows
 from imgpack.manifest import dumps, write_manifest
 from imgpack.params import IngestParams, load_params
 from imgpack.progress import progress
+from imgpack.remote import is_url
 from imgpack.splits import FOLDERS, folder_split
 from imgpack.stages.common import run_stage, write_json_stream
 from imgpack.state import IngestCache, file_stat
@@ -159,7 +160,9 @@ def ingest(
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
         contextlib.closing(sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))) as db,
-        worker_pool(resolve_workers(params.workers, "ingest.workers")) as pool,
+        worker_pool(
+            resolve_workers(params.workers, "ingest.workers"), params.scheduler or None
+        ) as pool,
     ):
         report = IngestReport(spill=scratch)
         db.execute("PRAGMA journal_mode=OFF")
@@ -169,7 +172,7 @@ def ingest(
         exclude = {str(labels)} if labels else set()
         lookup = partial(_group_of, db) if labels else None
         candidates = _labelled(
-            walk_sorted(folder, exclude), groups, lookup, params, report, account, Path(folder)
+            walk_sorted(folder, exclude), groups, lookup, params, report, account, str(folder)
         )
         if split_folders:
             candidates = _in_split_folders(candidates, account)
@@ -259,7 +262,7 @@ def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, see
     """Batches of candidates with their stat and what the cache knows; the rest is read by workers."""
     for batch in batched(candidates, 256):
         keys = [found.key for found, _, _ in batch]
-        stats = [file_stat(found.path) for found, _, _ in batch]
+        stats = [found.stat or file_stat(found.path) for found, _, _ in batch]
         for key in keys:
             seen.write(key + "\n")
         known = [None] * len(batch) if remembered is None else remembered.lookup(keys, stats)
@@ -347,7 +350,7 @@ def _take(rows: Iterator, n: int) -> list:
 
 
 def _labelled(
-    found_files, groups, lookup, params: IngestParams, report: IngestReport, account, root: Path
+    found_files, groups, lookup, params: IngestParams, report: IngestReport, account, root: str
 ):
     """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine.
 
@@ -361,7 +364,7 @@ def _labelled(
         match = None
         nfc = found.key if found.key.isascii() else unicodedata.normalize("NFC", found.key)
         if nfc != found.key and not found.problem:
-            if os.path.lexists(root / nfc):
+            if not is_url(root) and os.path.lexists(os.path.join(root, nfc)):
                 account(found, "bad_path", f"same name as {nfc!r} in another Unicode normalization")
                 continue
             if lookup is not None:

@@ -19,6 +19,7 @@ from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
 from imgpack.plan import Planner, claims, load_previous, match_previous
 from imgpack.progress import progress
+from imgpack.remote import is_url
 from imgpack.shardtask import write_shard
 from imgpack.splits import assign_split
 from imgpack.stages.common import run_stage
@@ -45,11 +46,13 @@ def pack(
     The returned header also says how many shards were carried, new and compacted.
     """
     params = params or PackParams()
-    out, folder = Path(out), Path(folder)
+    out = Path(out)
+    # Paths in tasks are absolute: any worker may run them.
+    folder = str(folder) if is_url(folder) else str(Path(folder).absolute())
     header, rows = read_manifest(Path(manifest))
     algorithm = header["hash_algorithm"]
     map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
-    store = out.with_name(f".{out.name}.resume")
+    store = out.absolute().with_name(f".{out.name}.resume")
     workers = resolve_workers(params.workers, "pack.workers")
     with (
         scratch_dir(out.with_name(out.name + "-plan")) as scratch,
@@ -63,11 +66,12 @@ def pack(
             _load_new(db, read_manifest(Path(manifest))[1], params)
             match_previous(db, previous, params.compact_below)
         store.mkdir(parents=True, exist_ok=True)
+        spool = Path(spool).absolute() if spool is not None else None
         planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
         try:
             with (
                 PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
-                worker_pool(workers) as pool,
+                worker_pool(workers, params.scheduler or None) as pool,
                 contextlib.closing(planner),
             ):
                 if previous is not None:
@@ -156,7 +160,7 @@ def _split(key: str, params: PackParams) -> str:
         ) from None
 
 
-_NOT_RECORDS = ("workers", "incremental", "compact_below")  # speed and layout, not records
+_NOT_RECORDS = ("workers", "scheduler", "incremental", "compact_below")  # not the records
 
 
 def _params_digest(params: PackParams) -> str:
