@@ -271,6 +271,10 @@ def markdown(results: dict) -> str:
         from bench.versions import table
 
         lines += table(s["versions"])
+    if "cluster" in s:
+        from bench.cluster import table as cluster_table
+
+        lines += cluster_table(s["cluster"])
     if "million" in s:
         lines += million_table(s["million"])
     lines += ["### Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from imgpack.probe import ProbeFailure, digest, probe_image, read_file
@@ -15,11 +14,12 @@ class ExamineTask:
     paths: tuple[str, ...]
     algorithm: str
     max_pixels: int
-    spool: str | None = None  # a folder: accepted bytes are appended to this process's file
+    spool: str | None = None  # a file for the accepted bytes: one per task, so a rerun rewrites it
+    number: int = 0  # the task's number, recorded with each offset (names its spool file)
 
 
 def examine_files(task: ExamineTask) -> list[list]:
-    """Per path: ["ok", size, hash, format, width, height, trailing] (+ [spool pid, offset]) or
+    """Per path: ["ok", size, hash, format, width, height, trailing] (+ [task number, offset]) or
     ["fail", kind, detail]. Plain lists: they also go into the ingest cache as JSON."""
     out = []
     spool = None
@@ -45,9 +45,8 @@ def examine_files(task: ExamineTask) -> list[list]:
             ]
             if task.spool is not None:
                 if spool is None:
-                    name = os.path.join(task.spool, f"spool-{os.getpid()}.bin")
-                    spool = open(name, "ab")  # noqa: SIM115 - closed below
-                result += [os.getpid(), spool.tell()]
+                    spool = open(task.spool, "wb")  # noqa: SIM115 - closed below
+                result += [task.number, spool.tell()]
                 spool.write(data)
             out.append(result)
     finally:

@@ -164,10 +164,10 @@ class Planner:
             self.compacted_from_previous += 1
             return Source("shard", str(self.previous.shard_paths[claim[0]]), claim[1], *meta)
         if self._spool_index is not None:
-            pid, offset = _SPOOL_ENTRY.unpack(self._spool_index.read(_SPOOL_ENTRY.size))
-            if pid >= 0:
-                spool_file = os.path.join(self.spool, f"spool-{pid}.bin")
-                return Source("spool", spool_file, offset, *meta)
+            number, offset = _SPOOL_ENTRY.unpack(self._spool_index.read(_SPOOL_ENTRY.size))
+            if number >= 0:
+                where = os.path.join(self.spool, f"spool-{number}.bin")  # ingest's spool_file
+                return Source("spool", where, offset, *meta)
         return Source("file", join(self.folder, row["key"]), 0, *meta)
 
     def finish(self) -> ShardTask | None:

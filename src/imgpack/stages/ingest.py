@@ -260,14 +260,15 @@ def ingest(
 
 def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, seen):
     """Batches of candidates with their stat and what the cache knows; the rest is read by workers."""
-    for batch in batched(candidates, 256):
+    for number, batch in enumerate(batched(candidates, 256)):
         keys = [found.key for found, _, _ in batch]
         stats = [found.stat or file_stat(found.path) for found, _, _ in batch]
         for key in keys:
             seen.write(key + "\n")
         known = [None] * len(batch) if remembered is None else remembered.lookup(keys, stats)
         paths = tuple(f.path for (f, _, _), k in zip(batch, known, strict=True) if k is None)
-        task = ExamineTask(paths, params.hash, params.max_pixels, str(spool) if spool else None)
+        spooled = str(spool / spool_file(number)) if spool else None
+        task = ExamineTask(paths, params.hash, params.max_pixels, spooled, number)
         yield (batch, known, stats), task
 
 
@@ -281,8 +282,12 @@ _SPOOL_ENTRY = struct.Struct("<qq")
 _NOT_SPOOLED = _SPOOL_ENTRY.pack(-1, -1)
 
 
+def spool_file(number: int) -> str:
+    return f"spool-{number}.bin"
+
+
 def _spool_entry(outcome: list, spool: Path) -> bytes:
-    """Where the manifest row's bytes are in the spool: (pid of the spool file, offset), or none."""
+    """Where the manifest row's bytes are in the spool: (task number, offset), or none."""
     if len(outcome) > 7:
         return _SPOOL_ENTRY.pack(outcome[7], outcome[8])
     return _NOT_SPOOLED

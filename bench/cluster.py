@@ -1,0 +1,123 @@
+"""The same build on one local process, two local processes and a two-worker Dask cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.data import WORK
+from bench.timing import IMGPACK, env, median, rounds, run_process
+
+
+def _cluster(log: Path) -> tuple[str, list[subprocess.Popen]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    cli = [sys.executable, "-m"]
+    handle = open(log, "w")  # noqa: SIM115 - lives as long as the cluster
+    processes = [
+        subprocess.Popen(
+            [
+                *cli,
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            env=env(),
+            stdout=handle,
+            stderr=handle,
+        )
+    ]
+    for n in range(2):
+        processes.append(
+            subprocess.Popen(
+                [
+                    *cli,
+                    "distributed.cli.dask_worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{n}",
+                    "--local-directory",
+                    str(WORK / "cluster" / f"w{n}"),
+                ],
+                env=env(),
+                stdout=handle,
+                stderr=handle,
+            )
+        )
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+    return address, processes
+
+
+def measure(raw: Path, runs: int) -> dict:
+    work = WORK / "cluster"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    address, processes = _cluster(work / "dask.log")
+    try:
+        contenders = {
+            "local, 1 process": ["--workers", "1"],
+            "local, 2 processes": ["--workers", "2"],
+            "Dask, 2 workers on 127.0.0.1": ["--scheduler", address],
+        }
+
+        def contender(options):
+            def once() -> float:
+                out = work / "out.lmdb"
+                shutil.rmtree(out, ignore_errors=True)
+                return run_process(
+                    [IMGPACK, "build", str(raw), str(out), "--shard-mb", "4", *options]
+                )[0]
+
+            return once
+
+        times = rounds({name: contender(o) for name, o in contenders.items()}, runs)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    base = median(times["local, 1 process"])
+    return {
+        name: {"seconds": median(t), "x_one_process": median(t) / base, "runs": t}
+        for name, t in times.items()
+    }
+
+
+def table(section: dict) -> list[str]:
+    lines = [
+        "### One machine or a cluster: `imgpack build` of MNIST 60,000 (2 cores)",
+        "",
+        "| how | median time | vs 1 local process |",
+        "|---|---:|---:|",
+    ]
+    for name, row in section.items():
+        lines.append(f"| {name} | {row['seconds']:.2f} s | {row['x_one_process']:.2f}x |")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    import json
+
+    from bench.data import mnist
+
+    result = measure(mnist(), int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    print("\n".join(table(result)))
+    out = Path(__file__).with_name("results.json")
+    everything = json.loads(out.read_text()) if out.exists() else {"sections": {}}
+    everything.setdefault("sections", {})["cluster"] = result
+    out.write_text(json.dumps(everything, indent=2) + "\n")
