@@ -147,3 +147,17 @@ def test_an_unreachable_scheduler_is_one_clear_line_and_no_output(digits_tree, t
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot reach the Dask scheduler at {address}" in lines[0]
     assert os.listdir(out.parent) == []
+
+
+def test_import_and_a_local_build_never_import_dask(digits_tree, tmp_path):
+    script = (
+        "import sys, imgpack\n"
+        "from imgpack.build import build\n"
+        f"build({str(digits_tree)!r}, {str(tmp_path / 'p.lmdb')!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=tool_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
