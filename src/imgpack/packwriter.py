@@ -54,14 +54,13 @@ class CatalogRows:
         self._reset()
 
     def _reset(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in cat.catalog_schema().names}
+        self.rows: list[tuple] = []
         self.extras: list[dict[str, Any]] = []
 
-    def append(self, row: dict[str, Any], extra: dict[str, Any]) -> None:
-        for name, values in self.columns.items():
-            values.append(row[name])
+    def append(self, row: tuple, extra: dict[str, Any]) -> None:
+        self.rows.append(row)
         self.extras.append(extra)
-        if len(self.extras) >= cat.PART_ROWS:
+        if len(self.rows) >= cat.PART_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -69,7 +68,10 @@ class CatalogRows:
         if not count:
             return
         schema = cat.catalog_schema()
-        arrays = [pa.array(self.columns[field.name], field.type) for field in schema]
+        columns = list(zip(*self.rows, strict=True))  # one tuple a row, in the schema's order
+        arrays = [
+            pa.array(values, field.type) for values, field in zip(columns, schema, strict=True)
+        ]
         fields = list(schema)
         for name in sorted({k for extra in self.extras for k in extra}):
             field, values = cat.extra_array(name, [extra.get(name) for extra in self.extras])
@@ -144,13 +146,13 @@ class PackAssembler:
         self.carried += carried
         return len(self.shards) - 1
 
-    def add_row(self, row: dict[str, Any], extra: dict[str, Any]) -> None:
-        """The next record's catalog row (keys ascending): key, label, split, format, width,
-        height, size, shard, slot."""
-        check_key(row["key"])
+    def add_row(self, row: tuple, extra: dict[str, Any]) -> None:
+        """The next record's catalog row (keys ascending), in the catalog schema's order: key,
+        label, split, format, width, height, size, shard, slot."""
+        check_key(row[0])
         self._rows.append(row, extra)
-        self.classes.add(row["label"])
-        self.total_bytes += row["size"]
+        self.classes.add(row[1])
+        self.total_bytes += row[6]
         self.count += 1
 
     def add_alias(self, alias: str, key: str) -> None:
@@ -316,7 +318,11 @@ class PackBuilder:
                 f"{key}: a {assembler.hash_algorithm} digest has {assembler.digest_size} bytes"
             )
         shard = self._shard
-        if shard is not None and shard.count and shard.image_bytes + len(data) > self.shard_bytes:
+        if shard is not None and (
+            shard.count >= cat.SHARD_IMAGES
+            or shard.count
+            and shard.image_bytes + len(data) > self.shard_bytes
+        ):
             self._finish_shard()
             shard = None
         if shard is None:
@@ -325,17 +331,7 @@ class PackBuilder:
                 path, assembler.out, self.map_size, assembler.batch_bytes, assembler.digest_size
             )
         slot = shard.add(data, digest, format, width, height)
-        row = {
-            "key": key,
-            "label": label,
-            "split": split,
-            "format": format,
-            "width": width,
-            "height": height,
-            "size": len(data),
-            "shard": len(assembler.shards),
-            "slot": slot,
-        }
+        row = (key, label, split, format, width, height, len(data), len(assembler.shards), slot)
         assembler.add_row(row, extra)
         return assembler.count - 1
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import ImgpackError
+from imgpack.format.catalog import SHARD_IMAGES
 from imgpack.params import PackParams
 from imgpack.remote import join
 from imgpack.shardtask import ShardTask, Source, task_id
@@ -144,7 +145,10 @@ class Planner:
             return (previous.kept[claim[0]], claim[1]), None
         source = self._source(row, claim)
         done = None
-        if self._sources and self._bytes + row["size"] > self.params.shard_bytes:
+        if self._sources and (
+            self._bytes + row["size"] > self.params.shard_bytes
+            or len(self._sources) >= SHARD_IMAGES
+        ):
             done = self.finish()
         self._sources.append(source)
         self._bytes += row["size"]

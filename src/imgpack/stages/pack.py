@@ -132,17 +132,17 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
         if done is not None:
             yield done, done
         assembler.add_row(
-            {
-                "key": row["key"],
-                "label": row["label"],
-                "split": _split(row["key"], params),
-                "format": row["format"],
-                "width": row["width"],
-                "height": row["height"],
-                "size": row["size"],
-                "shard": shard,
-                "slot": slot,
-            },
+            (
+                row["key"],
+                row["label"],
+                _split(row["key"], params),
+                row["format"],
+                row["width"],
+                row["height"],
+                row["size"],
+                shard,
+                slot,
+            ),
             row["extra"],
         )
     last = planner.finish()
