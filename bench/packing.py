@@ -46,6 +46,7 @@ def measure(raw: Path, name: str, runs: int) -> dict:
 
     def contender(label: str):
         def once() -> float:
+            shutil.rmtree(outputs[label], ignore_errors=True)  # a folder pack
             outputs[label].unlink(missing_ok=True)
             seconds, peak = run_process(CONTENDERS[label](raw, outputs[label]))
             rss[label].append(peak)

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import data, dvc_ops, million, packing, phases, reading, report, scale, versions
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pack", "phases", "read", "dvc", "scale", "versions", "million")
+SECTIONS = ("pack", "phases", "read", "dvc", "scale", "versions", "cluster", "million")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if "dvc" in wanted:
         pack = data.WORK / "dvc-pack" / "images.lmdb"
         pack.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(pack, ignore_errors=True)
         pack.unlink(missing_ok=True)
         from bench.timing import IMGPACK, run_process
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         s["scale"] = scale.measure(mnist, max(1, runs - 1))
     if "versions" in wanted:
         s["versions"] = versions.measure(mnist, mnist.parent / "testing", runs)
+    if "cluster" in wanted:
+        from bench import cluster
+
+        s["cluster"] = cluster.measure(mnist, runs)
     if "million" in wanted:  # 16 distinct copies of the 60,000 (quick: 2 of the 3,000)
         s["million"] = million.measure(mnist, runs, factor=2 if args.quick else 16)
     results["seconds"] = round(time.time() - started, 1)
