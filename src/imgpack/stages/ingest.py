@@ -7,127 +7,27 @@ import contextlib
 import errno
 import json
 import os
-import posixpath
 import sqlite3
 import struct
-import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from imgpack.discover import Found, display_path, walk_sorted
 from imgpack.errors import InputError, PolicyError, name_offenders, output_failed
 from imgpack.examine import ExamineTask, examine_files
-from imgpack.labels import read_label_rows
+from imgpack.ingestreport import LISTED, IngestReport
+from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
 from imgpack.manifest import dumps, write_manifest
 from imgpack.params import IngestParams, load_params
 from imgpack.progress import progress
-from imgpack.remote import is_url
-from imgpack.splits import FOLDERS, folder_split
-from imgpack.stages.common import run_stage, write_json_stream
+from imgpack.splits import FOLDERS
+from imgpack.stages.common import run_stage
 from imgpack.state import IngestCache, file_stat
 from imgpack.workers import batched, ordered_map, resolve_workers, worker_pool
 from imgpack.writer import scratch_dir
 
 __all__ = ["ingest", "IngestReport"]
-
-
-LISTED = 1000  # entries of each list kept in memory (the report file has them all)
-
-
-@dataclass
-class IngestReport:
-    """Where every input went: discovered = packed + skipped, plus label rows with no image.
-
-    Lists hold their first LISTED entries; `write(path)` streams every entry from the spill
-    files, so a folder of a million junk files or duplicates costs disk, not memory.
-    """
-
-    discovered: int = 0
-    packed: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    label_rows: int = 0
-    rows_without_image: list[dict[str, Any]] = field(default_factory=list)
-    duplicate_groups: list[list[str]] = field(default_factory=list)
-    notes: list[dict[str, str]] = field(default_factory=list)  # packed, with something to know
-    counts: dict[str, int] = field(default_factory=dict)
-    by_reason: dict[str, int] = field(default_factory=dict)
-    read: int = 0  # files read this run; the others were known from the ingest cache
-    spill: Path | None = None
-
-    def _add(self, name: str, item: Any) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-        held = getattr(self, name)
-        if len(held) < LISTED:
-            held.append(item)
-        if self.spill is not None:
-            with open(self.spill / f"{name}.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(dumps(item) + "\n")
-
-    def skip(self, found: Found | str, kind: str, detail: str) -> None:
-        path = found.key if isinstance(found, Found) else found
-        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
-        self._add("skipped", {"path": display_path(path), "reason": kind, "detail": detail})
-
-    def note(self, item: dict[str, str]) -> None:
-        self._add("notes", item)
-
-    def without_image(self, item: dict[str, Any]) -> None:
-        self._add("rows_without_image", item)
-
-    def duplicate_group(self, group: list[str]) -> None:
-        self.counts["duplicate_files"] = self.counts.get("duplicate_files", 0) + len(group)
-        self._add("duplicate_groups", group)
-
-    def total(self, name: str) -> int:
-        return self.counts.get(name, 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The numbers, and the lists as far as they are held in memory (see `write`)."""
-        return {
-            "discovered": self.discovered,
-            "packed": self.packed,
-            "read": self.read,
-            "skipped": self.total("skipped"),
-            "skipped_by_reason": dict(sorted(self.by_reason.items())),
-            "label_rows": self.label_rows,
-            "label_rows_without_image": self.total("rows_without_image"),
-            "duplicates": {
-                "groups": self.total("duplicate_groups"),
-                "files": self.total("duplicate_files"),
-            },
-            "skipped_files": self.skipped,
-            "label_rows_without_image_list": self.rows_without_image,
-            "duplicate_groups": self.duplicate_groups,
-            "notes": self.total("notes"),
-            "notes_list": self.notes,
-        }
-
-    def write(self, path: Path) -> None:
-        """The report as JSON, every list entry streamed from its spill file."""
-        lists = {
-            "skipped_files": "skipped",
-            "label_rows_without_image_list": "rows_without_image",
-            "duplicate_groups": "duplicate_groups",
-            "notes_list": "notes",
-        }
-        summary = self.as_dict()
-
-        def entries(name: str):
-            spilled = self.spill / f"{name}.jsonl" if self.spill is not None else None
-            if spilled is None or not spilled.exists():
-                yield from (dumps(item) for item in getattr(self, name))
-                return
-            with open(spilled, encoding="utf-8") as handle:
-                for line in handle:
-                    yield line.rstrip("\n")
-
-        fields = {
-            key: (entries(lists[key]) if key in lists else value) for key, value in summary.items()
-        }
-        write_json_stream(Path(path), fields)
 
 
 def ingest(
@@ -168,14 +68,14 @@ def ingest(
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
-        groups = _label_groups(db, labels, params, report) if labels else None
+        groups = label_groups(db, labels, params, report) if labels else None
         exclude = {str(labels)} if labels else set()
-        lookup = partial(_group_of, db) if labels else None
-        candidates = _labelled(
+        lookup = partial(group_of, db) if labels else None
+        candidates = labelled(
             walk_sorted(folder, exclude), groups, lookup, params, report, account, str(folder)
         )
         if split_folders:
-            candidates = _in_split_folders(candidates, account)
+            candidates = in_split_folders(candidates, account)
         remembered = IngestCache(folder, params.hash, params.max_pixels) if cache else None
         spool_index = open(spool / "index.bin", "wb") if spool is not None else None  # noqa: SIM115
         staged = os.path.join(scratch, "rows.jsonl")
@@ -304,133 +204,6 @@ def _scratch_errors(scratch: Path):
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise output_failed(scratch, exc) from None
         raise
-
-
-def _label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
-    """Load the table into SQLite (bounded memory) and return its rows grouped by path, in key order."""
-    db.execute("CREATE TABLE labels (path TEXT, label TEXT, extra TEXT, row INTEGER)")
-    rows = read_label_rows(
-        table, params.path_column, params.label_column, params.chunksize, list(params.columns)
-    )
-    while True:
-        chunk = [(p, lab, dumps(extra), n) for p, lab, extra, n in _take(rows, params.chunksize)]
-        if not chunk:
-            break
-        db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", chunk)
-        report.label_rows += len(chunk)
-    db.execute("CREATE INDEX labels_path ON labels (path, row)")
-    return _group_cursor(db)
-
-
-_GROUPS = (
-    "SELECT g.path, g.labels, l.extra, g.first FROM "
-    "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
-    " FROM labels {where} GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
-    "ORDER BY g.path"
-)
-
-
-def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
-    cursor = db.cursor()
-    cursor.execute(_GROUPS.format(where=""))
-    for path, labels_json, extra_json, first in cursor:
-        yield path, sorted(json.loads(labels_json)), json.loads(extra_json), first
-
-
-def _group_of(db: sqlite3.Connection, path: str):
-    """The label group of one table path, for the rare file whose name is not NFC."""
-    row = db.execute(_GROUPS.format(where="WHERE path = ?"), (path,)).fetchone()
-    if row is None:
-        return None
-    return row[0], sorted(json.loads(row[1])), json.loads(row[2]), row[3]
-
-
-def _take(rows: Iterator, n: int) -> list:
-    out = []
-    for row in rows:
-        out.append(row)
-        if len(out) >= n:
-            break
-    return out
-
-
-def _labelled(
-    found_files, groups, lookup, params: IngestParams, report: IngestReport, account, root: str
-):
-    """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine.
-
-    Table paths are NFC; a file name in another normalization (NFD from macOS or a zip) is
-    matched by a lookup under NFC and keeps its own spelling as its key.
-    """
-    pending = next(groups, None) if groups is not None else None
-    taken: set[str] = set()  # table paths matched by lookup, out of the merge's order
-    for found in found_files:
-        report.discovered += 1
-        match = None
-        nfc = found.key if found.key.isascii() else unicodedata.normalize("NFC", found.key)
-        if nfc != found.key and not found.problem:
-            if not is_url(root) and os.path.lexists(os.path.join(root, nfc)):
-                account(found, "bad_path", f"same name as {nfc!r} in another Unicode normalization")
-                continue
-            if lookup is not None:
-                match = lookup(nfc)
-                if match is not None:
-                    taken.add(nfc)
-        elif groups is not None:
-            while pending is not None and pending[0] < found.key:
-                if pending[0] not in taken:
-                    _row_without_image(pending, report)
-                pending = next(groups, None)
-            if pending is not None and pending[0] == found.key:
-                match, pending = pending, next(groups, None)
-        if found.problem:
-            account(found, found.problem, found.detail)
-            continue
-        if posixpath.splitext(found.key)[1].lower() not in params.extensions:
-            account(found, "not_image", "extension not in ingest.extensions")
-            continue
-        if groups is None:
-            parent = posixpath.dirname(found.key)
-            if not parent:
-                account(found, "unlabeled", "no parent folder to take a label from")
-                continue
-            yield found, posixpath.basename(parent), {}
-        elif match is None:
-            account(found, "unlabeled", "no row in the labels table")
-        elif len(match[1]) > 1:
-            account(found, "conflicting_labels", f"label rows disagree: {', '.join(match[1])}")
-        elif not match[1][0]:
-            account(found, "unlabeled", f"empty label in row {match[3]}")
-        else:
-            yield found, match[1][0], match[2]
-    if groups is not None:
-        while pending is not None:
-            if pending[0] not in taken:
-                _row_without_image(pending, report)
-            pending = next(groups, None)
-
-
-def _in_split_folders(candidates, account):
-    for found, label, extra in candidates:
-        if folder_split(found.key) is None:
-            top = found.key.partition("/")[0] if "/" in found.key else "(no folder)"
-            account(
-                found,
-                "unknown_split",
-                f"top folder {top!r} is not train, val/valid/validation or test",
-            )
-            continue
-        yield found, label, extra
-
-
-def _row_without_image(group, report: IngestReport) -> None:
-    report.without_image(
-        {
-            "path": group[0],
-            "reason": "missing_image",
-            "detail": f"label row {group[3]} has no image",
-        }
-    )
 
 
 def _duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[tuple[int, str]]:

@@ -1,0 +1,146 @@
+"""Join the sorted file walk with the labels (a table's rows, or folder names), in key order."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import sqlite3
+import unicodedata
+from collections.abc import Iterator
+
+from imgpack.ingestreport import IngestReport
+from imgpack.labels import read_label_rows
+from imgpack.manifest import dumps
+from imgpack.params import IngestParams
+from imgpack.remote import is_url
+from imgpack.splits import folder_split
+
+__all__ = ["label_groups", "group_of", "labelled", "in_split_folders"]
+
+
+def label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
+    """Load the table into SQLite (bounded memory) and return its rows grouped by path, in key order."""
+    db.execute("CREATE TABLE labels (path TEXT, label TEXT, extra TEXT, row INTEGER)")
+    rows = read_label_rows(
+        table, params.path_column, params.label_column, params.chunksize, list(params.columns)
+    )
+    while True:
+        chunk = [(p, lab, dumps(extra), n) for p, lab, extra, n in _take(rows, params.chunksize)]
+        if not chunk:
+            break
+        db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", chunk)
+        report.label_rows += len(chunk)
+    db.execute("CREATE INDEX labels_path ON labels (path, row)")
+    return _group_cursor(db)
+
+
+_GROUPS = (
+    "SELECT g.path, g.labels, l.extra, g.first FROM "
+    "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
+    " FROM labels {where} GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
+    "ORDER BY g.path"
+)
+
+
+def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
+    cursor = db.cursor()
+    cursor.execute(_GROUPS.format(where=""))
+    for path, labels_json, extra_json, first in cursor:
+        yield path, sorted(json.loads(labels_json)), json.loads(extra_json), first
+
+
+def group_of(db: sqlite3.Connection, path: str):
+    """The label group of one table path, for the rare file whose name is not NFC."""
+    row = db.execute(_GROUPS.format(where="WHERE path = ?"), (path,)).fetchone()
+    if row is None:
+        return None
+    return row[0], sorted(json.loads(row[1])), json.loads(row[2]), row[3]
+
+
+def _take(rows: Iterator, n: int) -> list:
+    out = []
+    for row in rows:
+        out.append(row)
+        if len(out) >= n:
+            break
+    return out
+
+
+def labelled(
+    found_files, groups, lookup, params: IngestParams, report: IngestReport, account, root: str
+):
+    """Merge the sorted file walk with the sorted label groups; yield (found, label, extra) to examine.
+
+    Table paths are NFC; a file name in another normalization (NFD from macOS or a zip) is
+    matched by a lookup under NFC and keeps its own spelling as its key.
+    """
+    pending = next(groups, None) if groups is not None else None
+    taken: set[str] = set()  # table paths matched by lookup, out of the merge's order
+    for found in found_files:
+        report.discovered += 1
+        match = None
+        nfc = found.key if found.key.isascii() else unicodedata.normalize("NFC", found.key)
+        if nfc != found.key and not found.problem:
+            if not is_url(root) and os.path.lexists(os.path.join(root, nfc)):
+                account(found, "bad_path", f"same name as {nfc!r} in another Unicode normalization")
+                continue
+            if lookup is not None:
+                match = lookup(nfc)
+                if match is not None:
+                    taken.add(nfc)
+        elif groups is not None:
+            while pending is not None and pending[0] < found.key:
+                if pending[0] not in taken:
+                    _row_without_image(pending, report)
+                pending = next(groups, None)
+            if pending is not None and pending[0] == found.key:
+                match, pending = pending, next(groups, None)
+        if found.problem:
+            account(found, found.problem, found.detail)
+            continue
+        if posixpath.splitext(found.key)[1].lower() not in params.extensions:
+            account(found, "not_image", "extension not in ingest.extensions")
+            continue
+        if groups is None:
+            parent = posixpath.dirname(found.key)
+            if not parent:
+                account(found, "unlabeled", "no parent folder to take a label from")
+                continue
+            yield found, posixpath.basename(parent), {}
+        elif match is None:
+            account(found, "unlabeled", "no row in the labels table")
+        elif len(match[1]) > 1:
+            account(found, "conflicting_labels", f"label rows disagree: {', '.join(match[1])}")
+        elif not match[1][0]:
+            account(found, "unlabeled", f"empty label in row {match[3]}")
+        else:
+            yield found, match[1][0], match[2]
+    if groups is not None:
+        while pending is not None:
+            if pending[0] not in taken:
+                _row_without_image(pending, report)
+            pending = next(groups, None)
+
+
+def in_split_folders(candidates, account):
+    for found, label, extra in candidates:
+        if folder_split(found.key) is None:
+            top = found.key.partition("/")[0] if "/" in found.key else "(no folder)"
+            account(
+                found,
+                "unknown_split",
+                f"top folder {top!r} is not train, val/valid/validation or test",
+            )
+            continue
+        yield found, label, extra
+
+
+def _row_without_image(group, report: IngestReport) -> None:
+    report.without_image(
+        {
+            "path": group[0],
+            "reason": "missing_image",
+            "detail": f"label row {group[3]} has no image",
+        }
+    )
