@@ -50,13 +50,21 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
     files = [os.path.join(raw, keys[i]) for i in order]
     batches = [order[s : s + batch] for s in range(0, n, batch)]
 
-    # LMDB allows one environment per file per process: the bare loop reads a byte-identical copy.
-    bare_copy = out_dir / "bare.lmdb"
-    shutil.copyfile(built["imgpack"], bare_copy)
-    env = lmdb.open(str(bare_copy), subdir=False, readonly=True, lock=False, max_dbs=8)
-    bare_txn = env.begin()
-    images_db = env.open_db(b"images", txn=bare_txn, create=False)
-    bare_keys = [struct.pack(">Q", i) for i in order]
+    # LMDB allows one environment per file per process: the bare loop reads byte-identical
+    # copies of the pack's shard files, record i at its catalog (shard, slot).
+    shards = []
+    for number, path in enumerate(pack.shard_paths):
+        copy = out_dir / f"bare-{number}.lmdb"
+        shutil.copyfile(path, copy)
+        env = lmdb.open(str(copy), subdir=False, readonly=True, lock=False, max_dbs=8)
+        txn = env.begin()
+        shards.append((txn, env.open_db(b"images", txn=txn, create=False)))
+    where = pack.catalog.table(["shard", "slot"])
+    shard_of, slot_of = where.column("shard").to_pylist(), where.column("slot").to_pylist()
+    bare_reads = [
+        (shards[shard_of[i]][0].get, struct.pack(">Q", slot_of[i]), shards[shard_of[i]][1])
+        for i in order
+    ]
 
     a_env = lmdb.open(str(built["a"]), subdir=False, readonly=True, lock=False)
     a_txn = a_env.begin()
@@ -85,9 +93,7 @@ def measure(raw: Path, name: str, runs: int, batch: int = 64) -> dict:
         "imgpack iteration, in order": clock(lambda: [r.data for r in pack]),
         "individual files, shuffled": clock(files_read),
         "individual files, in key order": clock(lambda: files_read(in_order)),
-        "bare txn.get loop, shuffled": clock(
-            lambda: [bare_txn.get(k, db=images_db) for k in bare_keys]
-        ),
+        "bare txn.get loop, shuffled": clock(lambda: [get(k, db=db) for get, k, db in bare_reads]),
         "(a) txn.get by path, shuffled": clock(lambda: [a_txn.get(k) for k in a_keys]),
         "(b) get + unpickle, shuffled": clock(
             lambda: [pickle.loads(b_txn.get(k)).get_image() for k in b_keys]
