@@ -174,3 +174,20 @@ def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_p
     assert sorted(os.listdir(out.parent)) == ["p.lmdb"]
     with imgpack.open(out) as pack:
         assert {r.key: r.data for r in pack} == source_files(many_images)
+
+
+def test_a_build_that_rewrites_a_thinned_shard_keeps_every_record_whole(many_images, tmp_path):
+    out = tmp_path / "p.lmdb"
+    options = PackParams(shard_mb=0.01)
+    build(many_images, out, pack_params=options)
+    with imgpack.open(out) as pack:
+        where = pack.catalog.table(["key", "shard"]).to_pylist()
+        first = [row["key"] for row in where if row["shard"] == 0][1:]
+    for key in first:  # most of the first shard goes; the rest of the folder stays
+        (many_images / key).unlink()
+    for n, key in enumerate(("0/zz-new.png", "3/new.png", "5/new.png")):  # stored anew
+        (many_images / key).write_bytes(png_bytes(30 + n, 9, shade=n))
+    result = build(many_images, out, pack_params=options)
+    assert result.header["compacted_shards"] >= 1 and result.header["carried_shards"] >= 1
+    with imgpack.open(out) as pack:
+        assert {r.key: r.data for r in pack} == source_files(many_images)

@@ -164,14 +164,15 @@ class Planner:
 
     def _source(self, row: dict[str, Any], claim) -> Source:
         meta = (row["size"], row["hash"], row["format"], row["width"], row["height"])
+        number, offset = -1, -1  # every manifest row has its spool entry: always take it
+        if self._spool_index is not None:
+            number, offset = _SPOOL_ENTRY.unpack(self._spool_index.read(_SPOOL_ENTRY.size))
+        if number >= 0:  # read by this build's ingest
+            where = os.path.join(self.spool, f"spool-{number}.bin")  # ingest's spool_file
+            return Source("spool", where, offset, *meta)
         if claim is not None:  # in a previous shard being compacted: read it from there
             self.compacted_from_previous += 1
             return Source("shard", str(self.previous.shard_paths[claim[0]]), claim[1], *meta)
-        if self._spool_index is not None:
-            number, offset = _SPOOL_ENTRY.unpack(self._spool_index.read(_SPOOL_ENTRY.size))
-            if number >= 0:
-                where = os.path.join(self.spool, f"spool-{number}.bin")  # ingest's spool_file
-                return Source("spool", where, offset, *meta)
         return Source("file", join(self.folder, row["key"]), 0, *meta)
 
     def finish(self) -> ShardTask | None:
