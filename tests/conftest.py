@@ -160,6 +160,20 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
+def imgpack_cli(*args, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The `imgpack` command in a subprocess; with `check`, it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], cwd, check)
 

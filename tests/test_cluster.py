@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.conftest import imgpack_cli as imgpack
 from tests.conftest import pack_state, tool_env
 
 pytestmark = pytest.mark.slow
@@ -72,18 +73,6 @@ def cluster(tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
         logs.close()
-
-
-def imgpack(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def files(pack):

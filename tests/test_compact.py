@@ -1,21 +1,9 @@
 """`imgpack compact` turns a pack grown version by version into exactly what a fresh build gives."""
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import pack_state, tool_env
-
-
-def imgpack(*args):
-    result = subprocess.run(
-        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
+from tests.conftest import imgpack_cli as imgpack
+from tests.conftest import pack_state
 
 
 def files(pack):

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.conftest import pack_state, png_bytes, tool_env, write_tree
+from tests.conftest import imgpack_cli as imgpack
+from tests.conftest import pack_state, png_bytes, write_tree
 
 pytestmark = pytest.mark.slow
 s3fs = pytest.importorskip("s3fs")
@@ -47,18 +48,6 @@ def s3(tmp_path, monkeypatch):
     yield fs
     server.terminate()
     server.wait(timeout=10)
-
-
-def imgpack(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_a_build_from_s3_equals_the_build_from_the_same_files_on_disk(s3, tmp_path):

@@ -8,21 +8,13 @@ import pytest
 import yaml
 
 from imgpack.workers import resolve_workers
-from tests.conftest import dvc, pack_state, tool_env, write_tree
+from tests.conftest import dvc, imgpack_cli, pack_state, tool_env, write_tree
 
 pytestmark = pytest.mark.slow
 
 
 def imgpack_build(*args, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "imgpack.cli", "build", *map(str, args)],
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
+    return imgpack_cli("build", *args, cwd=cwd)
 
 
 def test_one_two_and_four_workers_give_byte_identical_packs(sample_raw, tmp_path):
