@@ -276,8 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         params = load_params(args.params, "ingest")
         split_folders = load_params(args.params, "pack").splits == FOLDERS
-        ingest(
+        report = ingest(
             params.folder, args.manifest, args.report, params.labels or None, params, split_folders
+        )
+        print(
+            f"ingested {report.packed} of {report.discovered} files from {params.folder}: "
+            f"{report.read} read, the others unchanged since an earlier run; "
+            f"{report.total('skipped')} skipped (see {args.report})"
         )
 
     return run_stage(run)
