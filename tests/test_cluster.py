@@ -150,3 +150,35 @@ def test_import_and_a_local_build_never_import_dask(digits_tree, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_client_killed_mid_build_publishes_nothing_and_the_rerun_reuses_finished_shards(
+    cluster, mnist, tmp_path
+):
+    address, _ = cluster
+    raw = mnist / "training"
+    out = tmp_path / "out" / "p.lmdb"
+    resume = out.with_name(".p.lmdb.resume")
+    command = ["build", raw, out, "--shard-mb", "0.25", "--scheduler", address]
+    client = subprocess.Popen(
+        [sys.executable, "-m", "imgpack.cli", *map(str, command)],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 3):
+        assert client.poll() is None and time.monotonic() < deadline, "the build ended too soon"
+        time.sleep(0.01)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    time.sleep(1)  # tasks already running on the workers may still finish their shards
+    assert not out.exists()
+    finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
+
+    imgpack(*command)
+    assert len({p.stat().st_ino for p in out.glob("shard-*.lmdb")} & finished) >= 3
+    assert not resume.exists()
+    fresh = tmp_path / "fresh.lmdb"
+    imgpack("build", raw, fresh, "--shard-mb", "0.25", "--workers", "2")
+    assert files(out) == files(fresh)
