@@ -8,7 +8,6 @@ new shards cut by size exactly as a from-scratch build cuts them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import struct
@@ -131,7 +130,6 @@ class Planner:
         self._sources: list[Source] = []
         self._bytes = 0
         self.new_shards = 0
-        self.compacted_from_previous = 0
 
     def close(self) -> None:
         if self._spool_index is not None:
@@ -171,7 +169,6 @@ class Planner:
             where = os.path.join(self.spool, f"spool-{number}.bin")  # ingest's spool_file
             return Source("spool", where, offset, *meta)
         if claim is not None:  # in a previous shard being compacted: read it from there
-            self.compacted_from_previous += 1
             return Source("shard", str(self.previous.shard_paths[claim[0]]), claim[1], *meta)
         return Source("file", join(self.folder, row["key"]), 0, *meta)
 
@@ -194,10 +191,6 @@ class Planner:
         return task
 
 
-def claims(db: sqlite3.Connection | None) -> Iterator[tuple[int, int, int]]:
-    """(ordinal, old shard, slot) of every claim, in ordinal order."""
-    if db is None:
-        return iter(())
-    with contextlib.suppress(sqlite3.OperationalError):
-        return iter(db.execute("SELECT ordinal, shard, slot FROM claim ORDER BY ordinal"))
-    return iter(())
+def claims(db: sqlite3.Connection) -> Iterator[tuple[int, int, int]]:
+    """(ordinal, old shard, slot) of every claim `match_previous` made, in ordinal order."""
+    return iter(db.execute("SELECT ordinal, shard, slot FROM claim ORDER BY ordinal"))

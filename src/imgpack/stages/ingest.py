@@ -125,7 +125,7 @@ def ingest(
                         }
                         rows.write(dumps(row) + "\n")
                         if spool_index is not None:
-                            spool_index.write(_spool_entry(outcome, spool))
+                            spool_index.write(_spool_entry(outcome))
                         hashes.append((hash_hex, found.key, report.packed))
                         report.packed += 1
                         total_bytes += size
@@ -186,7 +186,7 @@ def spool_file(number: int) -> str:
     return f"spool-{number}.bin"
 
 
-def _spool_entry(outcome: list, spool: Path) -> bytes:
+def _spool_entry(outcome: list) -> bytes:
     """Where the manifest row's bytes are in the spool: (task number, offset), or none."""
     if len(outcome) > 7:
         return _SPOOL_ENTRY.pack(outcome[7], outcome[8])

@@ -78,7 +78,8 @@ def pack(
                     for old in previous.kept:  # in their old order: new numbers ascend with it
                         entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
                         assembler.add_shard(previous.shard_paths[old], entry, carried=True)
-                planned = _plan(rows, header["count"], planner, assembler, claims(db), params)
+                claimed = claims(db) if previous is not None else iter(())
+                planned = _plan(rows, header["count"], planner, assembler, claimed, params)
                 for task, entry in ordered_map(write_shard, planned, pool):
                     assembler.add_shard(Path(task.path), entry)
                 written = assembler.publish(
