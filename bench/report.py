@@ -152,6 +152,10 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
         rows = sections["pack_photos"]["contenders"]
         a = rows["imgpack build"]["seconds"] / rows["(a) LMDB bytes, putmulti"]["seconds"]
         out.append(("imgpack build time / approach (a), photos", a, "<= 1.0", a <= 1.0))
+    if "throughput" in sections:
+        a = sections["throughput"]["build_over_a"]
+        n = sections["throughput"]["images"]
+        out.append((f"imgpack build time / approach (a), {n:,} photos", a, "<= 1.0", a <= 1.0))
     if "read_mnist" in sections:
         t = sections["read_mnist"]["targets"]
         single, batch = t["files_over_imgpack_single"], t["files_over_imgpack_batch"]
@@ -257,6 +261,10 @@ def markdown(results: dict) -> str:
         lines += packing_table("MNIST training PNGs", s["pack_mnist"])
     if "pack_photos" in s:
         lines += packing_table("photo-sized JPEGs", s["pack_photos"])
+    if "throughput" in s:
+        from bench.throughput import table as throughput_table
+
+        lines += throughput_table(s["throughput"])
     if "phases" in s:
         lines += phases_table(s["phases"])
     if "read_mnist" in s:

@@ -11,10 +11,31 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, dvc_ops, million, packing, phases, reading, report, scale, versions
+from bench import (
+    data,
+    dvc_ops,
+    million,
+    packing,
+    phases,
+    reading,
+    report,
+    scale,
+    throughput,
+    versions,
+)
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pack", "phases", "read", "dvc", "scale", "versions", "cluster", "million")
+SECTIONS = (
+    "pack",
+    "throughput",
+    "phases",
+    "read",
+    "dvc",
+    "scale",
+    "versions",
+    "cluster",
+    "million",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if "pack" in wanted:
         s["pack_mnist"] = packing.measure(mnist, "mnist", runs)
         s["pack_photos"] = packing.measure(photos, "photos", runs)
+    if "throughput" in wanted:
+        s["throughput"] = throughput.measure(100 if args.quick else 3000, runs)
     if "phases" in wanted:
         s["phases"] = phases.measure(mnist, runs)
     if "read" in wanted:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.params import IngestParams, PackParams
+from imgpack.remote import is_url
 from imgpack.splits import FOLDERS
 from imgpack.stages.ingest import IngestReport, ingest
 from imgpack.stages.pack import pack
@@ -32,12 +33,30 @@ def build(
     report_out: str | Path | None = None,
 ) -> BuildResult:
     """Pack `raw_dir` into `out`, reading each file once; the pack is validated before it is
-    published, or not published. A pack already at `out` is the previous version (incremental)."""
+    published, or not published. A pack already at `out` is the previous version (incremental).
+
+    A fresh build runs in one pass (`imgpack.onepass`); an incremental one, one with
+    `duplicates: dedupe` (which copies are stored is known only once all are hashed) or one on a
+    cluster runs ingest, pack and validate in turn, as the pipeline does.
+    """
+    ingest_params = ingest_params or IngestParams()
+    pack_params = pack_params or PackParams()
+    if (
+        not (pack_params.incremental and Path(out).is_dir())
+        and pack_params.duplicates == "keep"
+        and not (ingest_params.scheduler or pack_params.scheduler or is_url(raw_dir))
+    ):
+        from imgpack.onepass import one_pass
+
+        report, header, validation = one_pass(
+            raw_dir, Path(out), labels, ingest_params, pack_params, report_out
+        )
+        return BuildResult(report, header, validation)
     with scratch_dir(Path(out)) as scratch:
         manifest = scratch / "manifest.jsonl"
         spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store
         spool.mkdir()
-        split_folders = pack_params is not None and pack_params.splits == FOLDERS
+        split_folders = pack_params.splits == FOLDERS
         report = ingest(
             raw_dir, manifest, report_out, labels, ingest_params, split_folders, spool=spool
         )

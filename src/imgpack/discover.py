@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imgpack.errors import InputError
 
@@ -15,8 +15,7 @@ __all__ = ["Found", "walk_sorted", "display_path", "MAX_KEY_BYTES"]
 MAX_KEY_BYTES = 511
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """A file under the raw folder: its key (POSIX path relative to the folder) and any problem."""
 
     key: str

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.discover import Found, display_path
+from imgpack.errors import InputError, PolicyError, name_offenders
 from imgpack.manifest import dumps
 from imgpack.stages.common import write_json_stream
 
-__all__ = ["IngestReport", "LISTED"]
+__all__ = ["IngestReport", "Accounting", "trailing_note", "LISTED"]
 
 LISTED = 1000  # entries of each list kept in memory (the report file has them all)
 
@@ -106,3 +107,53 @@ class IngestReport:
             key: (entries(lists[key]) if key in lists else value) for key, value in summary.items()
         }
         write_json_stream(Path(path), fields)
+
+
+def trailing_note(key: str, trailing: int, fmt: str) -> dict[str, str]:
+    return {
+        "path": display_path(key),
+        "note": f"{trailing} bytes after the end of the {fmt} image "
+        "(kept as they are, e.g. a motion photo)",
+    }
+
+
+class Accounting:
+    """Skipped files into the report; offenders of kinds whose policy is `fail`, for one refusal
+    naming them all once every file is accounted for."""
+
+    def __init__(self, report: IngestReport, on_error: dict[str, str]):
+        self.report = report
+        self.on_error = on_error
+        self.refused: dict[str, list[str]] = {}
+
+    def __call__(self, found: Found | str, kind: str, detail: str) -> None:
+        self.report.skip(found, kind, detail)
+        if self.on_error[kind] == "fail":
+            offenders = self.refused.setdefault(kind, [])
+            if len(offenders) <= LISTED:
+                offenders.append(display_path(getattr(found, "key", found)))
+
+    def check(self, folder: object) -> None:
+        """Raise the refusal, or the error for a folder with nothing to pack."""
+        report = self.report
+        if self.on_error["missing_image"] == "fail":
+            for row in report.rows_without_image:
+                self.refused.setdefault("missing_image", []).append(row["path"])
+        if self.refused:
+            parts = [
+                f"{kind} {name_offenders(paths, total=report.by_reason.get(kind, len(paths)))}"
+                for kind, paths in sorted(self.refused.items())
+            ]
+            raise PolicyError(
+                "ingest refused the inputs (policy 'fail'): "
+                + "; ".join(parts)
+                + ". Fix them, or set ingest.on_error.<kind> to 'skip' in params.yaml"
+            )
+        if not report.packed:
+            reasons = ", ".join(
+                f"{kind} {n}" for kind, n in report.as_dict()["skipped_by_reason"].items()
+            )
+            raise InputError(
+                f"{folder}: no images to pack ({report.discovered} files found, all skipped: "
+                f"{reasons or 'none'}); check ingest.folder and ingest.extensions"
+            )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import sqlite3
 import unicodedata
 from collections.abc import Iterator
@@ -76,6 +75,8 @@ def labelled(
     matched by a lookup under NFC and keeps its own spelling as its key.
     """
     pending = next(groups, None) if groups is not None else None
+    extensions = frozenset(params.extensions)
+    empty: dict = {}  # no extra columns: one shared (never modified) dict for every record
     taken: set[str] = set()  # table paths matched by lookup, out of the merge's order
     for found in found_files:
         report.discovered += 1
@@ -99,15 +100,15 @@ def labelled(
         if found.problem:
             account(found, found.problem, found.detail)
             continue
-        if posixpath.splitext(found.key)[1].lower() not in params.extensions:
+        if _extension(found.key) not in extensions:
             account(found, "not_image", "extension not in ingest.extensions")
             continue
         if groups is None:
-            parent = posixpath.dirname(found.key)
+            parent = found.key.rpartition("/")[0]
             if not parent:
                 account(found, "unlabeled", "no parent folder to take a label from")
                 continue
-            yield found, posixpath.basename(parent), {}
+            yield found, parent.rpartition("/")[2], empty
         elif match is None:
             account(found, "unlabeled", "no row in the labels table")
         elif len(match[1]) > 1:
@@ -121,6 +122,15 @@ def labelled(
             if pending[0] not in taken:
                 _row_without_image(pending, report)
             pending = next(groups, None)
+
+
+def _extension(key: str) -> str:
+    """posixpath.splitext(key)[1].lower(), without its cost: a leading dot starts no extension."""
+    dot = key.rfind(".")
+    start = key.rfind("/") + 1
+    if dot <= start or key[start:dot].strip(".") == "":
+        return ""
+    return key[dot:].lower()
 
 
 def in_split_folders(candidates, account):

@@ -54,23 +54,34 @@ class CatalogRows:
         self._reset()
 
     def _reset(self) -> None:
-        self.rows: list[tuple] = []
+        self.columns: list[list] = [[] for _ in cat.catalog_schema()]
         self.extras: list[dict[str, Any]] = []
 
     def append(self, row: tuple, extra: dict[str, Any]) -> None:
-        self.rows.append(row)
+        for column, value in zip(self.columns, row, strict=True):
+            column.append(value)
         self.extras.append(extra)
-        if len(self.rows) >= cat.PART_ROWS:
+        if len(self.extras) >= cat.PART_ROWS:
             self.flush()
+
+    def extend(self, columns: list, extras: list[dict[str, Any]]) -> None:
+        taken = 0
+        while taken < len(extras):
+            room = cat.PART_ROWS - len(self.extras)
+            for held, values in zip(self.columns, columns, strict=True):
+                held.extend(values[taken : taken + room])
+            self.extras.extend(extras[taken : taken + room])
+            taken += room
+            if len(self.extras) >= cat.PART_ROWS:
+                self.flush()
 
     def flush(self) -> None:
         count = len(self.extras)
         if not count:
             return
         schema = cat.catalog_schema()
-        columns = list(zip(*self.rows, strict=True))  # one tuple a row, in the schema's order
         arrays = [
-            pa.array(values, field.type) for values, field in zip(columns, schema, strict=True)
+            pa.array(values, field.type) for values, field in zip(self.columns, schema, strict=True)
         ]
         fields = list(schema)
         for name in sorted({k for extra in self.extras for k in extra}):
@@ -154,6 +165,15 @@ class PackAssembler:
         self.classes.add(row[1])
         self.total_bytes += row[6]
         self.count += 1
+
+    def add_rows(self, columns: list, extras: list[dict[str, Any]]) -> None:
+        """Many rows at once, as columns in `add_row`'s order."""
+        for key in columns[0]:
+            check_key(key)
+        self._rows.extend(columns, extras)
+        self.classes.update(columns[1])
+        self.total_bytes += sum(columns[6])
+        self.count += len(extras)
 
     def add_alias(self, alias: str, key: str) -> None:
         """`alias` names the same bytes as the record stored under `key`."""

@@ -20,7 +20,7 @@ from imgpack.errors import ImgpackError
 from imgpack.format.catalog import SHARD_IMAGES
 from imgpack.params import PackParams
 from imgpack.remote import join
-from imgpack.shardtask import ShardTask, Source, task_id
+from imgpack.shardtask import ShardTask, Source, shard_path
 
 __all__ = ["Previous", "load_previous", "match_previous", "Planner"]
 
@@ -177,9 +177,11 @@ class Planner:
         if not self._sources:
             return None
         sources = tuple(self._sources)
-        name = task_id(self.algorithm, self.map_size, self.params.batch_mb << 20, sources)
+        images = ((s.hash, s.size, s.format, s.width, s.height) for s in sources)
         task = ShardTask(
-            str(self.store / f"{name[:32]}.lmdb"),
+            shard_path(
+                str(self.store), self.algorithm, self.map_size, self.params.batch_mb << 20, images
+            ),
             self.algorithm,
             self.map_size,
             self.params.batch_mb << 20,

@@ -22,7 +22,15 @@ from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, enco
 from imgpack.manifest import file_digest
 from imgpack.writer import LmdbFileWriter
 
-__all__ = ["ShardTask", "Source", "write_shard", "check_shard", "ShardWriter", "task_id"]
+__all__ = [
+    "ShardTask",
+    "Source",
+    "write_shard",
+    "check_shard",
+    "ShardWriter",
+    "task_id",
+    "shard_path",
+]
 
 _ONLY = encode_index(0)
 _SHARD_HEADER_KEY = b"shard"
@@ -52,19 +60,34 @@ class ShardTask:
     sources: tuple[Source, ...]
 
 
-def task_id(hash_algorithm: str, map_size: int, batch_bytes: int, sources) -> str:
-    """A digest of everything that decides the shard's bytes (not where the bytes come from)."""
+def task_id(hash_algorithm: str, map_size: int, batch_bytes: int, images) -> str:
+    """A digest of everything that decides the shard's bytes (not where the bytes come from):
+    `images` gives (hex digest, size, format, width, height) of each image in order."""
     sha = hashlib.sha256(f"{SHARD_VERSION}:{hash_algorithm}:{map_size}:{batch_bytes}".encode())
-    for s in sources:
-        sha.update(f"\n{s.hash}:{s.size}:{s.format}:{s.width}:{s.height}".encode())
+    for digest, size, fmt, width, height in images:
+        sha.update(f"\n{digest}:{size}:{fmt}:{width}:{height}".encode())
     return sha.hexdigest()
+
+
+def shard_path(store: str, algorithm: str, map_size: int, batch_bytes: int, images) -> str:
+    """Where the finished shard of `images` (as `task_id` takes them) lives in the resume folder."""
+    name = task_id(algorithm, map_size, batch_bytes, images)
+    return os.path.join(store, f"{name[:32]}.lmdb")
 
 
 class ShardWriter:
     """One shard: images under their slot, and their properties (digest, size, format, w, h)."""
 
-    def __init__(self, path: Path, error_path: Path, map_size: int, batch_bytes: int, digest_size):
-        self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes)
+    def __init__(
+        self,
+        path: Path,
+        error_path: Path,
+        map_size: int,
+        batch_bytes: int,
+        digest_size: int,
+        check: bool = False,
+    ):
+        self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes, check=check)
         self.file.create(b"images")
         self.digest_size = digest_size
         self.count = 0
@@ -211,9 +234,10 @@ def check_shard(task: tuple[str, str]) -> list[int]:
         with env.begin(buffers=True) as txn:
             images = env.open_db(b"images", txn=txn, create=False)
             bad, seen = [], 0
+            new_hash = getattr(hashlib, algorithm)  # sha256 or blake2b: faster than hashlib.new
             for raw_slot, data in txn.cursor(images):
                 slot = int.from_bytes(raw_slot, "big")
-                if slot >= len(digests) or hashlib.new(algorithm, data).digest() != digests[slot]:
+                if slot >= len(digests) or new_hash(data).digest() != digests[slot]:
                     bad.append(slot)
                 seen += 1
             if seen != len(digests):

@@ -58,10 +58,14 @@ class IngestCache:
     replaced by another changes the inode: both are read again.
     """
 
-    def __init__(self, folder: str | Path, algorithm: str, max_pixels: int):
-        real = str(folder) if "://" in str(folder) else os.path.realpath(folder)
-        name = hashlib.sha256(f"{_VERSION}\0{real}\0{algorithm}\0{max_pixels}".encode()).hexdigest()
-        self.path = state_dir() / f"ingest-{name[:24]}.sqlite"
+    def __init__(
+        self, folder: str | Path, algorithm: str, max_pixels: int, path: Path | None = None
+    ):
+        if path is None:
+            real = str(folder) if "://" in str(folder) else os.path.realpath(folder)
+            key = f"{_VERSION}\0{real}\0{algorithm}\0{max_pixels}"
+            path = state_dir() / f"ingest-{hashlib.sha256(key.encode()).hexdigest()[:24]}.sqlite"
+        self.path = path
         self.started = time.time_ns()
         try:
             self.db = _connect(self.path)
@@ -98,6 +102,16 @@ class IngestCache:
                 status, *values = row[4:]
                 out.append([status, *values[: 6 if status == "ok" else 2]])
         return out
+
+    @classmethod
+    def at(cls, path: Path) -> IngestCache:
+        """The cache in file `path` (another process's `.path`): for workers that remember."""
+        return cls("", "", 0, path)
+
+    def commit(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.commit()
 
     def remember(self, items: Iterable[tuple[str, FileStat | None, Any]]) -> None:
         if self.db is None:

@@ -24,7 +24,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 C = TypeVar("C")
 
-__all__ = ["resolve_workers", "worker_pool", "ordered_map", "batched"]
+__all__ = ["resolve_workers", "worker_pool", "ordered_map", "worker_errors", "batched"]
 
 # Library thread pools each worker would otherwise size to the whole machine: processes x
 # threads must not exceed the cores (the oversubscription the seed note measured).
@@ -104,12 +104,15 @@ def _exit_with(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def worker_pool(workers: int, scheduler: str | None = None) -> Iterator[ProcessPoolExecutor | None]:
+def worker_pool(
+    workers: int, scheduler: str | None = None, fork: bool = False
+) -> Iterator[ProcessPoolExecutor | None]:
     """`workers` processes (None for 1: work runs in this process); all stopped on exit. With a
     `scheduler` address, the workers of that Dask cluster instead.
 
-    forkserver, not fork: the parent may already run Arrow or SQLite threads, and a forked copy
-    of a process with threads can deadlock.
+    forkserver by default, not fork: the parent may already run Arrow or SQLite threads, and a
+    forked copy of a process with threads can deadlock. `fork`: the caller starts the pool before
+    any such thread or handle of its own, so workers are copies of it, with no imports to redo.
     """
     if scheduler:
         from imgpack.cluster import DaskPool
@@ -123,8 +126,9 @@ def worker_pool(workers: int, scheduler: str | None = None) -> Iterator[ProcessP
     if workers <= 1:
         yield None
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
+    context = multiprocessing.get_context("fork" if fork else "forkserver")
+    if not fork:
+        context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
     saved = {name: os.environ.get(name) for name in THREAD_LIMITS}
     os.environ.update({name: "1" for name in THREAD_LIMITS})
     # Workers run imgpack's functions only: they must not re-run the caller's script, which
@@ -170,14 +174,25 @@ def ordered_map(
     limit = ahead * pool._max_workers
     pending: deque = deque()
     try:
-        for context, task in items:
-            pending.append((context, pool.submit(fn, task)))
-            if len(pending) >= limit:
+        with worker_errors():
+            for context, task in items:
+                pending.append((context, pool.submit(fn, task)))
+                if len(pending) >= limit:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+    finally:
+        for _, future in pending:
+            future.cancel()
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """A worker that died (killed, out of memory, a lost cluster worker) as one clear error."""
+    try:
+        yield
     except BrokenProcessPool:
         raise OutputError(
             "a worker process died (killed, or out of memory); rerun, or lower the worker count "
@@ -190,6 +205,3 @@ def ordered_map(
         if translated is None:
             raise
         raise translated from None
-    finally:
-        for _, future in pending:
-            future.cancel()

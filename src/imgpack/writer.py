@@ -13,7 +13,7 @@ from typing import Any
 
 import lmdb
 
-from imgpack.errors import InputError, output_failed
+from imgpack.errors import InputError, OutputError, output_failed
 from imgpack.format.codec import SUBDBS
 
 __all__ = [
@@ -92,12 +92,14 @@ class LmdbFileWriter:
         batch_bytes: int = 32 << 20,
         batch_records: int = 10_000,
         existing: bool = False,
+        check: bool = False,
     ):
         self.path = Path(path)
         self.error_path = error_path  # the output a failed write is reported against
         if not existing:  # else: a private, unpublished file of this build, written further
             self.path.unlink(missing_ok=True)
         self.map_size = map_size
+        self.check = check  # read every value back after its transaction and compare
         self.batch_bytes = batch_bytes
         # Small images cost far more memory per record (Python objects, dirty pages) than their
         # bytes, so a transaction is also capped by its record count.
@@ -160,8 +162,23 @@ class LmdbFileWriter:
                 self.grown += 1
             except (lmdb.Error, OSError) as exc:
                 raise output_failed(self.error_path, exc) from None
+        if self.check:
+            self._read_back()
         self._pending = {name: [] for name in self._pending}
         self._pending_bytes = self._pending_records = 0
+
+    def _read_back(self) -> None:
+        """Every value just committed, read back from the file's pages: a write that went wrong
+        (failing memory or disk, a bug) stops the build before anything is published."""
+        with self.env.begin(buffers=True) as txn:
+            for name, items in self._pending.items():
+                db = self.dbs[name]
+                for key, value in items:
+                    if txn.get(key, db=db) != value:
+                        raise OutputError(
+                            f"{self.error_path}: a value read back from {self.path.name} differs "
+                            "from what was written (failing disk or memory?); nothing was published"
+                        )
 
     def close(self) -> Path:
         """Write what is queued, make the file durable and close it; returns its path."""

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from imgpack.discover import Found, display_path, walk_sorted
-from imgpack.errors import InputError, PolicyError, name_offenders, output_failed
+from imgpack.discover import walk_sorted
+from imgpack.errors import output_failed
 from imgpack.examine import ExamineTask, examine_files
-from imgpack.ingestreport import LISTED, IngestReport
+from imgpack.ingestreport import Accounting, IngestReport, trailing_note
 from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
 from imgpack.manifest import dumps, write_manifest
 from imgpack.params import IngestParams, load_params
@@ -47,15 +47,6 @@ def ingest(
     (see `imgpack.state`); `spool`: a folder where the bytes read are kept for the pack.
     """
     params = params or IngestParams()
-    refused: dict[str, list[str]] = {}
-
-    def account(found: Found | str, kind: str, detail: str) -> None:
-        report.skip(found, kind, detail)
-        if params.on_error[kind] == "fail":
-            offenders = refused.setdefault(kind, [])
-            if len(offenders) <= LISTED:
-                offenders.append(display_path(getattr(found, "key", found)))
-
     with (
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
@@ -65,6 +56,7 @@ def ingest(
         ) as pool,
     ):
         report = IngestReport(spill=scratch)
+        account = Accounting(report, params.on_error)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
@@ -105,13 +97,7 @@ def ingest(
                             continue
                         _, size, hash_hex, fmt, width, height, trailing = outcome[:7]
                         if trailing:
-                            report.note(
-                                {
-                                    "path": display_path(found.key),
-                                    "note": f"{trailing} bytes after the end of the {fmt} image "
-                                    "(kept as they are, e.g. a motion photo)",
-                                }
-                            )
+                            report.note(trailing_note(found.key, trailing, fmt))
                         row = {
                             "key": found.key,
                             "size": size,
@@ -138,18 +124,9 @@ def ingest(
                 remembered.close()
             if spool_index is not None:
                 spool_index.close()
-        for row in report.rows_without_image:
-            if params.on_error["missing_image"] == "fail":
-                refused.setdefault("missing_image", []).append(row["path"])
-        if refused:
-            raise PolicyError(_refusal(refused, report))
-        if not report.packed:
-            raise InputError(
-                f"{folder}: no images to pack ({report.discovered} files found, all skipped: "
-                f"{_reasons(report)}); check ingest.folder and ingest.extensions"
-            )
+        account.check(folder)
         db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
-        duplicate_of = _duplicates(db, report)
+        duplicate_of = report_duplicates(db, report)
         header = {"hash_algorithm": params.hash, "count": report.packed, "total_bytes": total_bytes}
         write_manifest(Path(manifest_out), header, _final_rows(staged, duplicate_of))
         if report_out is not None:
@@ -206,7 +183,7 @@ def _scratch_errors(scratch: Path):
         raise
 
 
-def _duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[tuple[int, str]]:
+def report_duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[tuple[int, str]]:
     """Report groups of keys with identical bytes; returns (ordinal, first key) of each later
     copy, in ordinal order, from disk."""
     db.execute(
@@ -242,23 +219,6 @@ def _final_rows(staged: str, duplicate_of: Iterator[tuple[int, str]]):
                 yield row
             else:
                 yield line
-
-
-def _reasons(report: IngestReport) -> str:
-    counts = report.as_dict()["skipped_by_reason"]
-    return ", ".join(f"{kind} {n}" for kind, n in counts.items()) or "none"
-
-
-def _refusal(refused: dict[str, list[str]], report: IngestReport) -> str:
-    parts = [
-        f"{kind} {name_offenders(paths, total=report.by_reason.get(kind, len(paths)))}"
-        for kind, paths in sorted(refused.items())
-    ]
-    return (
-        "ingest refused the inputs (policy 'fail'): "
-        + "; ".join(parts)
-        + ". Fix them, or set ingest.on_error.<kind> to 'skip' in params.yaml"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.manifest import dumps, file_digest, read_manifest
+from imgpack.manifest import dumps, read_manifest
 from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
 from imgpack.plan import Planner, claims, load_previous, match_previous
@@ -26,7 +26,7 @@ from imgpack.stages.common import run_stage
 from imgpack.workers import ordered_map, resolve_workers, worker_pool
 from imgpack.writer import default_map_size, scratch_dir
 
-__all__ = ["pack"]
+__all__ = ["pack", "layout_of", "params_digest"]
 
 
 def pack(
@@ -60,7 +60,7 @@ def pack(
     ):
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        layout = f"{params.shard_bytes}:{map_size}:{params.batch_mb << 20}"
+        layout = layout_of(params, map_size)
         previous = load_previous(out, algorithm, layout, db) if params.incremental else None
         if previous is not None:
             _load_new(db, read_manifest(Path(manifest))[1], params)
@@ -84,8 +84,7 @@ def pack(
                     assembler.add_shard(Path(task.path), entry)
                 written = assembler.publish(
                     before_publish,
-                    params_digest=_params_digest(params),
-                    manifest_digest=file_digest(Path(manifest)),
+                    params_digest=params_digest(params),
                     layout_params=layout,
                 )
         except BaseException:
@@ -164,7 +163,12 @@ def _split(key: str, params: PackParams) -> str:
 _NOT_RECORDS = ("workers", "scheduler", "incremental", "compact_below")  # not the records
 
 
-def _params_digest(params: PackParams) -> str:
+def layout_of(params: PackParams, map_size: int) -> str:
+    """The header's `layout_params`: shards carry over only under the same shard layout."""
+    return f"{params.shard_bytes}:{map_size}:{params.batch_mb << 20}"
+
+
+def params_digest(params: PackParams) -> str:
     """Digest of the params that shape the records: an incremental build and a fresh one of the
     same inputs have the same (the header's `layout` and `shards` tell them apart)."""
     shaping = {k: v for k, v in dataclasses.asdict(params).items() if k not in _NOT_RECORDS}

@@ -1,0 +1,147 @@
+"""One shard straight from raw files, in one worker: each file read once, hashed, probed, stored and checked.
+
+The task carries the plan (which files, and the sizes their stat gave). When a file does not turn
+out as planned (it is no image after all, or its size changed) the shard is not written: the
+task returns what it learned of every file, and the build plans that part again (`imgpack.onepass`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgpack.manifest import file_digest
+from imgpack.probe import ProbeFailure, probe_image, read_file
+from imgpack.shardtask import ShardWriter, shard_path
+from imgpack.splits import assign_split
+from imgpack.state import IngestCache
+
+__all__ = ["FreshShardTask", "write_fresh_shard"]
+
+
+@dataclass(frozen=True, slots=True)
+class FreshShardTask:
+    attempt: int  # names the partial file: a shard planned again is a new attempt
+    folder: str
+    keys: tuple[str, ...]
+    sizes: tuple[int, ...]  # what the plan expects each file to hold
+    stats: tuple  # each file's FileStat at planning, for the ingest cache
+    store: str  # the resume folder: finished shards are named there by what they hold
+    out: str  # the output a failed write is reported against
+    algorithm: str
+    max_pixels: int
+    map_size: int
+    batch_bytes: int
+    split_seed: int
+    splits: Any  # pack.splits: fractions, or "folders"
+    cache: str  # the ingest cache's file ("" for none)
+    started: int  # the build's start, for the ingest cache's racy-clean rule
+
+
+def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
+    """Read, check and store every file of the task; returns the shard's entry and columns, or
+    with `broken` set the outcomes that differ from the plan (and no shard)."""
+    outcomes: list[list] = []
+    broken: list[tuple[int, list]] = []
+    partial = Path(task.store) / f".fresh-{task.attempt}.partial-{os.getpid()}"
+    digest_size = hashlib.new(task.algorithm).digest_size
+    shard = None
+    formats, widths, heights, trailing = [], [], [], []
+    digests = bytearray()
+    new_hash = getattr(hashlib, task.algorithm)  # sha256 or blake2b: faster than hashlib.new
+    prefix = task.folder + os.sep
+    try:
+        for index, key in enumerate(task.keys):
+            outcome = _examine(prefix + key, new_hash, task.max_pixels)
+            data, digest = (outcome.pop(), outcome.pop()) if outcome[0] == "ok" else (b"", b"")
+            outcomes.append(outcome)  # now as the ingest cache keeps it: no bytes
+            if outcome[0] != "ok" or outcome[1] != task.sizes[index]:
+                broken.append((index, outcome))
+                if shard is not None:
+                    shard.file.abort()
+                    shard = None
+            if broken:
+                continue  # go on learning what the others are; the plan will be redone
+            if shard is None:
+                # check: each value read back after its transaction, the build's validation
+                # of what it wrote (the bytes were hashed as they were read)
+                shard = ShardWriter(
+                    partial, Path(task.out), task.map_size, task.batch_bytes, digest_size, True
+                )
+            shard.add(data, digest, outcome[3], outcome[4], outcome[5])
+            digests += digest
+            formats.append(outcome[3])
+            widths.append(outcome[4])
+            heights.append(outcome[5])
+            if outcome[6]:
+                trailing.append((index, outcome[6]))
+        _remember(task, outcomes)
+        if broken:
+            return {"broken": broken}
+        path = shard_path(
+            task.store,
+            task.algorithm,
+            task.map_size,
+            task.batch_bytes,
+            ((o[2], o[1], o[3], o[4], o[5]) for o in outcomes),
+        )
+        shard.seal(task.algorithm)
+        shard.file.close()
+        if os.path.exists(path):  # written by an earlier run or attempt: the same bytes
+            partial.unlink()
+        else:
+            os.replace(partial, path)  # only a whole, checked, synced shard gets the name
+        shard = None
+    finally:
+        if shard is not None:
+            shard.file.abort()
+    return {
+        "broken": [],
+        "path": path,
+        "entry": {
+            "count": len(task.keys),
+            "image_bytes": sum(task.sizes),
+            "file_bytes": os.path.getsize(path),
+            "sha256": file_digest(Path(path)),
+        },
+        "sizes": list(task.sizes),
+        "digests": bytes(digests),
+        "formats": formats,
+        "widths": widths,
+        "heights": heights,
+        "splits": [assign_split(key, task.split_seed, task.splits) for key in task.keys],
+        "trailing": trailing,
+    }
+
+
+def _examine(path: str, new_hash, max_pixels: int) -> list:
+    """["ok", size, hex, format, width, height, trailing, digest, data] or ["fail", kind, detail]:
+    the ingest cache's outcome, plus the digest and bytes to store."""
+    try:
+        data = read_file(path)
+        probe = probe_image(data, max_pixels)
+    except ProbeFailure as failure:
+        return ["fail", failure.kind, failure.detail]
+    except OSError as exc:
+        return ["fail", "corrupt", f"unreadable ({exc.strerror})"]
+    digest = new_hash(data).digest()
+    fields = [len(data), digest.hex(), probe.format, probe.width, probe.height, probe.trailing]
+    return ["ok", *fields, digest, data]
+
+
+_caches: dict[str, IngestCache] = {}
+
+
+def _remember(task: FreshShardTask, outcomes: list[list]) -> None:
+    """Into the ingest cache, committed now: a build killed later keeps what this task learned."""
+    if not task.cache:
+        return
+    cache = _caches.get(task.cache)
+    if cache is None:
+        cache = _caches[task.cache] = IngestCache.at(Path(task.cache))
+    cache.started = task.started
+    cache.remember(zip(task.keys, task.stats, outcomes, strict=True))
+    cache.commit()

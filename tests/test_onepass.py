@@ -1,0 +1,123 @@
+"""A fresh build in one pass: the pipeline's bytes whatever the folder turns out to hold; resumed after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import imgpack
+from imgpack.build import build
+from imgpack.params import IngestParams, PackParams
+from imgpack.stages.ingest import ingest
+from imgpack.stages.pack import pack
+from tests.conftest import pack_state, png_bytes, source_files, tool_env, write_tree
+
+
+def staged(raw, out, tmp_path, params, labels=None):
+    """The pipeline's way: ingest to a manifest, then pack it."""
+    manifest = tmp_path / f"{out.name}.jsonl"
+    report = ingest(raw, manifest, labels=labels)
+    pack(manifest, raw, out, params)
+    return report
+
+
+def contents(path):
+    return {name: data for name, (data, _) in pack_state(path).items()}
+
+
+def test_a_fresh_build_reads_each_file_once_and_gives_the_pipelines_bytes(tmp_path):
+    files = {
+        f"{d}/{n:03d}.png": png_bytes(6 + n % 9, 5 + d, shade=n)
+        for d in range(5)
+        for n in range(80)
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    params = PackParams(shard_mb=0.004)
+    result = build(raw, tmp_path / "built.lmdb", pack_params=params)
+    staged(raw, tmp_path / "staged.lmdb", tmp_path, params)
+    assert result.report.read == result.report.packed == 400
+    assert result.header["new_shards"] > 5 and result.validation["ok"]
+    assert contents(tmp_path / "built.lmdb") == contents(tmp_path / "staged.lmdb")
+
+
+def test_files_that_are_no_image_replan_only_their_part_and_every_file_is_accounted_for(tmp_path):
+    files = {
+        f"{d}/{n:03d}.png": png_bytes(7 + n % 5, 6, shade=n + d)
+        for d in range(4)
+        for n in range(60)
+    }
+    for n in range(0, 60, 7):  # corrupt, truncated and empty files spread through every shard
+        files[f"1/{n:03d}.png"] = b"not an image"
+        files[f"2/{n:03d}.png"] = png_bytes(9, 9, shade=n)[:30]
+        files[f"3/{n:03d}.png"] = b""
+    files["0/notes.txt"] = "not an image by its name"
+    raw = write_tree(tmp_path / "raw", files)
+    params = PackParams(shard_mb=0.003)
+    report_file = tmp_path / "report.json"
+    build(raw, tmp_path / "built.lmdb", pack_params=params, report_out=report_file)
+    expected = staged(raw, tmp_path / "staged.lmdb", tmp_path, params)
+    assert contents(tmp_path / "built.lmdb") == contents(tmp_path / "staged.lmdb")
+    report = json.loads(report_file.read_text())
+    assert report["discovered"] == 241 == report["packed"] + report["skipped"]
+    assert report["skipped_by_reason"] == expected.as_dict()["skipped_by_reason"]
+    assert report["skipped_by_reason"] == {"corrupt": 18, "empty": 9, "not_image": 1}
+    assert sorted(s["path"] for s in report["skipped_files"]) == sorted(
+        s["path"] for s in expected.as_dict()["skipped_files"]
+    )
+    with imgpack.open(tmp_path / "built.lmdb") as built:
+        good = {k: v for k, v in source_files(raw).items() if k.endswith(".png")}
+        assert {r.key: r.data for r in built} == {
+            k: v for k, v in good.items() if v and v != b"not an image" and len(v) != 30
+        }
+
+
+def test_a_folder_of_nothing_but_junk_is_refused_with_every_file_accounted_for(tmp_path):
+    raw = write_tree(
+        tmp_path / "raw", {f"{n % 3}/{n:05d}.png": b"junk %d" % n for n in range(3000)}
+    )
+    with pytest.raises(imgpack.ImgpackError, match="no images to pack .3000 files found"):
+        build(raw, tmp_path / "p.lmdb", ingest_params=IngestParams(workers=2))
+    assert sorted(os.listdir(tmp_path)) == ["raw"]
+
+
+def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_only_the_rest(
+    tmp_path,
+):
+    files = {
+        f"{d}/{n:04d}.png": png_bytes(8 + n % 40, 8 + d, shade=n // 40 * 30 + d)
+        for d in range(8)
+        for n in range(400)
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    time.sleep(2.1)  # older than the ingest cache's racy window, so what a task learns is kept
+    out = tmp_path / "out" / "p.lmdb"
+    resume = out.with_name(".p.lmdb.resume")
+    env = {**tool_env(), "IMGPACK_STATE": str(tmp_path / "state")}
+    command = [sys.executable, "-m", "imgpack.cli", "build", str(raw), str(out)]
+    options = ["--shard-mb", "0.002", "--workers", "2"]
+    process = subprocess.Popen(command + options, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 20):
+        assert process.poll() is None and time.monotonic() < deadline, "build ended too soon"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
+
+    rerun = subprocess.run(
+        command + [*options, "--report", str(tmp_path / "r.json")], env=env, capture_output=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    reused = {p.stat().st_ino for p in out.glob("shard-*.lmdb")} & finished
+    assert len(reused) >= 20  # linked in, not written again
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["packed"] == 3200 and report["read"] <= 3200 - 20  # their files not read again
+    assert not resume.exists()
+    fresh = tmp_path / "fresh.lmdb"
+    build(raw, fresh, pack_params=PackParams(shard_mb=0.002))
+    assert contents(out) == contents(fresh)
