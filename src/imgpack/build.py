@@ -6,12 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgpack.ingestreport import IngestReport
 from imgpack.params import IngestParams, PackParams
 from imgpack.remote import is_url
 from imgpack.splits import FOLDERS
-from imgpack.stages.ingest import IngestReport, ingest
-from imgpack.stages.pack import pack
-from imgpack.stages.validate import validate
 from imgpack.writer import scratch_dir
 
 __all__ = ["build", "BuildResult"]
@@ -52,6 +50,10 @@ def build(
             raw_dir, Path(out), labels, ingest_params, pack_params, report_out
         )
         return BuildResult(report, header, validation)
+    from imgpack.stages.ingest import ingest
+    from imgpack.stages.pack import pack
+    from imgpack.stages.validate import validate
+
     with scratch_dir(Path(out)) as scratch:
         manifest = scratch / "manifest.jsonl"
         spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store

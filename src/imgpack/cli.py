@@ -28,6 +28,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from imgpack.build import build
     from imgpack.params import from_mapping, load_params
 
+    if not args.labels and not args.scheduler:  # tables are read with pandas; Dask needs it
+        from imgpack.workers import without_pandas
+
+        without_pandas()
+
     ingest_values = {}
     pack_values = {}
     if args.params:

@@ -16,7 +16,7 @@ from typing import Any
 from imgpack.manifest import file_digest
 from imgpack.probe import ProbeFailure, probe_image, read_file
 from imgpack.shardtask import ShardWriter, shard_path
-from imgpack.splits import assign_split
+from imgpack.splits import split_assigner
 from imgpack.state import IngestCache
 
 __all__ = ["FreshShardTask", "write_fresh_shard"]
@@ -49,8 +49,7 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
     partial = Path(task.store) / f".fresh-{task.attempt}.partial-{os.getpid()}"
     digest_size = hashlib.new(task.algorithm).digest_size
     shard = None
-    formats, widths, heights, trailing = [], [], [], []
-    digests = bytearray()
+    trailing = []
     new_hash = getattr(hashlib, task.algorithm)  # sha256 or blake2b: faster than hashlib.new
     prefix = task.folder + os.sep
     try:
@@ -72,10 +71,6 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
                     partial, Path(task.out), task.map_size, task.batch_bytes, digest_size, True
                 )
             shard.add(data, digest, outcome[3], outcome[4], outcome[5])
-            digests += digest
-            formats.append(outcome[3])
-            widths.append(outcome[4])
-            heights.append(outcome[5])
             if outcome[6]:
                 trailing.append((index, outcome[6]))
         _remember(task, outcomes)
@@ -90,11 +85,11 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
         )
         shard.seal(task.algorithm)
         shard.file.close()
+        written, shard = shard, None
         if os.path.exists(path):  # written by an earlier run or attempt: the same bytes
             partial.unlink()
         else:
             os.replace(partial, path)  # only a whole, checked, synced shard gets the name
-        shard = None
     finally:
         if shard is not None:
             shard.file.abort()
@@ -108,11 +103,11 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
             "sha256": file_digest(Path(path)),
         },
         "sizes": list(task.sizes),
-        "digests": bytes(digests),
-        "formats": formats,
-        "widths": widths,
-        "heights": heights,
-        "splits": [assign_split(key, task.split_seed, task.splits) for key in task.keys],
+        "digests": bytes(written.digests),
+        "formats": written.formats,
+        "widths": written.widths.tolist(),
+        "heights": written.heights.tolist(),
+        "splits": list(map(split_assigner(task.split_seed, task.splits), task.keys)),
         "trailing": trailing,
     }
 

@@ -10,6 +10,7 @@ what they learn to the ingest cache, so a rerun after a kill finds its finished 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from imgpack.discover import walk_sorted
 from imgpack.errors import OutputError, ValidationError
@@ -31,7 +31,7 @@ from imgpack.packwriter import PackAssembler
 from imgpack.params import IngestParams, PackParams
 from imgpack.progress import progress
 from imgpack.shardtask import shard_path
-from imgpack.splits import FOLDERS, assign_split
+from imgpack.splits import FOLDERS, split_assigner
 from imgpack.stages.ingest import report_duplicates
 from imgpack.stages.pack import layout_of, params_digest
 from imgpack.state import IngestCache, file_stat
@@ -89,7 +89,9 @@ def one_pass(
                 validation: dict[str, Any] = {}
 
                 def check(tmp: Path) -> None:
-                    validation.update(_check(tmp, report.packed, assembler.shards))
+                    validation.update(
+                        _check(tmp, report.packed, assembler.shards, records.keys_digest)
+                    )
 
                 header = assembler.publish(
                     check,
@@ -243,7 +245,7 @@ class _Plan:
             "formats": [o[3] for o in outcomes],
             "widths": [o[4] for o in outcomes],
             "heights": [o[5] for o in outcomes],
-            "splits": [assign_split(k, params.split_seed, params.splits) for k in keys],
+            "splits": list(map(split_assigner(params.split_seed, params.splits), keys)),
             "trailing": [(i, o[6]) for i, o in enumerate(outcomes) if o[6]],
             "sizes": sizes,
             "resumed": True,
@@ -311,6 +313,11 @@ class _Records:
         self.digests = open(scratch / "digests.bin", "w+b")  # noqa: SIM115 - closed in groups
         self.keys = open(scratch / "keys.bin", "w+b")  # noqa: SIM115 - NUL-separated, in order
         self.prefixes: list[np.ndarray] = []  # the first 8 bytes of each digest: 8 B a record
+        self.keys_sha = hashlib.sha256()
+
+    @property
+    def keys_digest(self) -> str:
+        return self.keys_sha.hexdigest()
 
     def add(self, plan: _Plan, end: int, ordinals: list[int], result: dict[str, Any]) -> None:
         report = self.report
@@ -337,7 +344,9 @@ class _Records:
         report.packed += len(keys)
         report.read += 0 if result.get("resumed") else len(keys)
         self.digests.write(result["digests"])
-        self.keys.write("\0".join(keys).encode() + b"\0")
+        joined = "\0".join(keys).encode() + b"\0"
+        self.keys.write(joined)
+        self.keys_sha.update(joined)
         table = np.frombuffer(result["digests"], np.uint8).reshape(-1, self.digest_size)
         self.prefixes.append(table[:, :8].copy().view(np.uint64).ravel())
         plan.settle(end)
@@ -381,9 +390,23 @@ def _split_keys(handle):
             yield key.decode()
 
 
-def _check(tmp: Path, count: int, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """What was written, read back: the catalog's rows, keys and places against the shards. Each
-    shard's images were read back and hashed by the worker that wrote it."""
+def _joined(keys) -> str:
+    """sha256 of the keys as `_Records` writes them: NUL-terminated UTF-8, in order."""
+    sha = hashlib.sha256()
+    for chunk in keys.chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        sha.update(np.insert(data, offsets[1:] - offsets[0], 0).tobytes())
+    return sha.hexdigest()
+
+
+def _check(
+    tmp: Path, count: int, shards: list[dict[str, Any]], keys_written: str
+) -> dict[str, Any]:
+    """What was written, read back: the catalog's rows, keys and places against the shards (the
+    keys were planned in ascending order). Each shard's images were read back by its writer."""
     from imgpack.reader import Pack
 
     with Pack(tmp) as pack:
@@ -392,11 +415,9 @@ def _check(tmp: Path, count: int, shards: list[dict[str, Any]]) -> dict[str, Any
         slot = table.column("slot").to_numpy()
         counts = np.array([s["count"] for s in pack.header["shards"]])
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        keys = table.column("key")
-        ascending = pc.all(pc.less(keys[:-1], keys[1:])).as_py() is not False
         ok = (
             len(pack) == count == int(counts.sum())
-            and ascending
+            and _joined(table.column("key")) == keys_written
             and bool(np.all(np.diff(shard) >= 0))
             and np.array_equal(np.bincount(shard, minlength=len(counts)), counts)
             and np.array_equal(slot, np.arange(count) - starts[shard])

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imgpack.errors import InputError
 from imgpack.workers import resolve_workers
 
@@ -156,6 +154,8 @@ def from_mapping(block: str, values: dict[str, Any] | None):
 
 
 def load_params(path: str | Path, block: str):
+    import yaml  # here: a build without a params file does not pay for it
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}

@@ -170,7 +170,7 @@ class LmdbFileWriter:
     def _read_back(self) -> None:
         """Every value just committed, read back from the file's pages: a write that went wrong
         (failing memory or disk, a bug) stops the build before anything is published."""
-        with self.env.begin(buffers=True) as txn:
+        with self.env.begin() as txn:  # bytes: compared with memcmp, unlike a memoryview
             for name, items in self._pending.items():
                 db = self.dbs[name]
                 for key, value in items:
