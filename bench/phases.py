@@ -1,4 +1,4 @@
-"""Where `imgpack build` spends its time: ingest, pack and validate run in-process, beside approach (a)."""
+"""The pipeline's stages (ingest, pack, validate) run in-process, beside approach (a): where `dvc repro` spends its time."""
 
 from __future__ import annotations
 

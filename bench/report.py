@@ -29,7 +29,7 @@ def packing_table(title: str, section: dict) -> list[str]:
 
 def phases_table(section: dict) -> list[str]:
     lines = [
-        "### Where `imgpack build` spends its time (MNIST, in-process)",
+        "### The pipeline's stages, in-process (MNIST; a fresh `imgpack build` runs them as one pass)",
         "",
         "| phase | median time | vs approach (a) |",
         "|---|---:|---:|",

@@ -21,7 +21,7 @@ from imgpack.plan import Planner, claims, load_previous, match_previous
 from imgpack.progress import progress
 from imgpack.remote import is_url
 from imgpack.shardtask import write_shard
-from imgpack.splits import assign_split
+from imgpack.splits import split_assigner
 from imgpack.stages.common import run_stage
 from imgpack.workers import ordered_map, resolve_workers, worker_pool
 from imgpack.writer import default_map_size, scratch_dir
@@ -120,6 +120,7 @@ def _load_new(db: sqlite3.Connection, rows, params: PackParams) -> None:
 def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
     """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut."""
     pending = next(claimed, None)
+    assign = split_assigner(params.split_seed, params.splits)
     for ordinal, row in enumerate(progress(rows, "pack", count)):
         if params.duplicates == "dedupe" and row["duplicate_of"]:
             assembler.add_alias(row["key"], row["duplicate_of"])
@@ -135,7 +136,7 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
             (
                 row["key"],
                 row["label"],
-                _split(row["key"], params),
+                _split(row["key"], assign),
                 row["format"],
                 row["width"],
                 row["height"],
@@ -150,9 +151,9 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
         yield last, last
 
 
-def _split(key: str, params: PackParams) -> str:
+def _split(key: str, assign) -> str:
     try:
-        return assign_split(key, params.split_seed, params.splits)
+        return assign(key)
     except ValueError:
         raise InputError(
             f"{key}: pack.splits is 'folders' but its top folder names no split; rerun the "
