@@ -1,4 +1,4 @@
-"""The pipeline's stages (ingest, pack, validate) run in-process, beside approach (a): where `dvc repro` spends its time."""
+"""The pipeline's stages (ingest, pack, validate) in-process, beside approach (a): where `dvc repro` spends time."""
 
 from __future__ import annotations
 

@@ -248,3 +248,27 @@ def flip_byte_of(pack_path: Path, key: str) -> Path:
     file.unlink()
     file.write_bytes(bytes(raw))
     return file
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (workers sit under the forkserver, under the build)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in os.listdir(f"/proc/{parent}/task") if os.path.exists(f"/proc/{parent}") else []:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = {int(c) for c in handle.read().split()}
+            except OSError:
+                continue
+            found |= children
+            todo.extend(children)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False

@@ -13,7 +13,15 @@ import pytest
 import imgpack
 from imgpack.build import build
 from imgpack.params import PackParams
-from tests.conftest import pack_state, png_bytes, source_files, tool_env, write_tree
+from tests.conftest import (
+    alive,
+    descendants,
+    pack_state,
+    png_bytes,
+    source_files,
+    tool_env,
+    write_tree,
+)
 
 
 @pytest.fixture
@@ -93,30 +101,6 @@ def test_a_far_too_small_initial_map_size_still_builds_the_same_records(many_ima
     reference = build(many_images, tmp_path / "auto.lmdb")
     assert result.header["count"] == reference.header["count"] == 2000
     assert result.validation["ok"]
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (workers sit under the forkserver, under the build)."""
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for task in os.listdir(f"/proc/{parent}/task") if os.path.exists(f"/proc/{parent}") else []:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as handle:
-                    children = {int(c) for c in handle.read().split()}
-            except OSError:
-                continue
-            found |= children
-            todo.extend(children)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[-1][0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_process(

@@ -14,7 +14,15 @@ from imgpack.build import build
 from imgpack.params import IngestParams, PackParams
 from imgpack.stages.ingest import ingest
 from imgpack.stages.pack import pack
-from tests.conftest import pack_state, png_bytes, source_files, tool_env, write_tree
+from tests.conftest import (
+    alive,
+    descendants,
+    pack_state,
+    png_bytes,
+    source_files,
+    tool_env,
+    write_tree,
+)
 
 
 def staged(raw, out, tmp_path, params, labels=None):
@@ -104,8 +112,14 @@ def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_o
     while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 20):
         assert process.poll() is None and time.monotonic() < deadline, "build ended too soon"
         time.sleep(0.005)
+    workers = descendants(process.pid)
+    assert len(workers) >= 2
     process.send_signal(signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "workers outlived a killed build"
     assert not out.exists()
     finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
 
