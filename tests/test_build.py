@@ -131,11 +131,13 @@ def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_p
         ],
         env=tool_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp_path / "stderr.txt", "w"),  # noqa: SIM115 - the process holds it
     )
     deadline = time.monotonic() + 60
     while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 20):
-        assert process.poll() is None and time.monotonic() < deadline, "build ended too soon"
+        assert process.poll() is None and time.monotonic() < deadline, (
+            f"build ended too soon: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
+        )
         time.sleep(0.005)
     workers = descendants(process.pid)
     assert len(workers) >= 2  # the forkserver and its workers
