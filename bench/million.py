@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.data import WORK, allocated_bytes, scaled
+from bench.data import WORK, allocated_bytes, scaled, warm
 from bench.packing import CONTENDERS, count_images
 from bench.timing import IMGPACK, PYTHON, env, median, rounds, run_process
 
@@ -48,6 +48,7 @@ def _load(kind: str, pack: Path, parquet: Path) -> dict:
 def measure(base: Path, runs: int, factor: int = 16) -> dict:
     raw = scaled(base, factor)
     images, image_bytes = count_images(raw)
+    warm(raw)
     out_dir = WORK / "million"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

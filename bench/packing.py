@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.data import WORK, allocated_bytes, image_paths
+from bench.data import WORK, allocated_bytes, image_paths, warm
 from bench.timing import IMGPACK, PYTHON, median, rounds, run_process
 
 CONTENDERS = {
@@ -38,6 +38,7 @@ def count_images(raw: Path) -> tuple[int, int]:
 def measure(raw: Path, name: str, runs: int) -> dict:
     """Median wall time, throughput, peak RSS and allocated size of each contender on `raw`."""
     images, image_bytes = count_images(raw)
+    warm(raw)
     out_dir = WORK / "out" / name
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

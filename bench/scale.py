@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench.data import WORK, copies, scaled
+from bench.data import WORK, copies, scaled, warm
 from bench.packing import count_images
 from bench.timing import IMGPACK, median, run_process
 
@@ -16,6 +16,7 @@ def measure(base: Path, runs: int, factors=(1, 2, 4)) -> dict:
     folders.append(("4 identical copies", copies(base, 4)))
     for factor, raw in folders:
         images, _ = count_images(raw)
+        warm(raw)
         out = WORK / "scale" / f"{factor.replace(' ', '-')}.lmdb"
         out.parent.mkdir(parents=True, exist_ok=True)
         times, peaks = [], []

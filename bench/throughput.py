@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from bench.data import WORK, photos
+from bench.data import WORK, photos, warm
 from bench.packing import CONTENDERS, count_images
 from bench.timing import median, rounds, run_process
 
@@ -18,6 +18,7 @@ BUILD, PACKER = "imgpack build", "(a) LMDB bytes, putmulti"
 def measure(count: int, runs: int) -> dict:
     raw = photos(count)
     images, image_bytes = count_images(raw)
+    warm(raw)
     out_dir = WORK / "throughput"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
