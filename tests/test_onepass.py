@@ -135,3 +135,17 @@ def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_o
     fresh = tmp_path / "fresh.lmdb"
     build(raw, fresh, pack_params=PackParams(shard_mb=0.002))
     assert contents(out) == contents(fresh)
+
+
+def test_a_refused_build_leaves_nothing_beside_the_output(tmp_path):
+    raw = write_tree(
+        tmp_path / "raw",
+        {f"{d}/{n}.png": png_bytes(6, 6, shade=n + d) for d in range(3) for n in range(30)},
+    )
+    table = tmp_path / "labels.csv"
+    rows = [f"{d}/{n}.png,{d}" for d in range(3) for n in range(30)] + ["3/gone.png,3"]
+    table.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out" / "p.lmdb"
+    with pytest.raises(imgpack.ImgpackError, match="missing_image 1: 3/gone.png"):
+        build(raw, out, labels=table, pack_params=PackParams(shard_mb=0.001))
+    assert os.listdir(out.parent) == []
