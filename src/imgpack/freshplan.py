@@ -30,6 +30,7 @@ class ShardPlan:
         self.base = 0
         self.known: dict[int, list] = {}  # ordinal -> outcome, where it differs from the plan
         self.cached: dict[int, list] = {}  # ordinal -> remembered outcome (resuming only)
+        self.unread: set[int] = set()  # ordinals whose failure the ingest cache remembered
         self.folder, self.store, self.out = folder, str(store), str(out)
         self.ingest, self.params, self.map_size, self.cache = ingest, params, map_size, cache
         self.batch_bytes = params.batch_mb << 20
@@ -55,9 +56,11 @@ class ShardPlan:
             if self.resuming:
                 remembered = self.cache.lookup([b[0] for b in batch], [b[3] for b in batch])
                 for number, outcome in enumerate(remembered, first):
-                    if outcome is not None:
-                        target = self.known if outcome[0] != "ok" else self.cached
-                        target[number] = outcome
+                    if outcome is not None and outcome[0] != "ok":
+                        self.known[number] = outcome
+                        self.unread.add(number)  # known from the cache: never read this run
+                    elif outcome is not None:
+                        self.cached[number] = outcome
             self.window.extend(batch)
             self.planned += len(batch)
         return True
@@ -70,8 +73,9 @@ class ShardPlan:
             outcome = self.known.pop(self.base, None)
             if outcome is not None and outcome[0] != "ok":
                 self.account(key, outcome[1], outcome[2])
-                self.report.read += outcome is not EMPTY
+                self.report.read += outcome is not EMPTY and self.base not in self.unread
             self.cached.pop(self.base, None)
+            self.unread.discard(self.base)
             self.base += 1
 
     def settle_all(self) -> None:
