@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgpack.examine import examine
 from imgpack.manifest import file_digest
-from imgpack.probe import ProbeFailure, probe_image, read_file
 from imgpack.shardtask import ShardWriter, shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import IngestCache
@@ -54,7 +54,7 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
     prefix = task.folder + os.sep
     try:
         for index, key in enumerate(task.keys):
-            outcome = _examine(prefix + key, new_hash, task.max_pixels)
+            outcome = examine(prefix + key, new_hash, task.max_pixels)
             data, digest = (outcome.pop(), outcome.pop()) if outcome[0] == "ok" else (b"", b"")
             outcomes.append(outcome)  # now as the ingest cache keeps it: no bytes
             if outcome[0] != "ok" or outcome[1] != task.sizes[index]:
@@ -110,21 +110,6 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
         "splits": list(map(split_assigner(task.split_seed, task.splits), task.keys)),
         "trailing": trailing,
     }
-
-
-def _examine(path: str, new_hash, max_pixels: int) -> list:
-    """["ok", size, hex, format, width, height, trailing, digest, data] or ["fail", kind, detail]:
-    the ingest cache's outcome, plus the digest and bytes to store."""
-    try:
-        data = read_file(path)
-        probe = probe_image(data, max_pixels)
-    except ProbeFailure as failure:
-        return ["fail", failure.kind, failure.detail]
-    except OSError as exc:
-        return ["fail", "corrupt", f"unreadable ({exc.strerror})"]
-    digest = new_hash(data).digest()
-    fields = [len(data), digest.hex(), probe.format, probe.width, probe.height, probe.trailing]
-    return ["ok", *fields, digest, data]
 
 
 _caches: dict[str, IngestCache] = {}
