@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 from imgpack.format.catalog import SHARD_IMAGES
-from imgpack.freshshard import FreshShardTask, write_fresh_shard
-from imgpack.manifest import file_digest
+from imgpack.freshshard import FreshShardTask, accepted, write_fresh_shard
 from imgpack.shardtask import shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import file_stat
@@ -142,24 +140,17 @@ class ShardPlan:
         if not os.path.exists(path):
             return None
         params = self.params
-        return {
-            "broken": [],
-            "path": path,
-            "entry": {
-                "count": len(ordinals),
-                "image_bytes": sum(sizes),
-                "file_bytes": os.path.getsize(path),
-                "sha256": file_digest(Path(path)),
-            },
-            "digests": b"".join(bytes.fromhex(o[2]) for o in outcomes),
-            "formats": [o[3] for o in outcomes],
-            "widths": [o[4] for o in outcomes],
-            "heights": [o[5] for o in outcomes],
-            "splits": list(map(split_assigner(params.split_seed, params.splits), keys)),
-            "trailing": [(i, o[6]) for i, o in enumerate(outcomes) if o[6]],
-            "sizes": sizes,
-            "resumed": True,
-        }
+        return accepted(
+            path,
+            sizes,
+            b"".join(bytes.fromhex(o[2]) for o in outcomes),
+            [o[3] for o in outcomes],
+            [o[4] for o in outcomes],
+            [o[5] for o in outcomes],
+            list(map(split_assigner(params.split_seed, params.splits), keys)),
+            [(i, o[6]) for i, o in enumerate(outcomes) if o[6]],
+            resumed=True,
+        )
 
     def results(self, pool):
         """(end ordinal, ordinals, result) of each accepted shard, in order."""

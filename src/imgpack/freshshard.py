@@ -19,7 +19,7 @@ from imgpack.shardtask import ShardWriter, shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import IngestCache
 
-__all__ = ["FreshShardTask", "write_fresh_shard"]
+__all__ = ["FreshShardTask", "write_fresh_shard", "accepted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,22 +93,37 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
     finally:
         if shard is not None:
             shard.file.abort()
+    return accepted(
+        path,
+        list(task.sizes),
+        bytes(written.digests),
+        written.formats,
+        written.widths.tolist(),
+        written.heights.tolist(),
+        list(map(split_assigner(task.split_seed, task.splits), task.keys)),
+        trailing,
+    )
+
+
+def accepted(path, sizes, digests, formats, widths, heights, splits, trailing, resumed=False):
+    """A finished shard's result: its header entry and its records' columns."""
     return {
         "broken": [],
         "path": path,
         "entry": {
-            "count": len(task.keys),
-            "image_bytes": sum(task.sizes),
+            "count": len(sizes),
+            "image_bytes": sum(sizes),
             "file_bytes": os.path.getsize(path),
             "sha256": file_digest(Path(path)),
         },
-        "sizes": list(task.sizes),
-        "digests": bytes(written.digests),
-        "formats": written.formats,
-        "widths": written.widths.tolist(),
-        "heights": written.heights.tolist(),
-        "splits": list(map(split_assigner(task.split_seed, task.splits), task.keys)),
+        "sizes": sizes,
+        "digests": digests,
+        "formats": formats,
+        "widths": widths,
+        "heights": heights,
+        "splits": splits,
         "trailing": trailing,
+        "resumed": resumed,
     }
 
 

@@ -151,7 +151,7 @@ class _Records:
         for index, trailing in result["trailing"]:
             report.note(trailing_note(keys[index], trailing, result["formats"][index]))
         report.packed += len(keys)
-        report.read += 0 if result.get("resumed") else len(keys)
+        report.read += 0 if result["resumed"] else len(keys)
         self.digests.write(result["digests"])
         joined = "\0".join(keys).encode() + b"\0"
         self.keys.write(joined)
