@@ -133,9 +133,14 @@ def test_adding_images_under_random_names_costs_one_new_shard_in_repro_and_push(
 def test_nothing_changed_reruns_only_the_cheap_ingest_and_reads_no_image(growing):
     project, _ = growing
     state = {p.name: p.stat().st_mtime_ns for p in (project / PACK).iterdir()}
-    assert stages_run(dvc("repro", cwd=project).stdout) == ["ingest"]
-    assert json.loads((project / "reports/ingest.json").read_text())["read"] == 0
+    outputs = [project / "data/interim/manifest.jsonl", project / "reports/ingest.json"]
+    written = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs]
+    out = dvc("repro", cwd=project).stdout
+    assert stages_run(out) == ["ingest"]
+    assert ": 0 read," in out
     assert {p.name: p.stat().st_mtime_ns for p in (project / PACK).iterdir()} == state
+    # nothing changed at all: the manifest and report are left as the last full run wrote them
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs] == written
 
 
 def test_relabeling_rewrites_the_catalog_and_no_shard(growing):

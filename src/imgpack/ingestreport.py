@@ -84,6 +84,20 @@ class IngestReport:
             "notes_list": self.notes,
         }
 
+    def totals(self) -> dict[str, Any]:
+        """The counts without the lists: what a run that found nothing changed reports again."""
+        return {
+            "discovered": self.discovered,
+            "packed": self.packed,
+            "label_rows": self.label_rows,
+            "counts": self.counts,
+            "by_reason": self.by_reason,
+        }
+
+    @classmethod
+    def from_totals(cls, totals: dict[str, Any]) -> IngestReport:
+        return cls(**totals)
+
     def write(self, path: Path) -> None:
         """The report as JSON, every list entry streamed from its spill file."""
         lists = {

@@ -16,7 +16,7 @@ __all__ = ["state_dir", "IngestCache", "ValidatedShards", "FileStat"]
 _VERSION = 2  # 2: outcome in columns
 # A file changed within this window of its last check may not show it in mtime (coarse clocks),
 # so its result is not remembered: the racy-clean rule git uses for its index.
-_RACY_NS = 2_000_000_000
+RACY_NS = 2_000_000_000
 
 FileStat = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
 _PAD = (None,) * 7  # an outcome is status plus 6 values (ok) or 2 (kind, detail)
@@ -116,7 +116,7 @@ class IngestCache:
     def remember(self, items: Iterable[tuple[str, FileStat | None, Any]]) -> None:
         if self.db is None:
             return
-        fresh = self.started - _RACY_NS
+        fresh = self.started - RACY_NS
         rows = [
             (key, *stat, *outcome, *_PAD[len(outcome) :])
             for key, stat, outcome in items

@@ -21,6 +21,8 @@ from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
 from imgpack.manifest import dumps, write_manifest
 from imgpack.params import IngestParams, load_params
 from imgpack.progress import progress
+from imgpack.remote import is_url
+from imgpack.snapshot import InputSnapshot
 from imgpack.splits import FOLDERS
 from imgpack.stages.common import run_stage
 from imgpack.state import IngestCache, file_stat
@@ -39,14 +41,25 @@ def ingest(
     split_folders: bool = False,
     spool: Path | None = None,
     cache: bool = True,
+    reuse_unchanged: bool = False,
 ) -> IngestReport:
     """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names.
 
     `split_folders` (pack.splits: folders): a file whose top folder names no split is accounted
     for as `unknown_split`. Files whose stat is unchanged since an earlier run are not read again
     (see `imgpack.state`); `spool`: a folder where the bytes read are kept for the pack.
+    `reuse_unchanged`: when no file's stat, nor the labels table, nor the params changed since
+    the run that wrote `manifest_out` and `report_out` (and they are as it left them), they are
+    left as they are and nothing is read (see `imgpack.snapshot`).
     """
     params = params or IngestParams()
+    snapshot = None
+    if reuse_unchanged and cache and not is_url(folder):
+        snapshot = InputSnapshot(Path(manifest_out), report_out and Path(report_out))
+        snapshot.take(folder, labels, params, split_folders)
+        totals = snapshot.unchanged()
+        if totals is not None:
+            return IngestReport.from_totals(totals)
     with (
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
@@ -132,6 +145,8 @@ def ingest(
         if report_out is not None:
             report.write(Path(report_out))
         report.spill = None
+    if snapshot is not None:
+        snapshot.save(report.totals())
     return report
 
 
@@ -237,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, "ingest")
         split_folders = load_params(args.params, "pack").splits == FOLDERS
         report = ingest(
-            params.folder, args.manifest, args.report, params.labels or None, params, split_folders
+            params.folder,
+            args.manifest,
+            args.report,
+            params.labels or None,
+            params,
+            split_folders,
+            reuse_unchanged=True,
         )
         print(
             f"ingested {report.packed} of {report.discovered} files from {params.folder}: "

@@ -1,0 +1,116 @@
+"""Ingest's inputs at its last full run: with every file's stat, the labels table and the params
+unchanged, the manifest and report on disk are still right and are left as they are."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from imgpack import __version__
+from imgpack.discover import walk_sorted
+from imgpack.params import IngestParams
+from imgpack.state import RACY_NS, state_dir
+
+__all__ = ["InputSnapshot"]
+
+_VERSION = 1
+_NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
+
+
+def _identity(path: str | Path | None) -> list[int] | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return st and [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+class InputSnapshot:
+    """A digest of everything the manifest is made from, and the identity of the outputs last
+    written from it (kept in imgpack's state, beside DVC's)."""
+
+    def __init__(self, manifest_out: Path, report_out: Path | None):
+        self.manifest_out, self.report_out = Path(manifest_out), report_out
+        name = hashlib.sha256(os.path.realpath(manifest_out).encode()).hexdigest()[:24]
+        self.record = state_dir() / f"ingest-outputs-{name}.json"
+        self.fingerprint: str | None = None
+        self.racy = False
+
+    def take(
+        self, folder: str | Path, labels: str | Path | None, params: IngestParams, splits: bool
+    ) -> None:
+        """Walk the folder and stat every file (stat only: nothing is read)."""
+        started = time.time_ns() - RACY_NS
+        settings = {k: v for k, v in dataclasses.asdict(params).items() if k not in _NOT_BYTES}
+        digest = hashlib.blake2b(digest_size=20)
+        head = [_VERSION, __version__, os.path.realpath(folder), splits, settings]
+        labels_stat = _identity(labels)
+        head += [os.path.realpath(labels) if labels else None, labels_stat]
+        digest.update(json.dumps(head, sort_keys=True).encode())
+        self.racy = labels_stat is not None and max(labels_stat[1], labels_stat[3]) >= started
+        exclude = {str(labels)} if labels else set()
+        lines: list[str] = []
+        for found in walk_sorted(folder, exclude):
+            try:
+                st = os.stat(found.path)
+            except OSError:
+                lines.append(f"{found.key}\0{found.problem}\0-\n")
+            else:
+                lines.append(
+                    f"{found.key}\0{found.problem}\0{st.st_size}\0{st.st_mtime_ns}"
+                    f"\0{st.st_ino}\0{st.st_ctime_ns}\n"
+                )
+                if st.st_mtime_ns >= started or st.st_ctime_ns >= started:
+                    self.racy = True
+            if len(lines) >= 4096:
+                digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+        digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+        self.fingerprint = digest.hexdigest()
+
+    def _outputs(self) -> dict[str, Any]:
+        return {
+            "manifest": _identity(self.manifest_out),
+            "report": _identity(self.report_out) if self.report_out else None,
+        }
+
+    def unchanged(self) -> dict[str, Any] | None:
+        """The last full run's summary when its inputs and outputs are as they were, else None."""
+        try:
+            saved = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(saved, dict)
+            or saved.get("fingerprint") != self.fingerprint
+            or saved.get("outputs") != self._outputs()
+            or saved["outputs"]["manifest"] is None
+        ):
+            return None
+        return saved.get("summary")
+
+    def save(self, summary: dict[str, Any]) -> None:
+        """Remember this run's inputs and outputs; not when a file changed too recently to tell
+        a later change from this one by its stat."""
+        with contextlib.suppress(OSError):
+            if self.racy or self.fingerprint is None:
+                self.record.unlink(missing_ok=True)
+                return
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.record.with_name(f".{self.record.name}.tmp-{os.getpid()}")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "fingerprint": self.fingerprint,
+                        "outputs": self._outputs(),
+                        "summary": summary,
+                    }
+                )
+            )
+            os.replace(tmp, self.record)
