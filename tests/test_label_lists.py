@@ -110,3 +110,27 @@ def test_two_files_whose_names_differ_only_by_normalization_are_reported(tmp_pat
     assert report.packed == 1
     [skipped] = report.skipped
     assert skipped["reason"] == "bad_path" and "another Unicode normalization" in skipped["detail"]
+
+
+def test_a_csv_with_a_bom_quotes_and_blank_lines_is_read_as_written(tree, tmp_path):
+    raw = tree({"a/1.png": png_bytes(shade=1), "b/two, 2.png": png_bytes(shade=2)})
+    table = tmp_path / "labels.csv"
+    table.write_bytes(
+        b'\xef\xbb\xbfpath,label,note\r\na/1.png,cat," spaced, ""quoted""\nline"\r\n\r\n'
+        b'"b/two, 2.png",dog,\r\n'
+    )
+    ingest(raw, tmp_path / "m.jsonl", labels=table)
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    assert [(r["key"], r["label"], r["extra"]) for r in rows] == [
+        ("a/1.png", "cat", {"note": ' spaced, "quoted"\nline'}),
+        ("b/two, 2.png", "dog", {"note": ""}),
+    ]
+
+
+def test_a_csv_row_with_the_wrong_number_of_fields_is_refused_naming_its_line(tree, tmp_path):
+    raw = tree({"a/1.png": png_bytes(shade=1)})
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\na/1.png,cat\n\nb.png,dog,extra\n")
+    result = cli("build", raw, tmp_path / "p.lmdb", "--labels", table)
+    assert result.returncode == 1 and not (tmp_path / "p.lmdb").exists()
+    assert f"{table}:4: 3 fields, expected 2 (path, label)" in result.stderr

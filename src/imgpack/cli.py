@@ -28,7 +28,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from imgpack.build import build
     from imgpack.params import from_mapping, load_params
 
-    if not args.labels and not args.scheduler:  # tables are read with pandas; Dask needs it
+    if not args.scheduler:  # Dask needs pandas; nothing else a build runs does
         from imgpack.workers import without_pandas
 
         without_pandas()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -45,8 +46,16 @@ _GROUPS = (
 def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
     cursor = db.cursor()
     cursor.execute(_GROUPS.format(where=""))
+    empty: dict = {}  # shared, never modified: most tables have no extra columns
     for path, labels_json, extra_json, first in cursor:
-        yield path, sorted(json.loads(labels_json)), json.loads(extra_json), first
+        extra = empty if extra_json == "{}" else json.loads(extra_json)
+        yield path, _labels(labels_json), extra, first
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels(labels_json: str) -> list[str]:
+    """The group's distinct labels, sorted (read-only: shared between groups)."""
+    return sorted(json.loads(labels_json))
 
 
 def group_of(db: sqlite3.Connection, path: str):

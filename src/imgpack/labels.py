@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import decimal
 import json
@@ -105,26 +106,38 @@ def _check_columns(table: Path, columns: list[str], path_column: str, label_colu
 
 
 def _delimited_chunks(table: Path, sep: str, chunksize: int, columns: list[str] | None):
-    import pandas as pd
-
-    try:
-        # dtype=str: type inference per chunk could disagree between chunks and break determinism.
-        reader = pd.read_csv(
-            table,
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            chunksize=chunksize,
-            header=None if columns else "infer",
-            names=columns,
-        )
-        with reader:
-            for frame in reader:
-                yield list(frame.columns), frame.to_dict("records")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{table}: cannot parse the labels table ({exc})".replace("\n", " ")
-        ) from None
+    """Rows of a CSV/TSV table as text (no type inference: it could differ between chunks)."""
+    with open(table, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep, strict=True)
+        try:
+            names = columns or next(reader, None)
+            if names is None:
+                raise InputError(f"{table}: the labels table is empty (no header line)")
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise InputError(f"{table}: column(s) {', '.join(repeated)} appear twice")
+            yield names, []  # the columns are checked before any row
+            rows: list[dict[str, Any]] = []
+            width = len(names)
+            for fields in reader:
+                if len(fields) != width:
+                    if not fields:  # a blank line
+                        continue
+                    raise InputError(
+                        f"{table}:{reader.line_num}: {len(fields)} fields, expected {width} "
+                        f"({', '.join(names)})"
+                    )
+                rows.append(dict(zip(names, fields, strict=True)))
+                if len(rows) >= chunksize:
+                    yield names, rows
+                    rows = []
+            yield names, rows
+        except csv.Error as exc:
+            raise InputError(
+                f"{table}:{reader.line_num}: cannot parse the labels table ({exc})"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{table}: not UTF-8 text ({exc})") from None
 
 
 def _list_chunks(table: Path, sep: str | None, columns, default: list[str], chunksize: int):
