@@ -26,7 +26,10 @@ def label_groups(db: sqlite3.Connection, table, params: IngestParams, report: In
         table, params.path_column, params.label_column, params.chunksize, list(params.columns)
     )
     while True:
-        chunk = [(p, lab, dumps(extra), n) for p, lab, extra, n in _take(rows, params.chunksize)]
+        chunk = [
+            (p, lab, dumps(extra) if extra else "{}", n)
+            for p, lab, extra, n in _take(rows, params.chunksize)
+        ]
         if not chunk:
             break
         db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", chunk)

@@ -141,7 +141,8 @@ def worker_pool(
 
     forkserver by default, not fork: the parent may already run Arrow or SQLite threads, and a
     forked copy of a process with threads can deadlock. `fork`: the caller starts the pool before
-    any such thread or handle of its own, so workers are copies of it, with no imports to redo.
+    any such thread or handle of its own, so workers are copies of it, with no imports to redo;
+    a process that already has a second thread gets forkserver all the same.
     """
     if scheduler:
         from imgpack.cluster import DaskPool
@@ -155,6 +156,7 @@ def worker_pool(
     if workers <= 1:
         yield None
         return
+    fork = fork and _single_threaded()
     context = multiprocessing.get_context("fork" if fork else "forkserver")
     if not fork:
         context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
@@ -186,6 +188,14 @@ def worker_pool(
             with contextlib.suppress(OSError):
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _single_threaded() -> bool:
+    """True when this process has one thread, native ones (Arrow's, OpenMP's) included."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # no /proc (not Linux): only Python's own threads can be counted
+        return threading.active_count() == 1 and sys.platform != "darwin"
 
 
 def ordered_map(

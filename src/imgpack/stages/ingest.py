@@ -61,12 +61,13 @@ def ingest(
         if totals is not None:
             return IngestReport.from_totals(totals)
     with (
+        # First, before any handle or thread: workers forked from this process need no imports.
+        worker_pool(
+            resolve_workers(params.workers, "ingest.workers"), params.scheduler or None, fork=True
+        ) as pool,
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
         contextlib.closing(sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))) as db,
-        worker_pool(
-            resolve_workers(params.workers, "ingest.workers"), params.scheduler or None
-        ) as pool,
     ):
         report = IngestReport(spill=scratch)
         account = Accounting(report, params.on_error)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
+from imgpack.format.catalog import SHARD_IMAGES
 from imgpack.manifest import dumps, read_manifest
 from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
@@ -65,6 +66,12 @@ def pack(
         if previous is not None:
             _load_new(db, read_manifest(Path(manifest))[1], params)
             match_previous(db, previous, params.compact_below)
+            to_write = _bytes_to_write(db, previous.kept)
+        else:
+            to_write = (header["total_bytes"], header["count"])
+        # A worker costs a process start: no more of them than there are new shards to write.
+        shards = max(1, -(-to_write[0] // params.shard_bytes), -(-to_write[1] // SHARD_IMAGES))
+        workers = min(workers, shards)
         store.mkdir(parents=True, exist_ok=True)
         spool = Path(spool).absolute() if spool is not None else None
         planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
@@ -107,14 +114,25 @@ _ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
 
 def _load_new(db: sqlite3.Connection, rows, params: PackParams) -> None:
     """The records to store (aliases are not) into table `new`, for matching."""
-    db.execute("CREATE TABLE new (ordinal INTEGER PRIMARY KEY, key TEXT, hash BLOB)")
+    db.execute("CREATE TABLE new (ordinal INTEGER PRIMARY KEY, key TEXT, hash BLOB, size INT)")
     stored = (
-        (ordinal, row["key"], bytes.fromhex(row["hash"]))
+        (ordinal, row["key"], bytes.fromhex(row["hash"]), row["size"])
         for ordinal, row in enumerate(rows)
         if not (params.duplicates == "dedupe" and row["duplicate_of"])
     )
     while chunk := list(itertools.islice(stored, 10_000)):
-        db.executemany("INSERT INTO new VALUES (?, ?, ?)", chunk)
+        db.executemany("INSERT INTO new VALUES (?, ?, ?, ?)", chunk)
+
+
+def _bytes_to_write(db: sqlite3.Connection, kept: dict[int, int]) -> tuple[int, int]:
+    """Image bytes and count of the records no carried shard holds."""
+    carried = ",".join(map(str, kept))
+    row = db.execute(
+        "SELECT COALESCE(SUM(n.size), 0), COUNT(*) FROM new AS n "
+        "LEFT JOIN claim AS c ON c.ordinal = n.ordinal "
+        f"WHERE c.shard IS NULL OR c.shard NOT IN ({carried})"
+    ).fetchone()
+    return row[0], row[1]
 
 
 def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
