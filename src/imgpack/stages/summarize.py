@@ -103,11 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", default="reports/summary.json")
     parser.add_argument("--plots", default="reports/plots")
     args = parser.parse_args(argv)
-    return run_stage(
-        lambda: summarize(
+
+    def run() -> None:
+        summary = summarize(
             args.pack, args.summary, args.plots, load_params(args.params, "summarize")
         )
-    )
+        print(
+            f"summarized {summary['images']} images in {summary['shards']} shards: "
+            f"{args.summary}, plots in {args.plots}"
+        )
+
+    return run_stage(run)
 
 
 if __name__ == "__main__":
