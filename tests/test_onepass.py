@@ -52,6 +52,27 @@ def test_a_fresh_build_reads_each_file_once_and_gives_the_pipelines_bytes(tmp_pa
     assert contents(tmp_path / "built.lmdb") == contents(tmp_path / "staged.lmdb")
 
 
+def test_copies_anywhere_in_the_folder_are_reported_in_the_same_groups_as_ingest_reports(
+    tmp_path,
+):
+    files = {
+        f"{d}/{n:03d}.png": png_bytes(6, 5, shade=d * 50 + n) for d in range(4) for n in range(50)
+    }
+    for key in ("0/000.png", "0/001.png", "1/020.png", "3/049.png"):  # first, next, middle, last
+        files[key] = png_bytes(9, 9, shade=7)
+    for n in range(10, 40, 3):  # runs of copies of another image, across shards
+        files[f"2/{n:03d}.png"] = files[f"3/{n + 1:03d}.png"] = png_bytes(8, 8, shade=3)
+    raw = write_tree(tmp_path / "raw", files)
+    params = PackParams(shard_mb=0.002)
+    report_file = tmp_path / "report.json"
+    build(raw, tmp_path / "built.lmdb", pack_params=params, report_out=report_file)
+    expected = staged(raw, tmp_path / "staged.lmdb", tmp_path, params).as_dict()
+    groups = json.loads(report_file.read_text())["duplicate_groups"]
+    assert groups == expected["duplicate_groups"]
+    assert sorted(map(len, groups)) == [4, 20]
+    assert contents(tmp_path / "built.lmdb") == contents(tmp_path / "staged.lmdb")
+
+
 def test_files_that_are_no_image_replan_only_their_part_and_every_file_is_accounted_for(tmp_path):
     files = {
         f"{d}/{n:03d}.png": png_bytes(7 + n % 5, 6, shade=n + d)

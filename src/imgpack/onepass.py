@@ -31,7 +31,7 @@ from imgpack.splits import FOLDERS
 from imgpack.stages.ingest import report_duplicates
 from imgpack.stages.pack import layout_of, params_digest
 from imgpack.state import IngestCache
-from imgpack.workers import resolve_workers, worker_errors, worker_pool
+from imgpack.workers import release_freed_memory, resolve_workers, worker_errors, worker_pool
 from imgpack.writer import default_map_size, scratch_dir
 
 __all__ = ["one_pass"]
@@ -87,6 +87,7 @@ def one_pass(
                         _check(tmp, report.packed, assembler.shards, records.keys_digest)
                     )
 
+                release_freed_memory()
                 header = assembler.publish(
                     check,
                     params_digest=params_digest(params),
@@ -169,19 +170,25 @@ class _Records:
         del ordered
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         if len(repeated):
-            candidates = np.isin(prefixes, repeated)
-            self.digests.seek(0)
-            self.keys.seek(0)
+            repeated = np.unique(repeated)
             rows = []
             keys = _split_keys(self.keys)
-            for ordinal in range(len(prefixes)):
-                digest = self.digests.read(self.digest_size)
-                key = next(keys)
-                if candidates[ordinal]:
-                    rows.append((digest.hex(), key, ordinal))
-                if len(rows) >= 10_000:
-                    db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
-                    rows = []
+            self.keys.seek(0)
+            self.digests.seek(0)
+            at = 0
+            step = 1 << 16  # np.isin's temporaries over every record would be 30 bytes each
+            for start in range(0, len(prefixes), step):
+                chunk = np.isin(prefixes[start : start + step], repeated)
+                for ordinal in (np.flatnonzero(chunk) + start).tolist():
+                    for _ in range(ordinal - at):
+                        next(keys)
+                    if ordinal != at:  # most candidates follow one another: no seek
+                        self.digests.seek(ordinal * self.digest_size)
+                    key, at = next(keys), ordinal + 1
+                    rows.append((self.digests.read(self.digest_size).hex(), key, ordinal))
+                    if len(rows) >= 10_000:
+                        db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
+                        rows = []
             db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
             db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
             report_duplicates(db, self.report)  # the groups; which copy is first is not needed

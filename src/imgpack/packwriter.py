@@ -44,6 +44,9 @@ def shard_name(sha256_hex: str) -> str:
     return f"shard-{sha256_hex[:16]}.lmdb"
 
 
+CATALOG_BATCH = 4 << 20  # bytes per write transaction of the catalog
+
+
 class CatalogRows:
     """Catalog rows of the current part, column by column; full parts go to Parquet files."""
 
@@ -196,6 +199,12 @@ class PackAssembler:
         file.put(b"header", HEADER_KEY, encode_header(header))
         return header
 
+    @property
+    def _catalog_batch(self) -> int:
+        # Catalog parts are few and large: a smaller transaction keeps a million records' catalog
+        # from being held whole (as Python bytes and dirty pages) until one commit.
+        return min(self.batch_bytes, CATALOG_BATCH)
+
     def header(self, **fields: Any) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
@@ -232,7 +241,7 @@ class PackAssembler:
             shutil.copyfile(self._files[0], lone)
             self.shards[0] = {**self.shards[0], "name": "", "file_bytes": 0, "sha256": ""}
             file = LmdbFileWriter(
-                lone, _map_size_of(lone), self.out, self.batch_bytes, existing=True
+                lone, _map_size_of(lone), self.out, self._catalog_batch, existing=True
             )
             try:
                 header = self._write_catalog(file, self.header(**header_fields))
@@ -244,7 +253,7 @@ class PackAssembler:
             self.staging = finished = lone
         else:
             catalog = LmdbFileWriter(
-                self.staging / CATALOG_FILE, default_map_size(0), self.out, self.batch_bytes
+                self.staging / CATALOG_FILE, default_map_size(0), self.out, self._catalog_batch
             )
             try:
                 header = self._write_catalog(catalog, self.header(**header_fields))

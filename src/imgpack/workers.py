@@ -78,6 +78,15 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by the build back to the kernel (glibc and Arrow keep it for reuse),
+    before a phase that needs more: the process's peak stays that of its largest phase."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+
+
 def _worker_start(build_pid: int) -> None:
     # A worker must not outlive the build that started it, even one killed with SIGKILL. Its
     # parent is the forkserver, which each worker keeps alive (they hold its pipe), so the
