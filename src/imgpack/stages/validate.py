@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from imgpack.columncheck import all_equal
 from imgpack.errors import ValidationError, name_offenders
 from imgpack.manifest import read_manifest
 from imgpack.params import ValidateParams, load_params
@@ -40,7 +41,6 @@ def validate(
     params = params or ValidateParams()
     header, rows = read_manifest(Path(manifest))
     problems: dict[str, list[str]] = {kind: [] for kind in _KINDS}
-    checked = 0
     validated = ValidatedShards()
     with Pack(pack_path) as pack:
         algorithm = pack.header["hash_algorithm"]
@@ -65,38 +65,10 @@ def validate(
         with worker_pool(min(resolve_workers(workers), max(1, len(tasks)))) as pool:
             for number, bad in ordered_map(check_shard, progress(tasks, "validate"), pool):
                 damaged.update((number, slot) for slot in bad)
-        aliases = dict(pack.aliases())
-        records = _stored(pack)
-        shard_of = None
-        record = next(records, None)
-        for row in progress(rows, "validate", header["count"]):
-            key = row["key"]
-            while record is not None and record["key"] < key:
-                problems["extra"].append(record["key"])
-                record = next(records, None)
-            if record is not None and record["key"] == key:
-                meta, record = record, next(records, None)
-            elif key in aliases:  # the record it names is checked once, under its own key
-                target = pack.index_of(aliases.pop(key))
-                meta = pack.meta(target)
-                if shard_of is None:
-                    where = pack.catalog.table(["shard", "slot"])
-                    shard_of = where.column("shard").to_numpy(), where.column("slot").to_numpy()
-                meta["shard"], meta["slot"] = int(shard_of[0][target]), int(shard_of[1][target])
-            else:
-                problems["missing"].append(key)
-                continue
-            checked += 1
-            if meta["hash"] != row["hash"] or (meta["shard"], meta["slot"]) in damaged:
-                problems["hash_mismatch"].append(key)
-            if meta["label"] != row["label"]:
-                problems["label_mismatch"].append(key)
-            if meta["key"] == key and _meta_differs(meta, row):
-                problems["meta_mismatch"].append(key)
-        while record is not None:
-            problems["extra"].append(record["key"])
-            record = next(records, None)
-        problems["extra"].extend(sorted(aliases))
+        if not damaged and all_equal(pack, Path(manifest)):
+            checked = len(pack)  # the columnar check: every record agrees, none is missing
+        else:
+            checked = _compare_records(pack, rows, header["count"], damaged, problems)
         count_ok = len(pack) + pack.header["aliases"] == header["count"]
         ok = count_ok and not any(problems.values())
         if ok and folder and remember:
@@ -135,6 +107,45 @@ def validate(
             + ". Rebuild the pack (dvc repro -f pack) or fetch it again (dvc pull)"
         )
     return report
+
+
+def _compare_records(pack: Pack, rows, count: int, damaged: set, problems: dict) -> int:
+    """The manifest's rows against the catalog, record by record, naming every offender;
+    returns how many manifest rows were found in the pack."""
+    checked = 0
+    aliases = dict(pack.aliases())
+    records = _stored(pack)
+    shard_of = None
+    record = next(records, None)
+    for row in progress(rows, "validate", count):
+        key = row["key"]
+        while record is not None and record["key"] < key:
+            problems["extra"].append(record["key"])
+            record = next(records, None)
+        if record is not None and record["key"] == key:
+            meta, record = record, next(records, None)
+        elif key in aliases:  # the record it names is checked once, under its own key
+            target = pack.index_of(aliases.pop(key))
+            meta = pack.meta(target)
+            if shard_of is None:
+                where = pack.catalog.table(["shard", "slot"])
+                shard_of = where.column("shard").to_numpy(), where.column("slot").to_numpy()
+            meta["shard"], meta["slot"] = int(shard_of[0][target]), int(shard_of[1][target])
+        else:
+            problems["missing"].append(key)
+            continue
+        checked += 1
+        if meta["hash"] != row["hash"] or (meta["shard"], meta["slot"]) in damaged:
+            problems["hash_mismatch"].append(key)
+        if meta["label"] != row["label"]:
+            problems["label_mismatch"].append(key)
+        if meta["key"] == key and _meta_differs(meta, row):
+            problems["meta_mismatch"].append(key)
+    while record is not None:
+        problems["extra"].append(record["key"])
+        record = next(records, None)
+    problems["extra"].extend(sorted(aliases))
+    return checked
 
 
 def _stored(pack: Pack) -> Iterator[dict[str, Any]]:
