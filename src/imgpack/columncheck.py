@@ -3,13 +3,14 @@ ever answers "all equal"; on any doubt validate checks record by record and name
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+
+from imgpack.manifest import manifest_blocks
 
 __all__ = ["all_equal"]
 
@@ -29,21 +30,6 @@ _MANIFEST = pa.schema(
     ]
 )
 _PARSE = pj.ParseOptions(explicit_schema=_MANIFEST, unexpected_field_behavior="error")
-
-
-def _manifest_blocks(path: Path) -> Iterator[pa.Table]:
-    """The manifest's rows (header line skipped), a block of whole lines at a time."""
-    with open(path, "rb") as handle:
-        handle.readline()
-        rest = b""
-        while block := handle.read(_BLOCK):
-            data = rest + block
-            cut = data.rfind(b"\n") + 1
-            data, rest = data[:cut], data[cut:]
-            if data:
-                yield pj.read_json(pa.BufferReader(data), parse_options=_PARSE)
-        if rest.strip():
-            yield pj.read_json(pa.BufferReader(rest + b"\n"), parse_options=_PARSE)
 
 
 class _Catalog:
@@ -101,7 +87,7 @@ def all_equal(pack, manifest: Path) -> bool:
         return False
     try:
         catalog = _Catalog(pack)
-        for block in _manifest_blocks(manifest):
+        for block in manifest_blocks(manifest, _PARSE, _BLOCK):
             stored = catalog.take(block.num_rows)
             if stored is None or block.column("extra").type != pa.struct([]):
                 return False

@@ -11,7 +11,14 @@ from typing import Any
 
 from imgpack.errors import InputError, output_failed
 
-__all__ = ["MANIFEST_VERSION", "write_manifest", "read_manifest", "file_digest", "dumps"]
+__all__ = [
+    "MANIFEST_VERSION",
+    "write_manifest",
+    "read_manifest",
+    "manifest_blocks",
+    "file_digest",
+    "dumps",
+]
 
 MANIFEST_VERSION = 1
 ROW_FIELDS = frozenset(
@@ -84,6 +91,26 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(f"{path}:{line_number}: keys are not in ascending order")
             previous = row["key"]
             yield row
+
+
+def manifest_blocks(path: Path, parse_options, block_bytes: int = 8 << 20):
+    """The manifest's rows as Arrow tables (pyarrow.json with `parse_options`), a block of whole
+    lines at a time: memory stays flat. Raises pyarrow's error on a line it cannot parse; the
+    row-wise `read_manifest` names the line."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    with open(path, "rb") as handle:
+        handle.readline()  # the header
+        rest = b""
+        while block := handle.read(block_bytes):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            data, rest = data[:cut], data[cut:]
+            if data:
+                yield pj.read_json(pa.BufferReader(data), parse_options=parse_options)
+        if rest.strip():
+            yield pj.read_json(pa.BufferReader(rest + b"\n"), parse_options=parse_options)
 
 
 def file_digest(path: Path) -> str:

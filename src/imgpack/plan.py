@@ -56,8 +56,14 @@ def load_previous(
             ):
                 return None
             previous = Previous(out, pack.shard_paths, list(pack.header["shards"]))
-            db.execute("CREATE TABLE old_slots (shard INT, slot INT, hash BLOB)")
-            db.execute("CREATE TABLE old_keys (key TEXT, shard INT, slot INT)")
+            # Filled in primary-key order (shards in turn, keys ascending): no index to build.
+            db.execute(
+                "CREATE TABLE old_slots (shard INT, slot INT, hash BLOB, "
+                "PRIMARY KEY (shard, slot)) WITHOUT ROWID"
+            )
+            db.execute(
+                "CREATE TABLE old_keys (key TEXT PRIMARY KEY, shard INT, slot INT) WITHOUT ROWID"
+            )
             for number in range(len(previous.entries)):
                 digests = pack.catalog._shard_digests(number)
                 db.executemany(
@@ -82,8 +88,6 @@ def match_previous(db: sqlite3.Connection, previous: Previous, compact_below: fl
     Needs table `new (ordinal, key, hash)` of the records to store. Fills table `claim`
     (ordinal, shard, slot) with claims on carried shards only.
     """
-    db.execute("CREATE INDEX old_keys_key ON old_keys (key)")
-    db.execute("CREATE INDEX old_slots_place ON old_slots (shard, slot)")
     db.execute(
         "CREATE TABLE claim AS SELECT n.ordinal AS ordinal, k.shard AS shard, k.slot AS slot "
         "FROM new AS n JOIN old_keys AS k ON k.key = n.key "
@@ -91,6 +95,21 @@ def match_previous(db: sqlite3.Connection, previous: Previous, compact_below: fl
     )
     db.execute("CREATE UNIQUE INDEX claim_ordinal ON claim (ordinal)")
     db.execute("CREATE INDEX claim_place ON claim (shard, slot)")
+    claimed = db.execute("SELECT COUNT(*) FROM claim").fetchone()[0]
+    records = db.execute("SELECT COUNT(*) FROM new").fetchone()[0]
+    images = db.execute("SELECT COUNT(*) FROM old_slots").fetchone()[0]
+    if claimed < min(records, images):  # records and images left unmatched: match by digest
+        _match_by_digest(db)
+    previous.live = dict(db.execute("SELECT shard, COUNT(*) FROM claim GROUP BY shard"))
+    for number, entry in enumerate(previous.entries):
+        live = previous.live.get(number, 0)
+        if live and live >= compact_below * entry["count"]:
+            previous.kept[number] = len(previous.kept)
+
+
+def _match_by_digest(db: sqlite3.Connection) -> None:
+    """Records left unclaimed take, in key order, unclaimed images of the same digest (a renamed
+    file, a copy): first come, first served by (shard, slot)."""
     db.execute(
         "INSERT INTO claim "
         "WITH n AS (SELECT ordinal, hash, ROW_NUMBER() OVER (PARTITION BY hash ORDER BY ordinal) "
@@ -100,11 +119,6 @@ def match_previous(db: sqlite3.Connection, previous: Previous, compact_below: fl
         "  (SELECT 1 FROM claim AS c WHERE c.shard = o.shard AND c.slot = o.slot)) "
         "SELECT n.ordinal, s.shard, s.slot FROM n JOIN s ON s.hash = n.hash AND s.r = n.r"
     )
-    previous.live = dict(db.execute("SELECT shard, COUNT(*) FROM claim GROUP BY shard"))
-    for number, entry in enumerate(previous.entries):
-        live = previous.live.get(number, 0)
-        if live and live >= compact_below * entry["count"]:
-            previous.kept[number] = len(previous.kept)
 
 
 class Planner:

@@ -151,7 +151,7 @@ def worker_pool(
     forkserver by default, not fork: the parent may already run Arrow or SQLite threads, and a
     forked copy of a process with threads can deadlock. `fork`: the caller starts the pool before
     any such thread or handle of its own, so workers are copies of it, with no imports to redo;
-    a process that already has a second thread gets forkserver all the same.
+    a process already running another Python thread gets forkserver all the same.
     """
     if scheduler:
         from imgpack.cluster import DaskPool
@@ -200,11 +200,9 @@ def worker_pool(
 
 
 def _single_threaded() -> bool:
-    """True when this process has one thread, native ones (Arrow's, OpenMP's) included."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:  # no /proc (not Linux): only Python's own threads can be counted
-        return threading.active_count() == 1 and sys.platform != "darwin"
+    """No Python thread but this one. Native threads are not counted: OpenBLAS (numpy) stops its
+    own before a fork, and Arrow starts its pools only on first use, after callers fork."""
+    return threading.active_count() == 1
 
 
 def ordered_map(

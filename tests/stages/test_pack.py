@@ -101,3 +101,47 @@ def test_splits_follow_the_fractions(tmp_path):
     with imgpack.open(out) as p:
         counts = p.metadata(columns=["split"])["split"].value_counts()
     assert 130 <= counts["train"] <= 190 and counts["val"] > 5 and counts["test"] > 5
+
+
+def test_renamed_and_copied_files_are_matched_by_digest_and_no_shard_is_written(tmp_path):
+    files = {
+        f"{d}/{n:02d}.png": png_bytes(6, 6, shade=d * 40 + n) for d in range(3) for n in range(40)
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    params = PackParams(shard_mb=0.002)
+    out, first = ingest_and_pack(raw, tmp_path, params)
+    assert first["new_shards"] > 3
+    os.rename(raw / "1/05.png", raw / "2/renamed.png")  # same bytes, another key
+    (raw / "0/03.png").unlink()  # and written again under another name: its image is reused
+    (raw / "0/copy.png").write_bytes(files["0/03.png"])
+    again = pack(ingest(raw, tmp_path / "m2.jsonl") and tmp_path / "m2.jsonl", raw, out, params)
+    assert again["new_shards"] == 0 and again["carried_shards"] == first["new_shards"]
+    with imgpack.open(out) as packed:
+        assert {r.key: r.data for r in packed} == source_files(raw)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda lines: lines.insert(3, "{not json"), r":4: not valid JSON"),
+        (lambda lines: lines.insert(3, '{"key": "0/00b.png"}'), r":4: row lacks manifest fields"),
+        (lambda lines: lines.insert(3, lines[1]), r":4: keys are not in ascending order"),
+    ],
+)
+def test_a_damaged_manifest_is_refused_naming_its_line_and_the_pack_is_kept(
+    tmp_path, damage, message
+):
+    files = {
+        f"{d}/{n:02d}.png": png_bytes(6, 6, shade=d * 40 + n) for d in range(2) for n in range(9)
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    params = PackParams(shard_mb=0.0005)
+    out, _ = ingest_and_pack(raw, tmp_path, params)  # a folder pack: the next run matches it
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    manifest = tmp_path / "m.jsonl"
+    lines = (tmp_path / "p.lmdb.jsonl").read_text().splitlines()
+    damage(lines)
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=message):
+        pack(manifest, raw, out, params)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.json as pj
+
 from imgpack.errors import InputError
 from imgpack.format.catalog import SHARD_IMAGES
-from imgpack.manifest import dumps, read_manifest
+from imgpack.manifest import dumps, manifest_blocks, read_manifest
 from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
 from imgpack.plan import Planner, claims, load_previous, match_previous
@@ -64,7 +67,7 @@ def pack(
         layout = layout_of(params, map_size)
         previous = load_previous(out, algorithm, layout, db) if params.incremental else None
         if previous is not None:
-            _load_new(db, read_manifest(Path(manifest))[1], params)
+            _load_new(db, Path(manifest), params)
             match_previous(db, previous, params.compact_below)
             to_write = _bytes_to_write(db, previous.kept)
         else:
@@ -112,16 +115,48 @@ def pack(
 _ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
 
 
-def _load_new(db: sqlite3.Connection, rows, params: PackParams) -> None:
+def _load_new(db: sqlite3.Connection, manifest: Path, params: PackParams) -> None:
     """The records to store (aliases are not) into table `new`, for matching."""
     db.execute("CREATE TABLE new (ordinal INTEGER PRIMARY KEY, key TEXT, hash BLOB, size INT)")
+    insert = "INSERT INTO new VALUES (?, ?, ?, ?)"
+    dedupe = params.duplicates == "dedupe"
+    try:
+        start = 0
+        for block in manifest_blocks(manifest, _NEW_FIELDS):
+            keys = block.column("key").to_pylist()
+            hashes = [bytes.fromhex(h) for h in block.column("hash").to_pylist()]
+            sizes = block.column("size").to_pylist()
+            ordinals = range(start, start + len(keys))
+            rows = zip(ordinals, keys, hashes, sizes, strict=True)
+            if dedupe:
+                aliases = block.column("duplicate_of").to_pylist()
+                rows = (r for r, alias in zip(rows, aliases, strict=True) if not alias)
+            db.executemany(insert, rows)
+            start += len(keys)
+        return
+    except (pa.ArrowException, ValueError, TypeError):
+        db.execute("DELETE FROM new")  # let the row-wise reader name what is wrong, and where
     stored = (
         (ordinal, row["key"], bytes.fromhex(row["hash"]), row["size"])
-        for ordinal, row in enumerate(rows)
-        if not (params.duplicates == "dedupe" and row["duplicate_of"])
+        for ordinal, row in enumerate(read_manifest(manifest)[1])
+        if not (dedupe and row["duplicate_of"])
     )
     while chunk := list(itertools.islice(stored, 10_000)):
-        db.executemany("INSERT INTO new VALUES (?, ?, ?, ?)", chunk)
+        db.executemany(insert, chunk)
+
+
+# What matching needs of each manifest row; the rest of each line is skipped unparsed.
+_NEW_FIELDS = pj.ParseOptions(
+    explicit_schema=pa.schema(
+        [
+            ("key", pa.string()),
+            ("hash", pa.string()),
+            ("size", pa.int64()),
+            ("duplicate_of", pa.string()),
+        ]
+    ),
+    unexpected_field_behavior="ignore",
+)
 
 
 def _bytes_to_write(db: sqlite3.Connection, kept: dict[int, int]) -> tuple[int, int]:
@@ -139,6 +174,9 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
     """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut."""
     pending = next(claimed, None)
     assign = split_assigner(params.split_seed, params.splits)
+    columns: list[list] = [[] for _ in range(9)]  # add_row's order; handed over 4,096 at a time
+    keys, labels, splits, formats, widths, heights, sizes, shards, slots = columns
+    extras: list = []
     for ordinal, row in enumerate(progress(rows, "pack", count)):
         if params.duplicates == "dedupe" and row["duplicate_of"]:
             assembler.add_alias(row["key"], row["duplicate_of"])
@@ -150,20 +188,23 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
         (shard, slot), done = planner.place(ordinal, row, claim)
         if done is not None:
             yield done, done
-        assembler.add_row(
-            (
-                row["key"],
-                row["label"],
-                _split(row["key"], assign),
-                row["format"],
-                row["width"],
-                row["height"],
-                row["size"],
-                shard,
-                slot,
-            ),
-            row["extra"],
-        )
+        keys.append(row["key"])
+        labels.append(row["label"])
+        splits.append(_split(row["key"], assign))
+        formats.append(row["format"])
+        widths.append(row["width"])
+        heights.append(row["height"])
+        sizes.append(row["size"])
+        shards.append(shard)
+        slots.append(slot)
+        extras.append(row["extra"])
+        if len(extras) >= 4096:
+            assembler.add_rows(columns, extras)
+            for column in columns:
+                column.clear()
+            extras.clear()
+    if extras:
+        assembler.add_rows(columns, extras)
     last = planner.finish()
     if last is not None:
         yield last, last
