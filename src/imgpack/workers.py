@@ -119,7 +119,7 @@ def without_pandas() -> None:
 class _NoPandas(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.partition(".")[0] == "pandas":
-            raise ImportError("imgpack's worker processes do without pandas")
+            raise ImportError("this imgpack process does without pandas")
         return None
 
 

@@ -26,7 +26,7 @@ from imgpack.snapshot import InputSnapshot
 from imgpack.splits import FOLDERS
 from imgpack.stages.common import run_stage
 from imgpack.state import IngestCache, file_stat
-from imgpack.workers import batched, ordered_map, resolve_workers, worker_pool
+from imgpack.workers import batched, ordered_map, resolve_workers, without_pandas, worker_pool
 from imgpack.writer import scratch_dir
 
 __all__ = ["ingest", "IngestReport"]
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         params = load_params(args.params, "ingest")
+        if not params.scheduler:  # Dask needs pandas; nothing else here does
+            without_pandas()
         split_folders = load_params(args.params, "pack").splits == FOLDERS
         report = ingest(
             params.folder,

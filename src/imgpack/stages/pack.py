@@ -27,7 +27,7 @@ from imgpack.remote import is_url
 from imgpack.shardtask import write_shard
 from imgpack.splits import split_assigner
 from imgpack.stages.common import run_stage
-from imgpack.workers import ordered_map, resolve_workers, worker_pool
+from imgpack.workers import ordered_map, resolve_workers, without_pandas, worker_pool
 from imgpack.writer import default_map_size, scratch_dir
 
 __all__ = ["pack", "layout_of", "params_digest"]
@@ -249,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         folder = load_params(args.params, "ingest").folder
-        header = pack(args.manifest, folder, args.out, load_params(args.params, "pack"))
+        params = load_params(args.params, "pack")
+        if not params.scheduler:  # Dask needs pandas; nothing else here does
+            without_pandas()
+        header = pack(args.manifest, folder, args.out, params)
         print(
             f"packed {header['count']} records into {args.out}: {header['carried_shards']} "
             f"shards carried over, {header['new_shards']} new, {header['compacted_shards']} "
