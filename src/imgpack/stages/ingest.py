@@ -54,12 +54,15 @@ def ingest(
     """
     params = params or IngestParams()
     snapshot = None
+    exclude = {str(labels)} if labels else set()
+    found_files = walk_sorted(folder, exclude)
     if reuse_unchanged and cache and not is_url(folder):
-        snapshot = InputSnapshot(Path(manifest_out), report_out and Path(report_out))
-        snapshot.take(folder, labels, params, split_folders)
+        outputs = Path(manifest_out), report_out and Path(report_out)
+        snapshot = InputSnapshot(*outputs, folder, labels, params, split_folders)
         totals = snapshot.unchanged()
         if totals is not None:
             return IngestReport.from_totals(totals)
+        found_files = snapshot.files()  # the walk, its stats also taken for the next run
     with (
         # First, before any handle or thread: workers forked from this process need no imports.
         worker_pool(
@@ -75,11 +78,8 @@ def ingest(
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         groups = label_groups(db, labels, params, report) if labels else None
-        exclude = {str(labels)} if labels else set()
         lookup = partial(group_of, db) if labels else None
-        candidates = labelled(
-            walk_sorted(folder, exclude), groups, lookup, params, report, account, str(folder)
-        )
+        candidates = labelled(found_files, groups, lookup, params, report, account, str(folder))
         if split_folders:
             candidates = in_split_folders(candidates, account)
         remembered = IngestCache(folder, params.hash, params.max_pixels) if cache else None
