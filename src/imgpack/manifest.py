@@ -16,6 +16,7 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "manifest_blocks",
+    "row_text",
     "file_digest",
     "dumps",
 ]
@@ -33,6 +34,35 @@ _ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",",
 def dumps(value: Any) -> str:
     """Canonical JSON: the same value gives the same text on every run and machine."""
     return _ENCODER.encode(value)
+
+
+_text = json.encoder.encode_basestring  # a str as JSON text (C), as _ENCODER writes it
+
+
+def row_text(
+    key: str, size: int, hash_hex: str, fmt: str, width: int, height: int, label: str, extra: dict
+) -> str:
+    """`dumps` of a manifest row without a duplicate, built directly (ingest writes one a file):
+    the same text, a third of the time."""
+    if extra or not (type(size) is type(width) is type(height) is int) or type(fmt) is not str:
+        return dumps(
+            {
+                "key": key,
+                "size": size,
+                "hash": hash_hex,
+                "format": fmt,
+                "width": width,
+                "height": height,
+                "label": label,
+                "extra": extra,
+                "duplicate_of": None,
+            }
+        )
+    return (
+        f'{{"duplicate_of":null,"extra":{{}},"format":{_text(fmt)},"hash":{_text(hash_hex)},'
+        f'"height":{height},"key":{_text(key)},"label":{_text(label)},"size":{size},'
+        f'"width":{width}}}'
+    )
 
 
 def write_manifest(

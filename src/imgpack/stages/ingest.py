@@ -18,7 +18,7 @@ from imgpack.errors import output_failed
 from imgpack.examine import ExamineTask, examine_files
 from imgpack.ingestreport import Accounting, IngestReport, trailing_note
 from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
-from imgpack.manifest import dumps, write_manifest
+from imgpack.manifest import row_text, write_manifest
 from imgpack.params import IngestParams, load_params
 from imgpack.progress import progress
 from imgpack.remote import is_url
@@ -112,18 +112,8 @@ def ingest(
                         _, size, hash_hex, fmt, width, height, trailing = outcome[:7]
                         if trailing:
                             report.note(trailing_note(found.key, trailing, fmt))
-                        row = {
-                            "key": found.key,
-                            "size": size,
-                            "hash": hash_hex,
-                            "format": fmt,
-                            "width": width,
-                            "height": height,
-                            "label": label,
-                            "extra": extra,
-                            "duplicate_of": None,
-                        }
-                        rows.write(dumps(row) + "\n")
+                        text = row_text(found.key, size, hash_hex, fmt, width, height, label, extra)
+                        rows.write(text + "\n")
                         if spool_index is not None:
                             spool_index.write(_spool_entry(outcome))
                         hashes.append((hash_hex, found.key, report.packed))

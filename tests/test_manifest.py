@@ -1,0 +1,49 @@
+"""The manifest's rows: the direct row encoder writes exactly the canonical JSON, and reads back."""
+
+import json
+
+import pytest
+
+from imgpack.manifest import dumps, read_manifest, row_text, write_manifest
+
+ROWS = [
+    ("a/1.png", 120, "ab" * 32, "PNG", 8, 6, "cat", {}),
+    ('quo"te\\back/ä ñ 猫.jpg', 0, "00" * 32, "JPEG", 1, 1, 'ラベル "x"', {}),
+    ("tab\there/new\nline.png", 5, "ff" * 20, "WEBP", 65535, 2, "\x01\x1f", {}),
+    ("emoji/🙂.png", 7, "12" * 32, "PNG", 3, 4, "", {}),
+    ("extra/1.png", 9, "34" * 32, "PNG", 3, 4, "dog", {"bbox": [1, 2.5, None], "note": "é"}),
+    ("odd/1.png", 9, "34" * 32, "PNG", None, None, "dog", {}),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=range(len(ROWS)))
+def test_a_row_is_written_exactly_as_the_canonical_encoder_writes_it(row):
+    key, size, hash_hex, fmt, width, height, label, extra = row
+    canonical = dumps(
+        {
+            "key": key,
+            "size": size,
+            "hash": hash_hex,
+            "format": fmt,
+            "width": width,
+            "height": height,
+            "label": label,
+            "extra": extra,
+            "duplicate_of": None,
+        }
+    )
+    assert row_text(*row) == canonical
+    assert json.loads(row_text(*row))["key"] == key
+
+
+def test_rows_written_as_text_read_back_as_they_were(tmp_path):
+    rows = sorted(ROWS)
+    path = tmp_path / "m.jsonl"
+    write_manifest(
+        path, {"hash_algorithm": "sha256", "count": len(rows)}, (row_text(*r) + "\n" for r in rows)
+    )
+    header, read = read_manifest(path)
+    assert header["count"] == len(rows)
+    assert [(r["key"], r["label"], r["extra"], r["width"]) for r in read] == [
+        (r[0], r[6], r[7], r[4]) for r in rows
+    ]
