@@ -120,9 +120,7 @@ class _Records:
         self.digest_size = assembler.digest_size
         self.digests = open(scratch / "digests.bin", "w+b")  # noqa: SIM115 - closed in groups
         self.keys = open(scratch / "keys.bin", "w+b")  # noqa: SIM115 - NUL-separated, in order
-        # The first 4 bytes of each digest, 4 B a record: equal ones are candidates, grouped by
-        # their whole digests in SQLite.
-        self.prefixes: list[np.ndarray] = []
+        self.count = 0  # records whose digests are in the file
         self.keys_sha = hashlib.sha256()
 
     @property
@@ -157,35 +155,31 @@ class _Records:
         joined = "\0".join(keys).encode() + b"\0"
         self.keys.write(joined)
         self.keys_sha.update(joined)
-        table = np.frombuffer(result["digests"], np.uint8).reshape(-1, self.digest_size)
-        self.prefixes.append(table[:, :4].copy().view(np.uint32).ravel())
+        self.count += len(keys)
         plan.settle(end)
 
     def report_duplicates(self, db: sqlite3.Connection) -> None:
-        """Groups of identical content, as ingest reports them; only candidates touch SQLite."""
-        prefixes = np.concatenate(self.prefixes) if self.prefixes else np.zeros(0, np.uint32)
-        self.prefixes = []
-        ordered = np.sort(prefixes)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        del ordered
+        """Groups of identical content, as ingest reports them. The first 4 bytes of each digest
+        (4 B a record, sorted in place) find the candidates; only they go to SQLite, to be
+        grouped by their whole digests."""
+        prefixes = np.empty(self.count, np.uint32)
+        for start, block in self._digest_blocks():
+            prefixes[start : start + len(block)] = _prefixes(block)
+        prefixes.sort()
+        repeated = np.unique(prefixes[1:][prefixes[1:] == prefixes[:-1]])
+        del prefixes
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         if len(repeated):
-            repeated = np.unique(repeated)
             rows = []
-            keys = _split_keys(self.keys)
             self.keys.seek(0)
-            self.digests.seek(0)
-            at = 0
-            step = 1 << 16  # np.isin's temporaries over every record would be 30 bytes each
-            for start in range(0, len(prefixes), step):
-                chunk = np.isin(prefixes[start : start + step], repeated)
-                for ordinal in (np.flatnonzero(chunk) + start).tolist():
+            keys, at = _split_keys(self.keys), 0
+            for start, block in self._digest_blocks():
+                for index in np.flatnonzero(np.isin(_prefixes(block), repeated)).tolist():
+                    ordinal = start + index
                     for _ in range(ordinal - at):
                         next(keys)
-                    if ordinal != at:  # most candidates follow one another: no seek
-                        self.digests.seek(ordinal * self.digest_size)
                     key, at = next(keys), ordinal + 1
-                    rows.append((self.digests.read(self.digest_size).hex(), key, ordinal))
+                    rows.append((block[index].tobytes().hex(), key, ordinal))
                     if len(rows) >= 10_000:
                         db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
                         rows = []
@@ -194,6 +188,17 @@ class _Records:
             report_duplicates(db, self.report)  # the groups; which copy is first is not needed
         self.digests.close()
         self.keys.close()
+
+    def _digest_blocks(self, records: int = 1 << 16):
+        """(first ordinal, digests as rows of bytes) from the file, `records` at a time."""
+        self.digests.seek(0)
+        for start in range(0, self.count, records):
+            raw = self.digests.read(min(records, self.count - start) * self.digest_size)
+            yield start, np.frombuffer(raw, np.uint8).reshape(-1, self.digest_size)
+
+
+def _prefixes(digests: np.ndarray) -> np.ndarray:
+    return digests[:, :4].copy().view(np.uint32).ravel()
 
 
 def _split_keys(handle):
@@ -215,30 +220,35 @@ def _check(
     with Pack(tmp) as pack:
         counts = np.array([s["count"] for s in pack.header["shards"]], np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        keys, ok, seen = hashlib.sha256(), len(pack) == count == int(counts.sum()), 0
-        for first, part in pack.catalog.tables(["key", "shard", "slot"]):
-            shard = part.column("shard").to_numpy()
-            slot = part.column("slot").to_numpy()
-            inside = bool(np.all((shard >= 0) & (shard < len(counts))))
-            ordinals = np.arange(first, first + len(part))
-            ok = ok and inside and np.array_equal(slot, ordinals - starts[shard])
-            _add_keys(keys, part.column("key"))
-            seen += len(part)
-        if not (ok and seen == count and keys.hexdigest() == keys_written):
-            raise ValidationError(
-                f"{tmp}: the catalog read back does not match the shards written; nothing was "
-                "published. Run the build again; if it repeats, check the disk and memory"
-            )
-        return {
-            "ok": True,
-            "manifest_records": count,
-            "pack_records": len(pack),
-            "pack_aliases": 0,
-            "checked": count,
-            "shards": len(shards),
-            "shards_hashed": len(shards),
-            "shards_known": 0,
-        }
+        records, parts = len(pack), pack.catalog.parts
+        keys, ok, seen = hashlib.sha256(), records == count == int(counts.sum()), 0
+    for number in range(parts):
+        # Opened again for each part: a part's pages leave this process when its map is closed,
+        # so a million records' catalog is never resident here whole.
+        with Pack(tmp) as pack:
+            part = pack.catalog.part(number, ["key", "shard", "slot"])
+        shard = part.column("shard").to_numpy()
+        slot = part.column("slot").to_numpy()
+        inside = bool(np.all((shard >= 0) & (shard < len(counts))))
+        ordinals = np.arange(seen, seen + len(part))
+        ok = ok and inside and np.array_equal(slot, ordinals - starts[shard])
+        _add_keys(keys, part.column("key"))
+        seen += len(part)
+    if not (ok and seen == count and keys.hexdigest() == keys_written):
+        raise ValidationError(
+            f"{tmp}: the catalog read back does not match the shards written; nothing was "
+            "published. Run the build again; if it repeats, check the disk and memory"
+        )
+    return {
+        "ok": True,
+        "manifest_records": count,
+        "pack_records": records,
+        "pack_aliases": 0,
+        "checked": count,
+        "shards": len(shards),
+        "shards_hashed": len(shards),
+        "shards_known": 0,
+    }
 
 
 def _add_keys(sha, keys) -> None:
