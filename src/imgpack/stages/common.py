@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -21,6 +22,9 @@ def fail_line(exc: BaseException) -> str:
 def run_stage(body: Callable[[], Any], error_code: int = 1) -> int:
     """Run a stage or command; an ImgpackError or OSError becomes one line on stderr and exit
     `error_code`; the body's own return value (an int) is the exit code otherwise."""
+    # A build allocates millions of small tuples, none of them cyclic: collecting every 700
+    # allocations (the default) cost about 4% of a build's time, measured.
+    gc.set_threshold(50_000, 20, 20)
     try:
         code = body()
     except ImgpackError as exc:
