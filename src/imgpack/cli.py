@@ -139,7 +139,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from imgpack.verify import verify_pack
 
     result = verify_pack(_at_rev(args.pack, args.rev), scheduler=args.scheduler)
-    print(f"ok: {result.records} records in {result.shards} shards match their stored hashes")
+    shards = f"{result.shards} shard{'s' if result.shards != 1 else ''}"
+    print(f"ok: {result.records} records in {shards} match their stored hashes")
     return 0
 
 

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             args.pack, args.summary, args.plots, load_params(args.params, "summarize")
         )
         print(
-            f"summarized {summary['images']} images in {summary['shards']} shards: "
+            f"summarized {summary['images']} images in {summary['shards']} "
+            f"shard{'s' if summary['shards'] != 1 else ''}: "
             f"{args.summary}, plots in {args.plots}"
         )
 
