@@ -123,13 +123,29 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def manifest_blocks(path: Path, parse_options, block_bytes: int = 8 << 20):
-    """The manifest's rows as Arrow tables (pyarrow.json with `parse_options`), a block of whole
-    lines at a time: memory stays flat. Raises pyarrow's error on a line it cannot parse; the
-    row-wise `read_manifest` names the line."""
+def manifest_blocks(path: Path, fields: list[str], block_bytes: int = 8 << 20):
+    """The manifest's rows as Arrow tables of `fields`, a block of whole lines at a time: memory
+    stays flat. With `extra` among the fields (as an empty struct), a row with extra columns or a
+    field not asked for raises; without it, the rest of each line is skipped unparsed. A line
+    that does not parse raises too: the row-wise `read_manifest` names it."""
     import pyarrow as pa
     import pyarrow.json as pj
 
+    types = {
+        "key": pa.string(),
+        "size": pa.int64(),
+        "hash": pa.string(),
+        "format": pa.string(),
+        "width": pa.int64(),
+        "height": pa.int64(),
+        "label": pa.string(),
+        "duplicate_of": pa.string(),
+        "extra": pa.struct([]),
+    }
+    parse_options = pj.ParseOptions(
+        explicit_schema=pa.schema([(name, types[name]) for name in fields]),
+        unexpected_field_behavior="error" if "extra" in fields else "ignore",
+    )
     with open(path, "rb") as handle:
         handle.readline()  # the header
         rest = b""

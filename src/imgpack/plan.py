@@ -77,7 +77,7 @@ def load_previous(
                         *(part.column(n).to_pylist() for n in ("key", "shard", "slot")), strict=True
                     ),
                 )
-    except ImgpackError:
+    except (ImgpackError, sqlite3.IntegrityError):  # IntegrityError: a key twice
         return None  # a damaged previous version is not a source: build from scratch
     return previous
 

@@ -25,26 +25,13 @@ def folder_split(key: str) -> str | None:
 
 def assign_split(key: str, seed: int, fractions: dict[str, float] | str) -> str:
     """The split of `key`: its top folder, or a uniform draw from hash(seed, key) against fractions."""
-    if fractions == FOLDERS:
-        split = folder_split(key)
-        if split is None:  # ingest reports and skips (or refuses) such files first
-            raise ValueError(f"{key}: no split folder")
-        return split
-    draw = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-    point = int.from_bytes(draw[:8], "big") / 2**64
-    cumulative = 0.0
-    name = ""
-    for name, fraction in fractions.items():
-        cumulative += fraction
-        if point < cumulative:
-            return name
-    return name  # rounding left the last sliver: it belongs to the last split
+    return split_assigner(seed, fractions)(key)
 
 
 def split_assigner(seed: int, fractions: dict[str, float] | str):
-    """`assign_split` with the params bound once: the same split for every key, at less cost."""
+    """`assign_split` with the params bound once, for many keys."""
     if fractions == FOLDERS:
-        return lambda key: assign_split(key, seed, fractions)
+        return _by_folder
     prefix = f"{seed}\0".encode()
     bounds, cumulative = [], 0.0
     for name, fraction in fractions.items():
@@ -58,6 +45,13 @@ def split_assigner(seed: int, fractions: dict[str, float] | str):
         for name, bound in bounds:
             if point < bound:
                 return name
-        return last
+        return last  # rounding left the last sliver: it belongs to the last split
 
     return assign
+
+
+def _by_folder(key: str) -> str:
+    split = folder_split(key)
+    if split is None:  # ingest reports and skips (or refuses) such files first
+        raise ValueError(f"{key}: no split folder")
+    return split

@@ -110,7 +110,7 @@ def _worker_start(build_pid: int) -> None:
 
 
 def without_pandas() -> None:
-    """Keep pandas out of this process, for good: pyarrow imports it (0.3 s) on its first
+    """Keep pandas out of this process, for good: pyarrow imports it (0.2-0.3 s) on its first
     array only to check whether that is a pandas object. For processes that never make frames."""
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())

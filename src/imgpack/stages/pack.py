@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pj
 
 from imgpack.errors import InputError
 from imgpack.format.catalog import SHARD_IMAGES
@@ -122,7 +121,7 @@ def _load_new(db: sqlite3.Connection, manifest: Path, params: PackParams) -> Non
     dedupe = params.duplicates == "dedupe"
     try:
         start = 0
-        for block in manifest_blocks(manifest, _NEW_FIELDS):
+        for block in manifest_blocks(manifest, ["key", "hash", "size", "duplicate_of"]):
             keys = block.column("key").to_pylist()
             hashes = [bytes.fromhex(h) for h in block.column("hash").to_pylist()]
             sizes = block.column("size").to_pylist()
@@ -143,20 +142,6 @@ def _load_new(db: sqlite3.Connection, manifest: Path, params: PackParams) -> Non
     )
     while chunk := list(itertools.islice(stored, 10_000)):
         db.executemany(insert, chunk)
-
-
-# What matching needs of each manifest row; the rest of each line is skipped unparsed.
-_NEW_FIELDS = pj.ParseOptions(
-    explicit_schema=pa.schema(
-        [
-            ("key", pa.string()),
-            ("hash", pa.string()),
-            ("size", pa.int64()),
-            ("duplicate_of", pa.string()),
-        ]
-    ),
-    unexpected_field_behavior="ignore",
-)
 
 
 def _bytes_to_write(db: sqlite3.Connection, kept: dict[int, int]) -> tuple[int, int]:

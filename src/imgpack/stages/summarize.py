@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", default="reports/summary.json")
     parser.add_argument("--plots", default="reports/plots")
     args = parser.parse_args(argv)
-    without_pandas()  # pyarrow would import it (0.2 s) on its first array, for nothing
+    without_pandas()
 
     def run() -> None:
         summary = summarize(

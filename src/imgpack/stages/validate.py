@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--report", default="reports/validation.json")
     args = parser.parse_args(argv)
-    without_pandas()  # pyarrow would import it (0.2 s) on its first array, for nothing
+    without_pandas()
     return run_stage(
         lambda: validate(
             args.pack, args.manifest, args.report, load_params(args.params, "validate")
