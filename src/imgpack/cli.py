@@ -9,7 +9,7 @@ from pathlib import Path
 from imgpack import __version__
 from imgpack.errors import InputError
 from imgpack.params import ERROR_KINDS
-from imgpack.stages.common import run_stage  # first: imgpack.stages picks the allocator
+from imgpack.stages.common import counted, run_stage  # first: imgpack.stages picks the allocator
 
 __all__ = ["main"]
 
@@ -139,7 +139,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from imgpack.verify import verify_pack
 
     result = verify_pack(_at_rev(args.pack, args.rev), scheduler=args.scheduler)
-    shards = f"{result.shards} shard{'s' if result.shards != 1 else ''}"
+    shards = counted(result.shards, "shard")
     print(f"ok: {result.records} records in {shards} match their stored hashes")
     return 0
 

@@ -9,7 +9,7 @@ from typing import Any
 from imgpack.discover import Found, display_path
 from imgpack.errors import InputError, PolicyError, name_offenders
 from imgpack.manifest import dumps
-from imgpack.stages.common import write_json_stream
+from imgpack.stages.common import counted, write_json_stream
 
 __all__ = ["IngestReport", "Accounting", "trailing_note", "LISTED"]
 
@@ -168,6 +168,6 @@ class Accounting:
                 f"{kind} {n}" for kind, n in report.as_dict()["skipped_by_reason"].items()
             )
             raise InputError(
-                f"{folder}: no images to pack ({report.discovered} files found, all skipped: "
+                f"{folder}: no images to pack ({counted(report.discovered, 'file')} found, all skipped: "
                 f"{reasons or 'none'}); check ingest.folder and ingest.extensions"
             )

@@ -12,11 +12,16 @@ from typing import Any
 
 from imgpack.errors import ImgpackError, output_failed
 
-__all__ = ["run_stage", "write_json", "fail_line"]
+__all__ = ["run_stage", "write_json", "fail_line", "counted"]
 
 
 def fail_line(exc: BaseException) -> str:
     return "imgpack: error: " + " ".join(str(exc).split())
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 shard', '4 shards': a count for a message."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run_stage(body: Callable[[], Any], error_code: int = 1) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from imgpack.params import SummarizeParams, load_params
 from imgpack.reader import Pack
-from imgpack.stages.common import run_stage, write_json
+from imgpack.stages.common import counted, run_stage, write_json
 from imgpack.workers import without_pandas
 
 __all__ = ["summarize"]
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             args.pack, args.summary, args.plots, load_params(args.params, "summarize")
         )
         print(
-            f"summarized {summary['images']} images in {summary['shards']} "
-            f"shard{'s' if summary['shards'] != 1 else ''}: "
+            f"summarized {summary['images']} images in {counted(summary['shards'], 'shard')}: "
             f"{args.summary}, plots in {args.plots}"
         )
 
