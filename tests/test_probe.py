@@ -74,6 +74,21 @@ def test_read_file_returns_every_byte_whatever_the_size(tmp_path, size):
     assert read_file(str(tmp_path / "f")) == data
 
 
+@pytest.mark.parametrize("size", [1, 200, 65536, 300_001])
+@pytest.mark.parametrize("hint", ["exact", "grown since", "shrunk since"])
+def test_read_file_with_the_stat_size_returns_every_byte_even_if_the_file_changed(
+    tmp_path, size, hint
+):
+    import os
+
+    from imgpack.probe import read_file
+
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    stated = {"exact": size, "grown since": max(size // 2, 1) - 1 or 1, "shrunk since": size * 2}
+    assert read_file(str(tmp_path / "f"), stated[hint]) == data
+
+
 def photo(fmt, **options):
     """A noisy image: its JPEG scan data holds many 0xFF bytes, as real photos do."""
     import random

@@ -19,12 +19,12 @@ class ExamineTask:
     number: int = 0  # the task's number, recorded with each offset (names its spool file)
 
 
-def examine(path: str, new_hash, max_pixels: int) -> list:
+def examine(path: str, new_hash, max_pixels: int, size: int = 0) -> list:
     """["ok", size, hex, format, width, height, trailing, digest, data] or ["fail", kind, detail]:
     the ingest cache's outcome, then (when ok) the digest and the bytes, for whoever stores them.
-    `new_hash`: the hashlib constructor (hashlib.sha256, ...)."""
+    `new_hash`: the hashlib constructor (hashlib.sha256, ...); `size`: what the file's stat said."""
     try:
-        data = read_file(path)
+        data = read_file(path, size)
         probe = probe_image(data, max_pixels)
     except ProbeFailure as failure:
         return ["fail", failure.kind, failure.detail]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from imgpack.format.catalog import SHARD_IMAGES
-from imgpack.freshshard import FreshShardTask, accepted, write_fresh_shard
+from imgpack.freshshard import FreshShardTask, accepted, finish, write_fresh_shard
 from imgpack.shardtask import shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import file_stat
@@ -155,8 +155,11 @@ class ShardPlan:
     def results(self, pool):
         """(end ordinal, ordinals, result) of each accepted shard, in order."""
         limit = 2 * (pool._max_workers if pool is not None else 1)
-        inflight: deque = deque()  # (start, end, ordinals, future)
+        inflight: deque = deque()  # (start, end, ordinals, written, finished)
         expected = planned = 0  # where the next accepted shard starts; where planning goes on
+        # Threads (hashing and fsync release the GIL) finish each shard as soon as it is
+        # written, so no shard waits for the one before it to be digested.
+        finisher = ThreadPoolExecutor(limit, thread_name_prefix="imgpack-finish")
         try:
             while True:
                 while len(inflight) < limit:
@@ -164,12 +167,14 @@ class ShardPlan:
                     if task is None:
                         break
                     end, ordinals, work = task
-                    inflight.append((planned, end, ordinals, _submit(pool, work)))
+                    written = _submit(pool, work)
+                    finished = finisher.submit(_finish_when_written, written, self.out)
+                    inflight.append((planned, end, ordinals, written, finished))
                     planned = end
                 if not inflight:
                     return
-                start, end, ordinals, future = inflight.popleft()
-                result = future.result()
+                start, end, ordinals, _, finished = inflight.popleft()
+                result = finished.result()  # named even if not wanted now
                 for index, outcome in result["broken"]:
                     if ordinals[index] >= self.base:
                         self.known[ordinals[index]] = outcome
@@ -185,8 +190,13 @@ class ShardPlan:
                 expected = end
                 yield end, ordinals, result
         finally:
-            for *_, future in inflight:
-                future.cancel()
+            for _, _, _, written, _ in inflight:
+                written.cancel()
+            finisher.shutdown(wait=False, cancel_futures=True)
+
+
+def _finish_when_written(written: Future, out: str) -> dict[str, Any]:
+    return finish(written.result(), out)
 
 
 def _submit(pool, work) -> Future:

@@ -18,8 +18,9 @@ from imgpack.manifest import file_digest
 from imgpack.shardtask import ShardWriter, shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import IngestCache
+from imgpack.writer import make_durable
 
-__all__ = ["FreshShardTask", "write_fresh_shard", "accepted"]
+__all__ = ["FreshShardTask", "write_fresh_shard", "accepted", "finish"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
     prefix = task.folder + os.sep
     try:
         for index, key in enumerate(task.keys):
-            outcome = examine(prefix + key, new_hash, task.max_pixels)
+            outcome = examine(prefix + key, new_hash, task.max_pixels, task.sizes[index])
             data, digest = (outcome.pop(), outcome.pop()) if outcome[0] == "ok" else (b"", b"")
             outcomes.append(outcome)  # now as the ingest cache keeps it: no bytes
             if outcome[0] != "ok" or outcome[1] != task.sizes[index]:
@@ -84,17 +85,16 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
             ((o[2], o[1], o[3], o[4], o[5]) for o in outcomes),
         )
         shard.seal(task.algorithm)
-        shard.file.close()
+        # Synced, digested and named by the build's own process (`finish`), which has little
+        # else to do while the workers write: with few large shards, the last one is written
+        # while the other core is idle, and every worker's share of the wall time counts.
+        shard.file.close(durable=False)
         written, shard = shard, None
-        if os.path.exists(path):  # written by an earlier run or attempt: the same bytes
-            partial.unlink()
-        else:
-            os.replace(partial, path)  # only a whole, checked, synced shard gets the name
     finally:
         if shard is not None:
             shard.file.abort()
-    return accepted(
-        path,
+    result = accepted(
+        str(partial),
         list(task.sizes),
         bytes(written.digests),
         written.formats,
@@ -102,11 +102,34 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
         written.heights.tolist(),
         list(map(split_assigner(task.split_seed, task.splits), task.keys)),
         trailing,
+        digest=False,
     )
+    result["named"] = path
+    return result
 
 
-def accepted(path, sizes, digests, formats, widths, heights, splits, trailing, resumed=False):
-    """A finished shard's result: its header entry and its records' columns."""
+def finish(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A written shard's file made durable, digested and given its name in the resume folder
+    (only a whole, checked, synced shard gets the name); a resumed shard has it already."""
+    named = result.pop("named", None)
+    if named is None:
+        return result
+    partial = Path(result["path"])
+    make_durable(partial, out)
+    result["entry"]["sha256"] = file_digest(partial)
+    if os.path.exists(named):  # written by an earlier run or attempt: the same bytes
+        partial.unlink()
+    else:
+        os.replace(partial, named)
+    result["path"] = named
+    return result
+
+
+def accepted(
+    path, sizes, digests, formats, widths, heights, splits, trailing, resumed=False, digest=True
+):
+    """A finished shard's result: its header entry (without its file's digest unless `digest`)
+    and its records' columns."""
     return {
         "broken": [],
         "path": path,
@@ -114,7 +137,7 @@ def accepted(path, sizes, digests, formats, widths, heights, splits, trailing, r
             "count": len(sizes),
             "image_bytes": sum(sizes),
             "file_bytes": os.path.getsize(path),
-            "sha256": file_digest(Path(path)),
+            "sha256": file_digest(Path(path)) if digest else "",
         },
         "sizes": sizes,
         "digests": digests,

@@ -20,6 +20,7 @@ __all__ = [
     "LmdbFileWriter",
     "check_key",
     "default_map_size",
+    "make_durable",
     "publish",
     "remove_stale_temporaries",
     "scratch_dir",
@@ -180,17 +181,19 @@ class LmdbFileWriter:
                             "from what was written (failing disk or memory?); nothing was published"
                         )
 
-    def close(self) -> Path:
-        """Write what is queued, make the file durable and close it; returns its path."""
+    def close(self, durable: bool = True) -> Path:
+        """Write what is queued, make the file durable (unless the caller will, with
+        `make_durable`) and close it; returns its path."""
         self.flush()
         try:
-            self.env.sync(True)
+            if durable:
+                self.env.sync(True)
             self.env.close()
             self.env = None
-            with open(self.path, "rb") as handle:
-                os.fsync(handle.fileno())
         except (lmdb.Error, OSError) as exc:
             raise output_failed(self.error_path, exc) from None
+        if durable:
+            make_durable(self.path, self.error_path)
         return self.path
 
     def abort(self) -> None:
@@ -199,6 +202,15 @@ class LmdbFileWriter:
                 self.env.close()
             self.env = None
         self.path.unlink(missing_ok=True)
+
+
+def make_durable(path: Path, error_path: Path) -> None:
+    """A closed file's data and size on the disk."""
+    try:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise output_failed(error_path, exc) from None
 
 
 def publish(tmp: Path, out: Path) -> None:
