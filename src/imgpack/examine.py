@@ -31,8 +31,7 @@ def examine(path: str, new_hash, max_pixels: int, size: int = 0) -> list:
     except OSError as exc:
         return ["fail", "corrupt", f"unreadable ({exc.strerror})"]
     digest = new_hash(data).digest()
-    fields = [len(data), digest.hex(), probe.format, probe.width, probe.height, probe.trailing]
-    return ["ok", *fields, digest, data]
+    return ["ok", len(data), digest.hex(), *probe, digest, data]  # probe: format, w, h, trailing
 
 
 def examine_files(task: ExamineTask) -> list[list]:

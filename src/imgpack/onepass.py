@@ -166,7 +166,10 @@ class _Records:
         for start, block in self._digest_blocks():
             prefixes[start : start + len(block)] = _prefixes(block)
         prefixes.sort()
-        repeated = np.unique(prefixes[1:][prefixes[1:] == prefixes[:-1]])
+        repeated = prefixes[1:][prefixes[1:] == prefixes[:-1]]
+        first = np.ones(len(repeated), bool)  # sorted, so unique without np.unique's imports
+        first[1:] = repeated[1:] != repeated[:-1]
+        repeated = repeated[first]
         del prefixes
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         if len(repeated):

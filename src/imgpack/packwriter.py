@@ -191,7 +191,10 @@ class PackAssembler:
             file.put(b"catalog", encode_index(parts - 1), raw)
         aliases = sorted(self._aliases, key=lambda pair: pair[0].encode())
         table = pa.table(
-            [pa.array([a for a, _ in aliases], pa.string()), pa.array([k for _, k in aliases])],
+            [
+                pa.array([a for a, _ in aliases], pa.string()),
+                pa.array([k for _, k in aliases], pa.string()),
+            ],
             schema=cat.alias_schema(),
         )
         file.put(b"aliases", _ONLY, cat.encode_table(table))

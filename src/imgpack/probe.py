@@ -9,9 +9,7 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
-
-from PIL import Image, UnidentifiedImageError
+from typing import NamedTuple
 
 __all__ = ["Probe", "ProbeFailure", "probe_image", "digest", "read_file"]
 
@@ -19,8 +17,7 @@ _PNG_END = b"IEND\xaeB`\x82"
 _JPEG_END = b"\xff\xd9"
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
+class Probe(NamedTuple):  # a tuple: made for every image, and a frozen dataclass is slow to make
     format: str
     width: int
     height: int
@@ -107,29 +104,27 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _fast_probe(data: bytes) -> tuple[str, int, int] | None:
-    if data.startswith(_PNG_SIGNATURE):
-        size = _png_size(data)
-        return ("PNG", *size) if size else None
-    if data.startswith(b"\xff\xd8\xff"):
-        size = _jpeg_size(data)
-        return ("JPEG", *size) if size else None
-    return None
-
-
 def probe_image(data: bytes, max_pixels: int) -> Probe:
     """Format, width and height from the header; a truncated PNG or JPEG is reported as corrupt."""
-    if not data:
+    if data.startswith(_PNG_SIGNATURE):
+        size = _png_size(data)
+        if size is not None:
+            return _checked(data, "PNG", *size, max_pixels)
+    elif data.startswith(b"\xff\xd8\xff"):
+        size = _jpeg_size(data)
+        if size is not None:
+            return _checked(data, "JPEG", *size, max_pixels)
+    elif not data:
         raise ProbeFailure("empty", "empty file")
-    fast = _fast_probe(data)
-    if fast is not None:
-        fmt, width, height = fast
-        return _checked(data, fmt, width, height, max_pixels)
     return _checked(data, *_pillow_probe(data), max_pixels)
 
 
 def _pillow_probe(data: bytes) -> tuple[str, int, int]:
     """Any format Pillow knows, opening only the header."""
+    # Imported here: most images are PNG or JPEG, probed without it, and a build's workers
+    # start sooner when its main process has not imported Pillow first.
+    from PIL import Image, UnidentifiedImageError
+
     with warnings.catch_warnings():
         # The pixel limit is ours (max_pixels); Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
