@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgpack.errors import ImgpackError
+from imgpack.errors import ImgpackError, InputError
 from imgpack.format.catalog import SHARD_IMAGES
+from imgpack.matching import Match, match_records
 from imgpack.params import PackParams
 from imgpack.remote import join
 from imgpack.shardtask import ShardTask, Source, shard_path
@@ -38,12 +38,9 @@ class Previous:
     live: dict[int, int] = field(default_factory=dict)  # old shard number -> records still in it
 
 
-def load_previous(
-    out: Path, algorithm: str, layout: str, db: sqlite3.Connection
-) -> Previous | None:
+def load_previous(out: Path, algorithm: str, layout: str) -> Previous | None:
     """The pack at `out`, if it is a folder pack of the same digest and shard layout (shard size,
-    map size, transaction size), with every stored image's (shard, slot, digest) and every
-    record's key loaded into `db`. A changed layout param means a fresh layout."""
+    map size, transaction size). A changed layout param means a fresh layout."""
     if not out.is_dir():
         return None  # nothing there, or one file: small enough to rebuild whole
     from imgpack.reader import Pack
@@ -55,70 +52,38 @@ def load_previous(
                 or pack.header.get("layout_params") != layout
             ):
                 return None
-            previous = Previous(out, pack.shard_paths, list(pack.header["shards"]))
-            # Filled in primary-key order (shards in turn, keys ascending): no index to build.
-            db.execute(
-                "CREATE TABLE old_slots (shard INT, slot INT, hash BLOB, "
-                "PRIMARY KEY (shard, slot)) WITHOUT ROWID"
-            )
-            db.execute(
-                "CREATE TABLE old_keys (key TEXT PRIMARY KEY, shard INT, slot INT) WITHOUT ROWID"
-            )
-            for number in range(len(previous.entries)):
-                digests = pack.catalog._shard_digests(number)
-                db.executemany(
-                    "INSERT INTO old_slots VALUES (?, ?, ?)",
-                    ((number, slot, row.tobytes()) for slot, row in enumerate(digests)),
-                )
-            for _, part in pack.catalog.tables(["key", "shard", "slot"]):
-                db.executemany(
-                    "INSERT INTO old_keys VALUES (?, ?, ?)",
-                    zip(
-                        *(part.column(n).to_pylist() for n in ("key", "shard", "slot")), strict=True
-                    ),
-                )
-    except (ImgpackError, sqlite3.IntegrityError):  # IntegrityError: a key twice
+            return Previous(out, pack.shard_paths, list(pack.header["shards"]))
+    except ImgpackError:
         return None  # a damaged previous version is not a source: build from scratch
-    return previous
 
 
-def match_previous(db: sqlite3.Connection, previous: Previous, compact_below: float) -> None:
-    """Claim a previous image for each record that can have one; decide which shards carry over.
+def match_previous(
+    previous: Previous,
+    manifest: Path,
+    dedupe: bool,
+    compact_below: float,
+    db: sqlite3.Connection,
+    scratch: Path,
+) -> Match | None:
+    """Claim a previous image for each record that can have one (see `imgpack.matching`) and
+    decide which shards carry over; None when the previous version turns out damaged."""
+    from imgpack.reader import Pack
 
-    Needs table `new (ordinal, key, hash)` of the records to store. Fills table `claim`
-    (ordinal, shard, slot) with claims on carried shards only.
-    """
-    db.execute(
-        "CREATE TABLE claim AS SELECT n.ordinal AS ordinal, k.shard AS shard, k.slot AS slot "
-        "FROM new AS n JOIN old_keys AS k ON k.key = n.key "
-        "JOIN old_slots AS s ON s.shard = k.shard AND s.slot = k.slot AND s.hash = n.hash"
-    )
-    db.execute("CREATE UNIQUE INDEX claim_ordinal ON claim (ordinal)")
-    db.execute("CREATE INDEX claim_place ON claim (shard, slot)")
-    claimed = db.execute("SELECT COUNT(*) FROM claim").fetchone()[0]
-    records = db.execute("SELECT COUNT(*) FROM new").fetchone()[0]
-    images = db.execute("SELECT COUNT(*) FROM old_slots").fetchone()[0]
-    if claimed < min(records, images):  # records and images left unmatched: match by digest
-        _match_by_digest(db)
-    previous.live = dict(db.execute("SELECT shard, COUNT(*) FROM claim GROUP BY shard"))
+    try:
+        with Pack(previous.path) as pack:
+            match = match_records(pack, manifest, dedupe, db, scratch)
+    except InputError:
+        raise  # the manifest's fault: refused, not built around
+    except ImgpackError:
+        return None
+    if match is None:
+        return None
+    previous.live = dict(match.live)
     for number, entry in enumerate(previous.entries):
         live = previous.live.get(number, 0)
         if live and live >= compact_below * entry["count"]:
             previous.kept[number] = len(previous.kept)
-
-
-def _match_by_digest(db: sqlite3.Connection) -> None:
-    """Records left unclaimed take, in key order, unclaimed images of the same digest (a renamed
-    file, a copy): first come, first served by (shard, slot)."""
-    db.execute(
-        "INSERT INTO claim "
-        "WITH n AS (SELECT ordinal, hash, ROW_NUMBER() OVER (PARTITION BY hash ORDER BY ordinal) "
-        "  AS r FROM new WHERE ordinal NOT IN (SELECT ordinal FROM claim)), "
-        "s AS (SELECT shard, slot, hash, ROW_NUMBER() OVER (PARTITION BY hash ORDER BY shard, "
-        "  slot) AS r FROM old_slots AS o WHERE NOT EXISTS "
-        "  (SELECT 1 FROM claim AS c WHERE c.shard = o.shard AND c.slot = o.slot)) "
-        "SELECT n.ordinal, s.shard, s.slot FROM n JOIN s ON s.hash = n.hash AND s.r = n.r"
-    )
+    return match
 
 
 class Planner:
@@ -205,8 +170,3 @@ class Planner:
         self._sources, self._bytes = [], 0
         self.new_shards += 1
         return task
-
-
-def claims(db: sqlite3.Connection) -> Iterator[tuple[int, int, int]]:
-    """(ordinal, old shard, slot) of every claim `match_previous` made, in ordinal order."""
-    return iter(db.execute("SELECT ordinal, shard, slot FROM claim ORDER BY ordinal"))

@@ -6,21 +6,18 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from imgpack.errors import InputError
 from imgpack.format.catalog import SHARD_IMAGES
-from imgpack.manifest import dumps, manifest_blocks, read_manifest
+from imgpack.manifest import dumps, read_manifest
 from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
-from imgpack.plan import Planner, claims, load_previous, match_previous
+from imgpack.plan import Planner, load_previous, match_previous
 from imgpack.progress import progress
 from imgpack.remote import is_url
 from imgpack.shardtask import write_shard
@@ -64,13 +61,17 @@ def pack(
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         layout = layout_of(params, map_size)
-        previous = load_previous(out, algorithm, layout, db) if params.incremental else None
+        previous = load_previous(out, algorithm, layout) if params.incremental else None
+        match = None
         if previous is not None:
-            _load_new(db, Path(manifest), params)
-            match_previous(db, previous, params.compact_below)
-            to_write = _bytes_to_write(db, previous.kept)
-        else:
-            to_write = (header["total_bytes"], header["count"])
+            dedupe = params.duplicates == "dedupe"
+            match = match_previous(
+                previous, Path(manifest), dedupe, params.compact_below, db, scratch
+            )
+            previous = previous if match is not None else None
+        to_write = (header["total_bytes"], header["count"])
+        if match is not None:
+            to_write = match.to_write(previous.kept)
         # A worker costs a process start: no more of them than there are new shards to write.
         shards = max(1, -(-to_write[0] // params.shard_bytes), -(-to_write[1] // SHARD_IMAGES))
         workers = min(workers, shards)
@@ -87,7 +88,7 @@ def pack(
                     for old in previous.kept:  # in their old order: new numbers ascend with it
                         entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
                         assembler.add_shard(previous.shard_paths[old], entry, carried=True)
-                claimed = claims(db) if previous is not None else iter(())
+                claimed = match.claims() if match is not None else iter(())
                 planned = _plan(rows, header["count"], planner, assembler, claimed, params)
                 for task, entry in ordered_map(write_shard, planned, pool):
                     assembler.add_shard(Path(task.path), entry)
@@ -112,47 +113,6 @@ def pack(
 
 
 _ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
-
-
-def _load_new(db: sqlite3.Connection, manifest: Path, params: PackParams) -> None:
-    """The records to store (aliases are not) into table `new`, for matching."""
-    db.execute("CREATE TABLE new (ordinal INTEGER PRIMARY KEY, key TEXT, hash BLOB, size INT)")
-    insert = "INSERT INTO new VALUES (?, ?, ?, ?)"
-    dedupe = params.duplicates == "dedupe"
-    try:
-        start = 0
-        for block in manifest_blocks(manifest, ["key", "hash", "size", "duplicate_of"]):
-            keys = block.column("key").to_pylist()
-            hashes = [bytes.fromhex(h) for h in block.column("hash").to_pylist()]
-            sizes = block.column("size").to_pylist()
-            ordinals = range(start, start + len(keys))
-            rows = zip(ordinals, keys, hashes, sizes, strict=True)
-            if dedupe:
-                aliases = block.column("duplicate_of").to_pylist()
-                rows = (r for r, alias in zip(rows, aliases, strict=True) if not alias)
-            db.executemany(insert, rows)
-            start += len(keys)
-        return
-    except (pa.ArrowException, ValueError, TypeError):
-        db.execute("DELETE FROM new")  # let the row-wise reader name what is wrong, and where
-    stored = (
-        (ordinal, row["key"], bytes.fromhex(row["hash"]), row["size"])
-        for ordinal, row in enumerate(read_manifest(manifest)[1])
-        if not (dedupe and row["duplicate_of"])
-    )
-    while chunk := list(itertools.islice(stored, 10_000)):
-        db.executemany(insert, chunk)
-
-
-def _bytes_to_write(db: sqlite3.Connection, kept: dict[int, int]) -> tuple[int, int]:
-    """Image bytes and count of the records no carried shard holds."""
-    carried = ",".join(map(str, kept))
-    row = db.execute(
-        "SELECT COALESCE(SUM(n.size), 0), COUNT(*) FROM new AS n "
-        "LEFT JOIN claim AS c ON c.ordinal = n.ordinal "
-        f"WHERE c.shard IS NULL OR c.shard NOT IN ({carried})"
-    ).fetchone()
-    return row[0], row[1]
 
 
 def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
