@@ -2,80 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import sqlite3
 import unicodedata
-from collections.abc import Iterator
 
 from imgpack.ingestreport import IngestReport
-from imgpack.labels import read_label_rows
-from imgpack.manifest import dumps
 from imgpack.params import IngestParams
 from imgpack.remote import is_url
 from imgpack.splits import folder_split
 
-__all__ = ["label_groups", "group_of", "labelled", "in_split_folders"]
-
-
-def label_groups(db: sqlite3.Connection, table, params: IngestParams, report: IngestReport):
-    """Load the table into SQLite (bounded memory) and return its rows grouped by path, in key order."""
-    db.execute("CREATE TABLE labels (path TEXT, label TEXT, extra TEXT, row INTEGER)")
-    rows = read_label_rows(
-        table, params.path_column, params.label_column, params.chunksize, list(params.columns)
-    )
-    while True:
-        chunk = [
-            (p, lab, dumps(extra) if extra else "{}", n)
-            for p, lab, extra, n in _take(rows, params.chunksize)
-        ]
-        if not chunk:
-            break
-        db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", chunk)
-        report.label_rows += len(chunk)
-    db.execute("CREATE INDEX labels_path ON labels (path, row)")
-    return _group_cursor(db)
-
-
-_GROUPS = (
-    "SELECT g.path, g.labels, l.extra, g.first FROM "
-    "(SELECT path, json_group_array(DISTINCT label) AS labels, MIN(row) AS first "
-    " FROM labels {where} GROUP BY path) AS g JOIN labels AS l ON l.path = g.path AND l.row = g.first "
-    "ORDER BY g.path"
-)
-
-
-def _group_cursor(db: sqlite3.Connection) -> Iterator[tuple[str, list[str], dict, int]]:
-    cursor = db.cursor()
-    cursor.execute(_GROUPS.format(where=""))
-    empty: dict = {}  # shared, never modified: most tables have no extra columns
-    for path, labels_json, extra_json, first in cursor:
-        extra = empty if extra_json == "{}" else json.loads(extra_json)
-        yield path, _labels(labels_json), extra, first
-
-
-@functools.lru_cache(maxsize=4096)
-def _labels(labels_json: str) -> list[str]:
-    """The group's distinct labels, sorted (read-only: shared between groups)."""
-    return sorted(json.loads(labels_json))
-
-
-def group_of(db: sqlite3.Connection, path: str):
-    """The label group of one table path, for the rare file whose name is not NFC."""
-    row = db.execute(_GROUPS.format(where="WHERE path = ?"), (path,)).fetchone()
-    if row is None:
-        return None
-    return row[0], sorted(json.loads(row[1])), json.loads(row[2]), row[3]
-
-
-def _take(rows: Iterator, n: int) -> list:
-    out = []
-    for row in rows:
-        out.append(row)
-        if len(out) >= n:
-            break
-    return out
+__all__ = ["labelled", "in_split_folders"]
 
 
 def labelled(

@@ -23,7 +23,8 @@ from imgpack.discover import walk_sorted
 from imgpack.errors import ImgpackError, ValidationError
 from imgpack.freshplan import ShardPlan
 from imgpack.ingestreport import Accounting, IngestReport, trailing_note
-from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
+from imgpack.labelgroups import LabelGroups
+from imgpack.labeljoin import in_split_folders, labelled
 from imgpack.packwriter import PackAssembler
 from imgpack.params import IngestParams, PackParams
 from imgpack.progress import progress
@@ -57,8 +58,9 @@ def one_pass(
     ):
         report = IngestReport(spill=scratch)
         account = Accounting(report, ingest.on_error)
-        groups = label_groups(db, labels, ingest, report) if labels else None
-        lookup = (lambda path: group_of(db, path)) if labels else None
+        table = LabelGroups(db, labels, ingest, report, scratch) if labels else None
+        groups = iter(table) if table else None
+        lookup = table.lookup if table else None
         exclude = {str(labels)} if labels else set()
         found = walk_sorted(folder, exclude)
         candidates = labelled(

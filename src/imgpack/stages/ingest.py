@@ -10,14 +10,14 @@ import os
 import sqlite3
 import struct
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 from imgpack.discover import walk_sorted
 from imgpack.errors import output_failed
 from imgpack.examine import ExamineTask, examine_files
 from imgpack.ingestreport import Accounting, IngestReport, trailing_note
-from imgpack.labeljoin import group_of, in_split_folders, label_groups, labelled
+from imgpack.labelgroups import LabelGroups
+from imgpack.labeljoin import in_split_folders, labelled
 from imgpack.manifest import row_text, write_manifest
 from imgpack.params import IngestParams, load_params
 from imgpack.progress import progress
@@ -77,8 +77,9 @@ def ingest(
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
-        groups = label_groups(db, labels, params, report) if labels else None
-        lookup = partial(group_of, db) if labels else None
+        table = LabelGroups(db, labels, params, report, scratch) if labels else None
+        groups = iter(table) if table else None
+        lookup = table.lookup if table else None
         candidates = labelled(found_files, groups, lookup, params, report, account, str(folder))
         if split_folders:
             candidates = in_split_folders(candidates, account)
