@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import json
 import os
 import sqlite3
@@ -215,17 +216,17 @@ def report_duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[
 
 
 def _final_rows(staged: str, duplicate_of: Iterator[tuple[int, str]]):
-    """Staged rows with duplicate_of filled in; untouched rows pass through as text."""
-    pending = next(duplicate_of, None)
+    """Staged rows with duplicate_of filled in; the rows between pass through as blocks of text."""
+    at = 0  # the ordinal of the next staged row
     with open(staged, encoding="utf-8") as rows:
-        for ordinal, line in enumerate(rows):
-            if pending is not None and pending[0] == ordinal:
-                row = json.loads(line)
-                row["duplicate_of"] = pending[1]
-                pending = next(duplicate_of, None)
-                yield row
-            else:
-                yield line
+        for ordinal, first in duplicate_of:
+            yield "".join(itertools.islice(rows, ordinal - at))
+            row = json.loads(next(rows))
+            row["duplicate_of"] = first
+            yield row
+            at = ordinal + 1
+        while block := "".join(itertools.islice(rows, 4096)):
+            yield block
 
 
 def main(argv: list[str] | None = None) -> int:
