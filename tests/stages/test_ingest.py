@@ -164,6 +164,24 @@ def test_identical_images_under_two_paths_are_reported_and_marked(tree, tmp_path
     assert rows == {"0/a.png": None, "1/b.png": "0/a.png", "1/c.png": None}
 
 
+def test_copies_anywhere_are_marked_with_the_first_key_of_their_content_and_no_row_is_lost(
+    tree, tmp_path
+):
+    files = {f"0/{n:02d}.png": png_bytes(shade=n) for n in range(30)}
+    files["0/00b.png"] = files["0/00.png"]  # the second row
+    files["0/10b.png"] = files["0/10c.png"] = files["0/10.png"]  # a run
+    files["0/99.png"] = files["0/29.png"]  # the last row
+    raw = tree(files)
+    ingest(raw, tmp_path / "m.jsonl")
+    rows = rows_of(tmp_path / "m.jsonl")[1]
+    assert [r["key"] for r in rows] == sorted(files)
+    first_of: dict[bytes, str] = {}
+    for key in sorted(files):
+        first_of.setdefault(files[key], key)
+    expected = {k: (first_of[d] if first_of[d] != k else None) for k, d in files.items()}
+    assert {r["key"]: r["duplicate_of"] for r in rows} == expected
+
+
 def test_a_missing_table_column_names_the_column_and_the_param(tree, tmp_path):
     raw = tree({"a.png": png_bytes()})
     table = write_table(tmp_path / "l.csv", [{"file": "a.png", "label": "x"}])
