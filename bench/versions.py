@@ -46,6 +46,7 @@ def _project(raw: Path, round_number: int) -> Path:
     )
     shutil.copytree(REPO / "plots", project / "plots")
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    shutil.copy(REPO / ".dvcignore", project / ".dvcignore")  # DVC is not to walk the raw folder
     images = project / "data/raw/images"
     _copy_in(raw, images)
     (images / ".DS_Store").unlink(missing_ok=True)

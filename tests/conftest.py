@@ -199,6 +199,7 @@ def dvc_project(tmp_path) -> Path:
     git("init", "-q", cwd=project)
     dvc("init", "-q", cwd=project)
     dvc("config", "core.analytics", "false", cwd=project)
+    shutil.copy(REPO / ".dvcignore", project / ".dvcignore")  # after init, which writes its own
     git("add", "-A", cwd=project)
     git("commit", "-qm", "init", cwd=project)
     return project

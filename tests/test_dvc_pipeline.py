@@ -65,6 +65,17 @@ def test_repro_builds_then_reruns_only_what_changed_and_reproduces_the_same_byte
     assert "images_per_label.csv" in plots and "image_sizes.csv" in plots
 
 
+def test_dvc_never_walks_the_raw_folder_and_the_pipeline_does_not_need_it_to(dvc_project):
+    raw_file = next(p for p in (dvc_project / "data/raw/images").rglob("*") if p.is_file())
+    ignored = dvc("check-ignore", "-d", str(raw_file.relative_to(dvc_project)), cwd=dvc_project)
+    assert ignored.stdout.startswith(".dvcignore:") and "/data/raw/" in ignored.stdout
+    assert stages_run(dvc("repro", cwd=dvc_project).stdout)[0] == "ingest"
+    with imgpack.open(dvc_project / PACK) as pack:
+        assert len(pack) == 24
+    status = dvc("status", cwd=dvc_project).stdout
+    assert "pack" not in status and "validate" not in status  # only ingest: always changed
+
+
 @pytest.mark.parametrize("shard_mb", [64, 0.003])
 def test_push_clone_pull_gives_back_every_image_byte_identical(dvc_project, tmp_path, shard_mb):
     remote = tmp_path / "remote"
