@@ -8,6 +8,7 @@ import decimal
 import json
 import math
 import posixpath
+import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,16 @@ LIST_INDEX = "index"  # the numbering column of list formats: not metadata, drop
 
 def normalise_path(text: str) -> str:
     """A table path as a record key: NFC, POSIX separators, no leading ./, no redundant parts."""
-    text = unicodedata.normalize("NFC", text.strip().replace("\\", "/"))
-    return posixpath.normpath(text) if text else text
+    text = text.strip().replace("\\", "/")
+    if not text.isascii():  # ASCII is NFC already
+        text = unicodedata.normalize("NFC", text)
+    if text and (_REDUNDANT.search(text) or text in (".", "..")):
+        return posixpath.normpath(text)
+    return text  # as normpath would leave it: no empty, "." or ".." part
+
+
+# Where normpath would change a path: an empty part (//, a leading or trailing /), "." or "..".
+_REDUNDANT = re.compile(r"//|^/|/$|(?:^|/)\.\.?(?:/|$)")
 
 
 def read_label_rows(
@@ -77,6 +86,19 @@ def read_label_rows(
         if not checked:
             _check_columns(table, [c for c in names if c not in drop], path_column, label_column)
             checked = True
+        if rows and type(rows[0]) is list:  # a CSV/TSV chunk: fields as text, in `names` order
+            at_path, at_label = names.index(path_column), names.index(label_column)
+            others = [
+                (i, n) for i, n in enumerate(names) if i not in (at_path, at_label) and n not in drop
+            ]
+            for fields in rows:
+                row_number += 1
+                path = fields[at_path]
+                if not path.strip():
+                    raise InputError(f"{table}: row {row_number} has an empty '{path_column}'")
+                extra = {n: fields[i] for i, n in others} if others else {}
+                yield normalise_path(path), fields[at_label], extra, row_number
+            continue
         for row in rows:
             row_number += 1
             path, label = row.get(path_column), row.get(label_column)
@@ -117,7 +139,7 @@ def _delimited_chunks(table: Path, sep: str, chunksize: int, columns: list[str] 
             if repeated:
                 raise InputError(f"{table}: column(s) {', '.join(repeated)} appear twice")
             yield names, []  # the columns are checked before any row
-            rows: list[dict[str, Any]] = []
+            rows: list[list[str]] = []
             width = len(names)
             for fields in reader:
                 if len(fields) != width:
@@ -127,7 +149,7 @@ def _delimited_chunks(table: Path, sep: str, chunksize: int, columns: list[str] 
                         f"{table}:{reader.line_num}: {len(fields)} fields, expected {width} "
                         f"({', '.join(names)})"
                     )
-                rows.append(dict(zip(names, fields, strict=True)))
+                rows.append(fields)
                 if len(rows) >= chunksize:
                     yield names, rows
                     rows = []
@@ -165,7 +187,7 @@ def _list_chunks(table: Path, sep: str | None, columns, default: list[str], chun
                         f"{table}:{number}: {len(fields)} fields, expected {len(names)} "
                         f"({', '.join(names)}); name them with ingest.columns / --columns"
                     )
-                rows.append(dict(zip(names, fields, strict=True)))
+                rows.append(fields)
                 if len(rows) >= chunksize:
                     yield names, rows
                     rows = []

@@ -80,7 +80,8 @@ class InputSnapshot:
                 )
                 if st.st_mtime_ns >= started or st.st_ctime_ns >= started:
                     self.racy = True
-                found = found._replace(stat=(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+                stat = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                found = Found(found.key, found.path, found.problem, found.detail, stat)
             if len(lines) >= 4096:
                 digest.update("".join(lines).encode("utf-8", "surrogateescape"))
                 lines.clear()

@@ -85,7 +85,7 @@ class IngestCache:
             return [None] * len(keys)
         marks = ",".join("?" * len(keys))
         rows = {
-            row[0]: row[1:]
+            row[0]: row
             for row in self.db.execute(
                 f"SELECT key, size, mtime, ino, ctime, status, a, b, c, d, e, f FROM files "
                 f"WHERE key IN ({marks})",
@@ -95,12 +95,12 @@ class IngestCache:
         out = []
         for key, stat in zip(keys, stats, strict=True):
             row = rows.get(key)
-            if row is None or stat is None or tuple(row[:4]) != stat:
+            if row is None or stat is None or row[1:5] != stat:
                 out.append(None)
             else:
                 self.hits += 1
-                status, *values = row[4:]
-                out.append([status, *values[: 6 if status == "ok" else 2]])
+                # status, then 6 values (ok) or 2 (kind, detail)
+                out.append(list(row[5:12] if row[5] == "ok" else row[5:8]))
         return out
 
     @classmethod

@@ -15,7 +15,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -210,27 +210,37 @@ def ordered_map(
     items: Iterable[tuple[C, T]],
     pool: ProcessPoolExecutor | None,
     ahead: int = 2,
+    local: Callable[[T], bool] | None = None,
 ) -> Iterator[tuple[C, R]]:
     """For (context, task) pairs yield (context, fn(task)) in input order; only the task goes to
-    a worker, and at most `ahead` tasks per worker are in flight."""
+    a worker, and at most `ahead` tasks per worker are in flight. A task `local` says is trivial
+    (nothing to read) runs here: a round trip to a worker would cost more."""
     if pool is None:
         for context, task in items:
             yield context, fn(task)
         return
     limit = ahead * pool._max_workers
     pending: deque = deque()
+    remote = 0  # pending tasks that went to a worker
     try:
         with worker_errors():
             for context, task in items:
-                pending.append((context, pool.submit(fn, task)))
-                if len(pending) >= limit:
-                    done, future = pending.popleft()
+                if local is not None and local(task):
+                    future: Future = Future()
+                    future.set_result(fn(task))
+                else:
+                    future = pool.submit(fn, task)
+                    remote += 1
+                pending.append((context, future, future.done()))
+                while pending and (pending[0][2] or remote >= limit):
+                    done, future, here = pending.popleft()
+                    remote -= not here
                     yield done, future.result()
             while pending:
-                done, future = pending.popleft()
+                done, future, _ = pending.popleft()
                 yield done, future.result()
     finally:
-        for _, future in pending:
+        for _, future, _ in pending:
             future.cancel()
 
 

@@ -95,7 +95,8 @@ def ingest(
                 open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
             ):
                 tasks = _tasks(progress(candidates, "ingest"), params, remembered, spool, seen)
-                for (batch, known, stats), fresh in ordered_map(examine_files, tasks, pool):
+                examined = ordered_map(examine_files, tasks, pool, local=_nothing_to_read)
+                for (batch, known, stats), fresh in examined:
                     outcomes = _merge(known, fresh)
                     if remembered is not None:
                         remembered.remember(
@@ -106,7 +107,7 @@ def ingest(
                             if cached is None
                         )
                     report.read += len(fresh)
-                    hashes = []
+                    hashes, texts, packed = [], [], report.packed
                     for (found, label, extra), outcome in zip(batch, outcomes, strict=True):
                         if outcome[0] == "fail":
                             account(found, outcome[1], outcome[2])
@@ -114,13 +115,17 @@ def ingest(
                         _, size, hash_hex, fmt, width, height, trailing = outcome[:7]
                         if trailing:
                             report.note(trailing_note(found.key, trailing, fmt))
-                        text = row_text(found.key, size, hash_hex, fmt, width, height, label, extra)
-                        rows.write(text + "\n")
+                        texts.append(
+                            row_text(found.key, size, hash_hex, fmt, width, height, label, extra)
+                        )
                         if spool_index is not None:
                             spool_index.write(_spool_entry(outcome))
-                        hashes.append((hash_hex, found.key, report.packed))
-                        report.packed += 1
+                        hashes.append((hash_hex, found.key, packed))
+                        packed += 1
                         total_bytes += size
+                    if texts:
+                        rows.write("\n".join(texts) + "\n")
+                    report.packed = packed
                     db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", hashes)
             if remembered is not None:
                 with open(seen_keys, encoding="utf-8", errors="surrogateescape") as keys:
@@ -148,13 +153,16 @@ def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, see
     for number, batch in enumerate(batched(candidates, 256)):
         keys = [found.key for found, _, _ in batch]
         stats = [found.stat or file_stat(found.path) for found, _, _ in batch]
-        for key in keys:
-            seen.write(key + "\n")
+        seen.write("\n".join(keys) + "\n")
         known = [None] * len(batch) if remembered is None else remembered.lookup(keys, stats)
         paths = tuple(f.path for (f, _, _), k in zip(batch, known, strict=True) if k is None)
         spooled = str(spool / spool_file(number)) if spool else None
         task = ExamineTask(paths, params.hash, params.max_pixels, spooled, number)
         yield (batch, known, stats), task
+
+
+def _nothing_to_read(task: ExamineTask) -> bool:
+    return not task.paths
 
 
 def _merge(known: list, fresh: list) -> list:
