@@ -128,3 +128,29 @@ def test_duplicates_and_junk_keep_the_peak_memory_of_a_clean_folder(tmp_path):
     for raw, duplicates in ((copies, "keep"), (copies, "dedupe"), (junk, "keep")):
         peak = peak_rss(raw, tmp_path / f"{raw.name}-{duplicates}.lmdb", duplicates)
         assert peak <= 1.2 * base, f"{raw.name} ({duplicates}): {peak / base:.2f}x a clean folder's"
+
+
+def test_ordered_map_keeps_input_order_and_runs_trivial_tasks_here(tmp_path):
+    import os
+
+    from imgpack.workers import ordered_map, worker_pool
+
+    tasks = [(n, n % 3 != 0) for n in range(40)]  # (number, whether a worker is needed)
+    with worker_pool(2, fork=True) as pool:
+        results = list(
+            ordered_map(_where, ((n, task) for n, task in enumerate(tasks)), pool, local=_trivial)
+        )
+    assert [context for context, _ in results] == list(range(40))
+    here = {n for n, (_, pid) in results if pid == os.getpid()}
+    assert here == {n for n, (_, remote) in enumerate(tasks) if not remote}
+    assert [value for _, (value, _) in results] == [n * n for n in range(40)]
+
+
+def _trivial(task) -> bool:
+    return not task[1]
+
+
+def _where(task):
+    import os
+
+    return task[0] * task[0], os.getpid()
