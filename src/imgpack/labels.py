@@ -89,7 +89,9 @@ def read_label_rows(
         if rows and type(rows[0]) is list:  # a CSV/TSV chunk: fields as text, in `names` order
             at_path, at_label = names.index(path_column), names.index(label_column)
             others = [
-                (i, n) for i, n in enumerate(names) if i not in (at_path, at_label) and n not in drop
+                (i, n)
+                for i, n in enumerate(names)
+                if i not in (at_path, at_label) and n not in drop
             ]
             for fields in rows:
                 row_number += 1
