@@ -90,7 +90,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         )
     header = result.header
     print(
-        f"read {summary['read']} files (the others were known from an earlier run); shards: "
+        f"read {summary['read']} of {summary['discovered']} files"
+        + (
+            " (the others: skipped by name, or unchanged since an earlier run)"
+            if summary["read"] < summary["discovered"]
+            else ""
+        )
+        + "; shards: "
         f"{header['carried_shards']} carried over, {header['new_shards']} new, "
         f"{header['compacted_shards']} rewritten"
     )
