@@ -117,6 +117,8 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
             if type(row) is not dict or not row.keys() >= ROW_FIELDS:
                 raise InputError(f"{path}:{line_number}: row lacks manifest fields; rerun ingest")
+            if type(row["key"]) is not str:
+                raise InputError(f"{path}:{line_number}: key is not text; rerun ingest")
             if previous is not None and row["key"] <= previous:
                 raise InputError(f"{path}:{line_number}: keys are not in ascending order")
             previous = row["key"]

@@ -131,11 +131,16 @@ def _new_from_rows(manifest: Path, dedupe: bool) -> Iterator[tuple[str, bytes, i
     for ordinal, row in enumerate(read_manifest(manifest)[1]):
         if dedupe and row["duplicate_of"]:
             continue
+        key, size = row["key"], row["size"]
         try:
             digest = bytes.fromhex(row["hash"])
         except (TypeError, ValueError):
-            raise InputError(f"{manifest}:{ordinal + 2}: hash is not hex; rerun ingest") from None
-        yield row["key"], digest, row["size"], ordinal
+            digest = None
+        if digest is None or type(key) is not str or type(size) is not int:
+            raise InputError(
+                f"{manifest}:{ordinal + 2}: key, hash or size is not what ingest writes; rerun ingest"
+            )
+        yield key, digest, size, ordinal
 
 
 def _old_records(pack) -> Iterator[tuple[str, int, int]]:

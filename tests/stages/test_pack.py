@@ -126,6 +126,14 @@ def test_renamed_and_copied_files_are_matched_by_digest_and_no_shard_is_written(
         (lambda lines: lines.insert(3, "{not json"), r":4: not valid JSON"),
         (lambda lines: lines.insert(3, '{"key": "0/00b.png"}'), r":4: row lacks manifest fields"),
         (lambda lines: lines.insert(3, lines[1]), r":4: keys are not in ascending order"),
+        (
+            lambda lines: lines.insert(3, lines[2].replace('"key":"', '"key":null,"x":"')),
+            r":4: key is not text",
+        ),
+        (
+            lambda lines: lines.__setitem__(3, lines[3].replace('"hash":"', '"hash":"zz')),
+            r":4: key, hash or size is not what ingest writes",
+        ),
     ],
 )
 def test_a_damaged_manifest_is_refused_naming_its_line_and_the_pack_is_kept(
