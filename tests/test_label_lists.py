@@ -49,6 +49,18 @@ def test_an_im2rec_lst_with_several_label_columns_and_dot_slash_paths(tree, tmp_
     ]
 
 
+def test_an_im2rec_lst_whose_later_rows_carry_more_labels_keeps_each_rows_own(tree, tmp_path):
+    raw = tree({"a/1.png": png_bytes(shade=1), "b/2.png": png_bytes(shade=2)})
+    lst = tmp_path / "train.lst"
+    lst.write_text("0\t3\ta/1.png\n1\t4\t0.25\tb/2.png\n")
+    ingest(raw, tmp_path / "m.jsonl", labels=lst)
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    assert [(r["key"], r["label"], r["extra"]) for r in rows] == [
+        ("a/1.png", "3", {}),
+        ("b/2.png", "4", {"label_1": "0.25"}),
+    ]
+
+
 def test_a_caffe_txt_list_with_spaces_in_paths(tree, tmp_path):
     raw = tree({"my cats/1.png": png_bytes(shade=1), "dogs/2.png": png_bytes(shade=2)})
     txt = tmp_path / "train.txt"

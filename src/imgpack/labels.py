@@ -189,7 +189,7 @@ def _list_chunks(table: Path, sep: str | None, columns, default: list[str], chun
                         f"{table}:{number}: {len(fields)} fields, expected {len(names)} "
                         f"({', '.join(names)}); name them with ingest.columns / --columns"
                     )
-                rows.append(fields)
+                rows.append(dict(zip(names, fields, strict=True)))  # names may grow mid-list
                 if len(rows) >= chunksize:
                     yield names, rows
                     rows = []
