@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ class LabelGroups:
         rows = self._rows()
         previous = ""
         with open(self.spill_path, "wb") as spill:
-            while chunk := _take(rows, params.chunksize):
+            while chunk := list(itertools.islice(rows, params.chunksize)):
                 report.label_rows += len(chunk)
                 if not self.in_sqlite and _ascending(chunk, previous):
                     previous = chunk[-1][0]
@@ -165,12 +166,3 @@ def _one(label: str) -> list[str]:
 def _labels(labels_json: str) -> list[str]:
     """The group's distinct labels, sorted (read-only: shared between groups)."""
     return sorted(json.loads(labels_json))
-
-
-def _take(rows: Iterator, n: int) -> list:
-    out = []
-    for row in rows:
-        out.append(row)
-        if len(out) >= n:
-            break
-    return out

@@ -225,13 +225,14 @@ def ordered_map(
     try:
         with worker_errors():
             for context, task in items:
-                if local is not None and local(task):
+                here = local is not None and local(task)
+                if here:
                     future: Future = Future()
                     future.set_result(fn(task))
                 else:
                     future = pool.submit(fn, task)
                     remote += 1
-                pending.append((context, future, future.done()))
+                pending.append((context, future, here))
                 while pending and (pending[0][2] or remote >= limit):
                     done, future, here = pending.popleft()
                     remote -= not here
