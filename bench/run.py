@@ -21,6 +21,7 @@ from bench import (
     report,
     scale,
     throughput,
+    timing,
     versions,
 )
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     wanted = set(args.sections.split(","))
+    timing.compile_imgpack()
     mnist = data.mnist(limit_per_label=300 if args.quick else None)
     photos = data.photos(40 if args.quick else 300)
     results = {

@@ -10,7 +10,7 @@ import shutil
 
 from bench.data import WORK, photos, warm
 from bench.packing import CONTENDERS, count_images
-from bench.timing import median, rounds, run_process
+from bench.timing import compile_imgpack, median, rounds, run_process
 
 BUILD, PACKER = "imgpack build", "(a) LMDB bytes, putmulti"
 
@@ -70,5 +70,6 @@ def table(section: dict) -> list[str]:
 if __name__ == "__main__":
     import sys
 
+    compile_imgpack()
     result = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, 3)
     print("\n".join(table(result)))
