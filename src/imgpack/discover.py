@@ -30,10 +30,14 @@ def display_path(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
-def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[Found]:
+def walk_sorted(
+    root: str | Path, exclude: set[str] | None = None, stat: bool = False
+) -> Iterator[Found]:
     """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing.
 
-    `root` may be a URL (s3://bucket/prefix, ...): then every object under the prefix.
+    `stat`: each entry comes with its stat (following a symlink; None when it fails), taken
+    relative to its open folder, which spares the kernel the whole path. `root` may be a URL
+    (s3://bucket/prefix, ...): then every object under the prefix, with what the listing says.
     """
     from imgpack.remote import is_url, walk_url
 
@@ -48,23 +52,50 @@ def walk_sorted(root: str | Path, exclude: set[str] | None = None) -> Iterator[F
     exclude = {os.path.realpath(p) for p in (exclude or ())}
     stack: list[Iterator[tuple[str, str, int]]] = [iter(_listing(root_real))]
     prefixes, folders = [""], [os.path.join(root_real, "")]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            prefixes.pop()
-            folders.pop()
-            continue
-        _, name, kind = item
-        key, path = prefixes[-1] + name, folders[-1] + name
-        if kind == _DIR:
-            stack.append(iter(_listing(path)))
-            prefixes.append(key + "/")
-            folders.append(path + "/")
-            continue
-        if path in exclude:
-            continue
-        yield _classify(key, path, kind, root_real)
+    fds: list[int | None] = [_open_folder(root_real)] if stat else []
+    try:
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                prefixes.pop()
+                folders.pop()
+                if stat and (fd := fds.pop()) is not None:
+                    os.close(fd)
+                continue
+            _, name, kind = item
+            key, path = prefixes[-1] + name, folders[-1] + name
+            if kind == _DIR:
+                stack.append(iter(_listing(path)))
+                prefixes.append(key + "/")
+                folders.append(path + "/")
+                if stat:
+                    fds.append(_open_folder(path))
+                continue
+            if path in exclude:
+                continue
+            yield _classify(
+                key, path, kind, root_real, _stat_in(fds[-1], name, path) if stat else None
+            )
+    finally:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+
+def _open_folder(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None  # gone or replaced since it was listed: its entries are stat'ed by path
+
+
+def _stat_in(fd: int | None, name: str, path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 _DIR, _LINK, _FILE, _OTHER = range(4)
@@ -95,20 +126,22 @@ def _listing(path: str) -> list[tuple[str, str, int]]:
     return listed
 
 
-def _classify(key: str, path: str, kind: int, root_real: str) -> Found:
+def _classify(key: str, path: str, kind: int, root_real: str, stat=None) -> Found:
+    if kind == _FILE and len(key) <= MAX_KEY_BYTES and key.isascii():
+        return Found(key, path, None, "", stat)  # the common case: no check can fail
     try:
         raw = key.encode("utf-8")
     except UnicodeEncodeError:
-        return Found(key, path, "bad_path", "path is not valid UTF-8")
+        return Found(key, path, "bad_path", "path is not valid UTF-8", stat)
     if len(raw) > MAX_KEY_BYTES:
-        return Found(key, path, "bad_path", f"key is {len(raw)} bytes, over LMDB's 511")
+        return Found(key, path, "bad_path", f"key is {len(raw)} bytes, over LMDB's 511", stat)
     if kind == _LINK:
         problem = _symlink_problem(path, root_real)
         if problem:
-            return Found(key, path, "bad_symlink", problem)
+            return Found(key, path, "bad_symlink", problem, stat)
     elif kind != _FILE:
-        return Found(key, path, "not_image", "not a regular file")
-    return Found(key, path)
+        return Found(key, path, "not_image", "not a regular file", stat)
+    return Found(key, path, None, "", stat)
 
 
 def _symlink_problem(path: str, root_real: str) -> str | None:

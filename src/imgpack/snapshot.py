@@ -68,20 +68,14 @@ class InputSnapshot:
         self.fingerprint, self.racy = None, self.labels_racy
         digest = hashlib.blake2b(self.head.encode(), digest_size=20)
         started, lines = self.started, []
-        for found in walk_sorted(self.folder, self.exclude):
-            try:
-                st = os.stat(found.path)
-            except OSError:
+        for found in walk_sorted(self.folder, self.exclude, stat=True):
+            st = found.stat
+            if st is None:
                 lines.append(f"{found.key}\0{found.problem}\0-\n")
             else:
-                lines.append(
-                    f"{found.key}\0{found.problem}\0{st.st_size}\0{st.st_mtime_ns}"
-                    f"\0{st.st_ino}\0{st.st_ctime_ns}\n"
-                )
-                if st.st_mtime_ns >= started or st.st_ctime_ns >= started:
+                lines.append(f"{found.key}\0{found.problem}\0{st[0]}\0{st[1]}\0{st[2]}\0{st[3]}\n")
+                if st[1] >= started or st[3] >= started:
                     self.racy = True
-                stat = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-                found = Found(found.key, found.path, found.problem, found.detail, stat)
             if len(lines) >= 4096:
                 digest.update("".join(lines).encode("utf-8", "surrogateescape"))
                 lines.clear()
