@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from imgpack.errors import InputError
 from imgpack.manifest import dumps, read_manifest, row_text, write_manifest
 
 ROWS = [
@@ -47,3 +48,38 @@ def test_rows_written_as_text_read_back_as_they_were(tmp_path):
     assert [(r["key"], r["label"], r["extra"], r["width"]) for r in read] == [
         (r[0], r[6], r[7], r[4]) for r in rows
     ]
+
+
+def _long_manifest(path, count=9_000):
+    rows = [(f"k/{n:05d}.png", n, f"{n:064x}", "PNG", 1, 1, str(n % 7), {}) for n in range(count)]
+    write_manifest(
+        path, {"hash_algorithm": "sha256", "count": count}, (row_text(*r) + "\n" for r in rows)
+    )
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_rows_read_in_blocks_are_the_rows_read_line_by_line(tmp_path):
+    lines = _long_manifest(tmp_path / "m.jsonl")
+    _, read = read_manifest(tmp_path / "m.jsonl")
+    assert list(read) == [json.loads(line) for line in lines[1:]]
+
+
+@pytest.mark.parametrize(
+    "damaged, message",
+    [
+        ("{not json\n", "not valid JSON"),
+        ('{"key": "k/05999a.png"} {"key": "k/05999b.png"}\n', "not valid JSON"),
+        ("ROW, ROW", "not valid JSON"),  # two rows on one line, as one JSON array would take them
+        ('{"key": "k/05999a.png"}\n', "row lacks manifest fields"),
+    ],
+)
+def test_a_damaged_line_beyond_the_first_block_is_named_by_its_number(tmp_path, damaged, message):
+    path = tmp_path / "m.jsonl"
+    lines = _long_manifest(path)
+    number = 6_001  # line 6,001 of the file: row 5,999, in the second block of 4,096 rows
+    row = lines[number - 1].rstrip("\n")
+    lines[number - 1] = damaged.replace("ROW", row) + ("\n" if "ROW" in damaged else "")
+    path.write_text("".join(lines))
+    _, read = read_manifest(path)
+    with pytest.raises(InputError, match=rf":{number}: {message}"):
+        list(read)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -106,23 +108,44 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]
     return header, _rows(path)
 
 
+_ROWS_AT_ONCE = 4096  # lines parsed in one call: a JSON array of them costs half as much
+
+
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
     previous = None
     with open(path, encoding="utf-8") as handle:
         handle.readline()
-        for line_number, line in enumerate(handle, 2):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
-            if type(row) is not dict or not row.keys() >= ROW_FIELDS:
-                raise InputError(f"{path}:{line_number}: row lacks manifest fields; rerun ingest")
-            if type(row["key"]) is not str:
-                raise InputError(f"{path}:{line_number}: key is not text; rerun ingest")
-            if previous is not None and row["key"] <= previous:
-                raise InputError(f"{path}:{line_number}: keys are not in ascending order")
-            previous = row["key"]
-            yield row
+        line_number = 2
+        while lines := list(itertools.islice(handle, _ROWS_AT_ONCE)):
+            for row in _parsed(path, lines, line_number):
+                if type(row) is not dict or not row.keys() >= ROW_FIELDS:
+                    raise InputError(
+                        f"{path}:{line_number}: row lacks manifest fields; rerun ingest"
+                    )
+                if type(row["key"]) is not str:
+                    raise InputError(f"{path}:{line_number}: key is not text; rerun ingest")
+                if previous is not None and row["key"] <= previous:
+                    raise InputError(f"{path}:{line_number}: keys are not in ascending order")
+                previous = row["key"]
+                line_number += 1
+                yield row
+
+
+def _parsed(path: Path, lines: list[str], first_line: int) -> list[Any]:
+    """The lines' values, one per line: parsed as one JSON array when every line is one object
+    (as ingest writes them), else line by line, naming the first that is not JSON."""
+    if all(line.startswith("{") and line.endswith("}\n") for line in lines):
+        with contextlib.suppress(json.JSONDecodeError):
+            values = json.loads("[" + ",".join(lines) + "]")
+            if len(values) == len(lines):
+                return values
+    values = []
+    for line_number, line in enumerate(lines, first_line):
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
+    return values
 
 
 def manifest_blocks(path: Path, fields: list[str], block_bytes: int = 8 << 20):
