@@ -11,6 +11,12 @@ from imgpack.stages.ingest import ingest
 from tests.conftest import png_bytes, source_files, write_tree
 
 
+def ingested_rows(raw, labels, tmp_path):
+    """The manifest rows ingest writes for `raw` with the labels table `labels`."""
+    ingest(raw, tmp_path / "m.jsonl", labels=labels)
+    return [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+
+
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "imgpack.cli", *map(str, args)], capture_output=True, text=True
@@ -41,8 +47,7 @@ def test_an_im2rec_lst_with_several_label_columns_and_dot_slash_paths(tree, tmp_
     raw = tree({"a/1.png": png_bytes(shade=1), "b/2.png": png_bytes(shade=2)})
     lst = tmp_path / "train.lst"
     lst.write_text("0\t3\t0.5\t./a/1.png\n1\t4\t0.25\t./b/2.png\n")
-    ingest(raw, tmp_path / "m.jsonl", labels=lst)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    rows = ingested_rows(raw, lst, tmp_path)
     assert [(r["key"], r["label"], r["extra"]) for r in rows] == [
         ("a/1.png", "3", {"label_1": "0.5"}),
         ("b/2.png", "4", {"label_1": "0.25"}),
@@ -53,8 +58,7 @@ def test_an_im2rec_lst_whose_later_rows_carry_more_labels_keeps_each_rows_own(tr
     raw = tree({"a/1.png": png_bytes(shade=1), "b/2.png": png_bytes(shade=2)})
     lst = tmp_path / "train.lst"
     lst.write_text("0\t3\ta/1.png\n1\t4\t0.25\tb/2.png\n")
-    ingest(raw, tmp_path / "m.jsonl", labels=lst)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    rows = ingested_rows(raw, lst, tmp_path)
     assert [(r["key"], r["label"], r["extra"]) for r in rows] == [
         ("a/1.png", "3", {}),
         ("b/2.png", "4", {"label_1": "0.25"}),
@@ -65,8 +69,7 @@ def test_a_caffe_txt_list_with_spaces_in_paths(tree, tmp_path):
     raw = tree({"my cats/1.png": png_bytes(shade=1), "dogs/2.png": png_bytes(shade=2)})
     txt = tmp_path / "train.txt"
     txt.write_text("my cats/1.png 7\ndogs/2.png\t8\n\n")
-    ingest(raw, tmp_path / "m.jsonl", labels=txt)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    rows = ingested_rows(raw, txt, tmp_path)
     assert [(r["key"], r["label"]) for r in rows] == [("dogs/2.png", "8"), ("my cats/1.png", "7")]
 
 
@@ -131,8 +134,7 @@ def test_a_csv_with_a_bom_quotes_and_blank_lines_is_read_as_written(tree, tmp_pa
         b'\xef\xbb\xbfpath,label,note\r\na/1.png,cat," spaced, ""quoted""\nline"\r\n\r\n'
         b'"b/two, 2.png",dog,\r\n'
     )
-    ingest(raw, tmp_path / "m.jsonl", labels=table)
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    rows = ingested_rows(raw, table, tmp_path)
     assert [(r["key"], r["label"], r["extra"]) for r in rows] == [
         ("a/1.png", "cat", {"note": ' spaced, "quoted"\nline'}),
         ("b/two, 2.png", "dog", {"note": ""}),
