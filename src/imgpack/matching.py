@@ -33,7 +33,7 @@ class Match:
     the image bytes and records that no previous image holds."""
 
     claims_path: Path  # int64 (ordinal, shard, slot) triples, ordinals ascending
-    by_digest: list[tuple[int, int, int]]  # claims by digest alone, ordinals ascending
+    by_digest_path: Path  # the same, for the claims made by digest alone
     live: dict[int, int] = field(default_factory=dict)
     claimed_bytes: dict[int, int] = field(default_factory=dict)
     stored_bytes: int = 0  # of every record to store
@@ -46,7 +46,7 @@ class Match:
 
     def claims(self) -> Iterator[tuple[int, int, int]]:
         """(ordinal, shard, slot) of every claim, in ordinal order."""
-        return heapq.merge(_read_triples(self.claims_path), iter(self.by_digest))
+        return heapq.merge(_read_triples(self.claims_path), _read_triples(self.by_digest_path))
 
 
 class _PreviousDamaged(Exception):
@@ -70,7 +70,8 @@ def match_records(
 
 
 def _match(pack, new_records, db: sqlite3.Connection, scratch: Path) -> Match:
-    match = Match(scratch / "claims.bin", [])
+    match = Match(scratch / "claims.bin", scratch / "by-digest.bin")
+    match.by_digest_path.write_bytes(b"")
     digests = _Digests(pack)
     db.execute("CREATE TABLE left_new (ordinal INTEGER PRIMARY KEY, hash BLOB, size INT)")
     claims, left = array("q"), []
@@ -103,7 +104,7 @@ def _match(pack, new_records, db: sqlite3.Connection, scratch: Path) -> Match:
     unclaimed_images = digests.total - sum(live.values())
     leftover = match.stored - sum(live.values())
     if leftover and unclaimed_images:  # records and images left unmatched: match by digest
-        match.by_digest = _by_digest(db, digests, match)
+        _by_digest(db, digests, match)
     return match
 
 
@@ -181,8 +182,9 @@ class _Digests:
         return self.raw[shard][slot * width : (slot + 1) * width]
 
 
-def _by_digest(db: sqlite3.Connection, digests: _Digests, match: Match) -> list:
-    """Left-over records take, in key order, unclaimed images of the same digest."""
+def _by_digest(db: sqlite3.Connection, digests: _Digests, match: Match) -> None:
+    """Left-over records take, in key order, unclaimed images of the same digest; the claims
+    go to disk (a renamed folder makes every record one)."""
     claimed = [np.zeros(count, bool) for count in digests.counts]
     for _, shard, slot in _read_triples(match.claims_path):
         claimed[shard][slot] = True
@@ -204,11 +206,17 @@ def _by_digest(db: sqlite3.Connection, digests: _Digests, match: Match) -> list:
         "  ORDER BY shard, slot) AS r FROM left_old) "
         "SELECT n.ordinal, s.shard, s.slot, n.size FROM n JOIN s ON s.hash = n.hash AND s.r = n.r "
         "ORDER BY n.ordinal"
-    ).fetchall()
-    for _, shard, _, size in found:
-        match.live[shard] = match.live.get(shard, 0) + 1
-        match.claimed_bytes[shard] = match.claimed_bytes.get(shard, 0) + size
-    return [(ordinal, shard, slot) for ordinal, shard, slot, _ in found]
+    )
+    claims = array("q")
+    with open(match.by_digest_path, "wb") as out:
+        for ordinal, shard, slot, size in found:
+            match.live[shard] = match.live.get(shard, 0) + 1
+            match.claimed_bytes[shard] = match.claimed_bytes.get(shard, 0) + size
+            claims.extend((ordinal, shard, slot))
+            if len(claims) >= 3 * _FLUSH:
+                claims.tofile(out)
+                del claims[:]
+        claims.tofile(out)
 
 
 def _read_triples(path: Path) -> Iterator[tuple[int, int, int]]:
