@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from imgpack.format.catalog import SHARD_IMAGES
@@ -159,10 +159,12 @@ class ShardPlan:
         expected = planned = 0  # where the next accepted shard starts; where planning goes on
         # Threads (hashing and fsync release the GIL) finish each shard as soon as it is
         # written, so no shard waits for the one before it to be digested.
-        finisher = ThreadPoolExecutor(limit, thread_name_prefix="imgpack-finish")
+        finisher = ThreadPoolExecutor(2 * limit, thread_name_prefix="imgpack-finish")
         try:
             while True:
-                while len(inflight) < limit:
+                # Workers are kept busy while earlier shards still sync: only shards not yet
+                # written count against the limit (and twice as many may wait to be taken).
+                while len(inflight) < 2 * limit and _writing(inflight) < limit:
                     task = self.next_task(planned)
                     if task is None:
                         break
@@ -173,7 +175,12 @@ class ShardPlan:
                     planned = end
                 if not inflight:
                     return
-                start, end, ordinals, _, finished = inflight.popleft()
+                start, end, ordinals, _, finished = inflight[0]
+                if not finished.done():
+                    writing = [entry[3] for entry in inflight if not entry[3].done()]
+                    wait([finished, *writing], return_when=FIRST_COMPLETED)
+                    continue
+                inflight.popleft()
                 result = finished.result()  # named even if not wanted now
                 for index, outcome in result["broken"]:
                     if ordinals[index] >= self.base:
@@ -193,6 +200,10 @@ class ShardPlan:
             for _, _, _, written, _ in inflight:
                 written.cancel()
             finisher.shutdown(wait=False, cancel_futures=True)
+
+
+def _writing(inflight) -> int:
+    return sum(not entry[3].done() for entry in inflight)
 
 
 def _finish_when_written(written: Future, out: str) -> dict[str, Any]:
