@@ -7,7 +7,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from imgpack.format.catalog import SHARD_IMAGES
+from imgpack.format.codec import SHARD_IMAGES
 from imgpack.freshshard import FreshShardTask, accepted, finish, write_fresh_shard
 from imgpack.shardtask import shard_path
 from imgpack.splits import split_assigner
@@ -152,8 +152,9 @@ class ShardPlan:
             resumed=True,
         )
 
-    def results(self, pool):
-        """(end ordinal, ordinals, result) of each accepted shard, in order."""
+    def results(self, pool, started=None):
+        """(end ordinal, ordinals, result) of each accepted shard, in order; `started()` is
+        called once the first shards are on their way."""
         limit = 2 * (pool._max_workers if pool is not None else 1)
         inflight: deque = deque()  # (start, end, ordinals, written, finished)
         expected = planned = 0  # where the next accepted shard starts; where planning goes on
@@ -173,6 +174,9 @@ class ShardPlan:
                     finished = finisher.submit(_finish_when_written, written, self.out)
                     inflight.append((planned, end, ordinals, written, finished))
                     planned = end
+                if started is not None:
+                    started, begin = None, started
+                    begin()
                 if not inflight:
                     return
                 start, end, ordinals, _, finished = inflight[0]

@@ -15,10 +15,9 @@ from typing import Any
 
 from imgpack.examine import examine
 from imgpack.manifest import file_digest
-from imgpack.shardtask import ShardWriter, shard_path
+from imgpack.shardtask import ShardWriter, open_sealing, shard_path
 from imgpack.splits import split_assigner
 from imgpack.state import IngestCache
-from imgpack.writer import make_durable
 
 __all__ = ["FreshShardTask", "write_fresh_shard", "accepted", "finish"]
 
@@ -84,10 +83,8 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
             task.batch_bytes,
             ((o[2], o[1], o[3], o[4], o[5]) for o in outcomes),
         )
-        shard.seal(task.algorithm)
-        # Synced, digested and named by the build's own process (`finish`), which has little
-        # else to do while the workers write: with few large shards, the last one is written
-        # while the other core is idle, and every worker's share of the wall time counts.
+        # Sealed, synced, digested and named by the build's own process (`finish`), which has
+        # little else to do while the workers write; so workers never import Arrow.
         shard.file.close(durable=False)
         written, shard = shard, None
     finally:
@@ -105,17 +102,37 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
         digest=False,
     )
     result["named"] = path
+    result["unsealed"] = (written.file.map_size, task.batch_bytes, task.algorithm)
     return result
 
 
 def finish(result: dict[str, Any], out: Path) -> dict[str, Any]:
-    """A written shard's file made durable, digested and given its name in the resume folder
-    (only a whole, checked, synced shard gets the name); a resumed shard has it already."""
+    """A written shard's file sealed, made durable, digested and given its name in the resume
+    folder (only a whole, checked, synced shard gets the name); a resumed shard has it already."""
     named = result.pop("named", None)
     if named is None:
         return result
     partial = Path(result["path"])
-    make_durable(partial, out)
+    map_size, batch_bytes, algorithm = result.pop("unsealed")
+    sealing = open_sealing(
+        partial,
+        out,
+        map_size,
+        batch_bytes,
+        True,
+        algorithm,
+        result["digests"],
+        result["sizes"],
+        result["formats"],
+        result["widths"],
+        result["heights"],
+    )
+    try:
+        sealing.close()
+    except BaseException:
+        sealing.abort()
+        raise
+    result["entry"]["file_bytes"] = os.path.getsize(partial)
     result["entry"]["sha256"] = file_digest(partial)
     if os.path.exists(named):  # written by an earlier run or attempt: the same bytes
         partial.unlink()
@@ -128,15 +145,15 @@ def finish(result: dict[str, Any], out: Path) -> dict[str, Any]:
 def accepted(
     path, sizes, digests, formats, widths, heights, splits, trailing, resumed=False, digest=True
 ):
-    """A finished shard's result: its header entry (without its file's digest unless `digest`)
-    and its records' columns."""
+    """A finished shard's result: its header entry (without its file's size and digest unless
+    `digest`: an unsealed shard's are set by `finish`) and its records' columns."""
     return {
         "broken": [],
         "path": path,
         "entry": {
             "count": len(sizes),
             "image_bytes": sum(sizes),
-            "file_bytes": os.path.getsize(path),
+            "file_bytes": os.path.getsize(path) if digest else 0,
             "sha256": file_digest(Path(path)) if digest else "",
         },
         "sizes": sizes,

@@ -15,9 +15,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from imgpack.discover import walk_sorted
 from imgpack.errors import ImgpackError, ValidationError
@@ -25,15 +23,16 @@ from imgpack.freshplan import ShardPlan
 from imgpack.ingestreport import Accounting, IngestReport, trailing_note
 from imgpack.labelgroups import LabelGroups
 from imgpack.labeljoin import in_split_folders, labelled
-from imgpack.packwriter import PackAssembler
 from imgpack.params import IngestParams, PackParams
 from imgpack.progress import progress
 from imgpack.splits import FOLDERS
 from imgpack.stages.ingest import report_duplicates
-from imgpack.stages.pack import layout_of, params_digest
 from imgpack.state import IngestCache
 from imgpack.workers import release_freed_memory, resolve_workers, worker_errors, worker_pool
 from imgpack.writer import default_map_size, scratch_dir
+
+if TYPE_CHECKING:
+    from imgpack.packwriter import PackAssembler
 
 __all__ = ["one_pass"]
 
@@ -72,11 +71,23 @@ def one_pass(
         store.mkdir(parents=True, exist_ok=True)
         plan = ShardPlan(candidates, folder, store, out, ingest, params, map_size, cache, account)
         try:
-            with PackAssembler(out, ingest.hash, params.batch_mb << 20) as assembler:
-                records = _Records(scratch, assembler, report)
+            with contextlib.ExitStack() as stack:
+                made: list[_Records] = []
+
+                def started() -> None:
+                    # Once the first shards are on their way: this process's Arrow and numpy
+                    # imports then run while the workers (which never import them) write.
+                    from imgpack.packwriter import PackAssembler
+
+                    assembler = PackAssembler(out, ingest.hash, params.batch_mb << 20)
+                    made.append(_Records(scratch, stack.enter_context(assembler), report))
+
                 with worker_errors():
-                    for accepted in plan.results(pool):
-                        records.add(plan, *accepted)
+                    for accepted in plan.results(pool, started):
+                        made[0].add(plan, *accepted)
+                if not made:
+                    started()
+                records, assembler = made[0], made[0].assembler
                 plan.settle_all()
                 account.check(raw_dir)
                 records.report_duplicates(db)
@@ -90,6 +101,8 @@ def one_pass(
                     )
 
                 release_freed_memory()
+                from imgpack.stages.pack import layout_of, params_digest
+
                 header = assembler.publish(
                     check,
                     params_digest=params_digest(params),
@@ -164,6 +177,8 @@ class _Records:
         """Groups of identical content, as ingest reports them. The first 4 bytes of each digest
         (4 B a record, sorted in place) find the candidates; only they go to SQLite, to be
         grouped by their whole digests."""
+        import numpy as np
+
         prefixes = np.empty(self.count, np.uint32)
         for start, block in self._digest_blocks():
             prefixes[start : start + len(block)] = _prefixes(block)
@@ -196,13 +211,17 @@ class _Records:
 
     def _digest_blocks(self, records: int = 1 << 16):
         """(first ordinal, digests as rows of bytes) from the file, `records` at a time."""
+        import numpy as np
+
         self.digests.seek(0)
         for start in range(0, self.count, records):
             raw = self.digests.read(min(records, self.count - start) * self.digest_size)
             yield start, np.frombuffer(raw, np.uint8).reshape(-1, self.digest_size)
 
 
-def _prefixes(digests: np.ndarray) -> np.ndarray:
+def _prefixes(digests):
+    import numpy as np
+
     return digests[:, :4].copy().view(np.uint32).ravel()
 
 
@@ -220,6 +239,8 @@ def _check(
     """What was written, read back a catalog part at a time: every row's key (as planned, in
     ascending order), shard and slot against the shards. Each shard's images were read back by
     the worker that wrote them."""
+    import numpy as np
+
     from imgpack.reader import Pack
 
     with Pack(tmp) as pack:
@@ -258,6 +279,8 @@ def _check(
 
 def _add_keys(sha, keys) -> None:
     """Keys into `sha` as `_Records` wrote them: NUL-terminated UTF-8, in order."""
+    import numpy as np
+
     for chunk in keys.chunks:
         offsets = np.frombuffer(chunk.buffers()[1], np.int32)
         offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]

@@ -20,6 +20,7 @@ from imgpack.format.codec import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEADER_KEY,
+    SHARD_IMAGES,
     encode_header,
     encode_index,
 )
@@ -351,7 +352,7 @@ class PackBuilder:
             )
         shard = self._shard
         if shard is not None and (
-            shard.count >= cat.SHARD_IMAGES
+            shard.count >= SHARD_IMAGES
             or shard.count
             and shard.image_bytes + len(data) > self.shard_bytes
         ):

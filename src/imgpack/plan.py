@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import ImgpackError, InputError
-from imgpack.format.catalog import SHARD_IMAGES
+from imgpack.format.codec import SHARD_IMAGES
 from imgpack.matching import Match, match_records
 from imgpack.params import PackParams
 from imgpack.remote import join

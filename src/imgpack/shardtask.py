@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
-import pyarrow as pa
 
 from imgpack.errors import InputError
-from imgpack.format import catalog as cat
 from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, encode_shard_header
 from imgpack.manifest import file_digest
 from imgpack.writer import LmdbFileWriter
@@ -28,6 +26,7 @@ __all__ = [
     "write_shard",
     "check_shard",
     "ShardWriter",
+    "open_sealing",
     "task_id",
     "shard_path",
 ]
@@ -111,30 +110,69 @@ class ShardWriter:
         return slot
 
     def seal(self, hash_algorithm: str) -> None:
-        """Write the shard's header and property table after its images."""
-        props = pa.table(
-            [
-                pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(self.digest_size),
-                    self.count,
-                    [None, pa.py_buffer(bytes(self.digests))],
-                ),
-                pa.array(self.sizes, pa.int64()),
-                pa.array(self.formats, pa.string()),
-                pa.array(self.widths, pa.int32()),
-                pa.array(self.heights, pa.int32()),
-            ],
-            schema=cat.props_schema(self.digest_size),
+        """Commit the images and close the file, then queue the shard's header and property
+        table in the file opened again (`open_sealing`); the caller closes it."""
+        self.file.close(durable=False)
+        images = self.file
+        self.file = open_sealing(
+            images.path,
+            images.error_path,
+            images.map_size,
+            images.batch_bytes,
+            images.check,
+            hash_algorithm,
+            bytes(self.digests),
+            self.sizes,
+            self.formats,
+            self.widths,
+            self.heights,
         )
-        self.file.put(b"props", _ONLY, cat.encode_table(props))
-        header = {
-            "format": SHARD_FORMAT,
-            "format_version": SHARD_VERSION,
-            "count": self.count,
-            "hash_algorithm": hash_algorithm,
-            "image_bytes": self.image_bytes,
-        }
-        self.file.put(b"shard", _SHARD_HEADER_KEY, encode_shard_header(header))
+        self.file.grown = images.grown
+
+
+def open_sealing(
+    path, error_path, map_size, batch_bytes, check, hash_algorithm, digests, sizes, formats, w, h
+) -> LmdbFileWriter:
+    """A shard whose images are committed and whose file is closed, opened again with its
+    property table and header queued: the caller closes it.
+
+    Sealing is a transaction of its own in a file opened anew, so a shard has the same bytes
+    whether the process that wrote its images seals it or another does: a fresh build's workers
+    write images only (no Arrow to import) and its own process seals.
+    """
+    import pyarrow as pa
+
+    from imgpack.format import catalog as cat
+
+    digest_size = hashlib.new(hash_algorithm).digest_size
+    count = len(sizes)
+    props = pa.table(
+        [
+            pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(digest_size), count, [None, pa.py_buffer(digests)]
+            ),
+            pa.array(sizes, pa.int64()),
+            pa.array(formats, pa.string()),
+            pa.array(w, pa.int32()),
+            pa.array(h, pa.int32()),
+        ],
+        schema=cat.props_schema(digest_size),
+    )
+    header = {
+        "format": SHARD_FORMAT,
+        "format_version": SHARD_VERSION,
+        "count": count,
+        "hash_algorithm": hash_algorithm,
+        "image_bytes": sum(sizes),
+    }
+    file = LmdbFileWriter(path, map_size, error_path, batch_bytes, existing=True, check=check)
+    try:
+        file.put(b"props", _ONLY, cat.encode_table(props))
+        file.put(b"shard", _SHARD_HEADER_KEY, encode_shard_header(header))
+    except BaseException:
+        file.abort()
+        raise
+    return file
 
 
 class _Reader:

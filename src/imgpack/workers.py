@@ -102,11 +102,10 @@ def _worker_start(build_pid: int) -> None:
     threading.Thread(target=_exit_with, args=(build_pid,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     without_pandas()  # a worker writes shards and hashes, it never makes a DataFrame
-    with contextlib.suppress(ImportError):
-        import pyarrow
-
-        pyarrow.set_cpu_count(1)
-        pyarrow.set_io_thread_count(1)
+    if "pyarrow" in sys.modules:  # a forked copy: its parent's thread pools may be sized
+        # already; a worker that imports Arrow itself sizes them from THREAD_LIMITS
+        sys.modules["pyarrow"].set_cpu_count(1)
+        sys.modules["pyarrow"].set_io_thread_count(1)
 
 
 def without_pandas() -> None:

@@ -30,7 +30,6 @@ __all__ = [
 CORE_COLUMNS = ("key", "label", "split", "format", "width", "height", "size", "hash")
 LOCATION_COLUMNS = ("shard", "slot")  # where the record's bytes are: shard number, slot in it
 PART_ROWS = 16_384  # catalog rows per Parquet value: bounds the writer's memory and a chunk's
-SHARD_IMAGES = 16_384  # images per shard at most: bounds a shard task's memory, whatever their size
 PROPS_COLUMNS = ("hash", "size", "format", "width", "height")
 ALIAS_COLUMNS = ("alias", "key")
 _JSON_MARK = {b"imgpack": b"json"}  # field metadata of an extra column stored as JSON text

@@ -19,6 +19,7 @@ SHARD_VERSION = (
 # A catalog file holds the first three, a shard file the last three, a one-file pack all six.
 CATALOG_DBS = (b"header", b"catalog", b"aliases")
 SHARD_DBS = (b"shard", b"images", b"props")
+SHARD_IMAGES = 16_384  # images per shard at most: bounds a shard task's memory, whatever their size
 SUBDBS = CATALOG_DBS + SHARD_DBS
 HEADER_KEY = b"header"
 CATALOG_FILE = "catalog.lmdb"  # in a folder pack, beside its shard-<digest>.lmdb files

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.format.catalog import SHARD_IMAGES
+from imgpack.format.codec import SHARD_IMAGES
 from imgpack.manifest import dumps, read_manifest
 from imgpack.packwriter import PackAssembler
 from imgpack.params import PackParams, load_params
