@@ -170,3 +170,35 @@ def test_a_refused_build_leaves_nothing_beside_the_output(tmp_path):
     with pytest.raises(imgpack.ImgpackError, match="missing_image 1: 3/gone.png"):
         build(raw, out, labels=table, pack_params=PackParams(shard_mb=0.001))
     assert os.listdir(out.parent) == []
+
+
+def test_the_workers_of_a_fresh_build_never_import_arrow_or_numpy(tmp_path):
+    """They read, hash, probe and write images; the build's own process seals the shards."""
+    files = {
+        f"{d}/{n:03d}.png": png_bytes(6 + n % 9, 5 + d, shade=n)
+        for d in range(4)
+        for n in range(60)
+    }
+    raw = write_tree(tmp_path / "raw", files)
+    log = tmp_path / "imports.log"
+    script = f"""
+import os, sys
+log = open({str(log)!r}, "a", buffering=1)
+def hook(event, args):  # audit hooks are inherited by forked workers
+    if event == "import" and args[0] in ("pyarrow", "numpy"):
+        log.write(f"{{os.getpid()}} {{args[0]}}\\n")
+sys.addaudithook(hook)
+from imgpack.build import build
+from imgpack.params import IngestParams, PackParams
+result = build({str(raw)!r}, {str(tmp_path / "out")!r},
+               pack_params=PackParams(shard_mb=0.004, workers=2))
+print(os.getpid(), result.header["new_shards"], result.validation["ok"])
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=tool_env(), check=True
+    )
+    pid, shards, ok = run.stdout.split()
+    assert int(shards) > 4 and ok == "True"
+    imported = [line.split() for line in log.read_text().splitlines()]
+    assert {name for _, name in imported} == {"pyarrow", "numpy"}  # by the build's process
+    assert {p for p, _ in imported} == {pid}
