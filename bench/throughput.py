@@ -96,5 +96,5 @@ if __name__ == "__main__":
     import sys
 
     compile_imgpack()
-    result = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, 3)
+    result = measure(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, 7)
     print("\n".join(table(result)))
