@@ -167,7 +167,10 @@ def worker_pool(
     fork = fork and _single_threaded()
     context = multiprocessing.get_context("fork" if fork else "forkserver")
     if not fork:
-        context.set_forkserver_preload(["imgpack.workers", "imgpack.probe", "imgpack.shardtask"])
+        # The pipeline's workers seal shards and read their props: Arrow loaded once, here.
+        context.set_forkserver_preload(
+            ["imgpack.workers", "imgpack.probe", "imgpack.shardtask", "imgpack.format.catalog"]
+        )
     saved = {name: os.environ.get(name) for name in THREAD_LIMITS}
     os.environ.update({name: "1" for name in THREAD_LIMITS})
     # Workers run imgpack's functions only: they must not re-run the caller's script, which
