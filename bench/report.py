@@ -257,6 +257,12 @@ def markdown(results: dict) -> str:
         f"## Benchmark results ({results['config']['mode']}, median of {results['config']['runs']} runs)",
         "",
     ]
+    if results.get("measured"):
+        dates = sorted(set(results["measured"].values()))
+        lines += [
+            f"Sections measured {dates[0]} to {dates[-1]}: see `measured` in results.json.",
+            "",
+        ]
     if "pack_mnist" in s:
         lines += packing_table("MNIST training PNGs", s["pack_mnist"])
     if "pack_photos" in s:

@@ -39,12 +39,30 @@ SECTIONS = (
 )
 
 
+class _Sections(dict):
+    """Sections as they are measured, each stamped and saved at once to a partial file: a run
+    cut short (a stalled disk) keeps what it measured."""
+
+    def __init__(self, results: dict, partial: Path):
+        super().__init__(results["sections"])
+        self.results, self.partial = results, partial
+
+    def __setitem__(self, name: str, section: dict) -> None:
+        super().__setitem__(name, section)
+        self.results["sections"] = self
+        self.results["measured"][name] = time.strftime("%Y-%m-%d %H:%M")
+        self.partial.write_text(json.dumps(self.results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small data, 1 run: a fast check")
     parser.add_argument("--runs", type=int, help="runs per contender (default 3, quick 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other sections of --out from earlier runs"
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     wanted = set(args.sections.split(","))
@@ -65,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         "sections": {},
     }
     started = time.time()
-    s = results["sections"]
+    results["measured"] = {}  # section -> when it was measured
+    if args.merge and args.out.exists():
+        earlier = json.loads(args.out.read_text())
+        results["sections"].update(earlier["sections"])
+        results["measured"].update(earlier.get("measured", {}))
+    s = results["sections"] = _Sections(results, args.out.with_suffix(".partial.json"))
     if "pack" in wanted:
         s["pack_mnist"] = packing.measure(mnist, "mnist", runs)
         s["pack_photos"] = packing.measure(photos, "photos", runs)
@@ -102,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown(results)
     print(text)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    s.partial.unlink(missing_ok=True)
     args.out.with_suffix(".md").write_text(text)
     if {"pack", "read"} <= wanted:
         report.plot(results, args.out.with_suffix(".png"))
