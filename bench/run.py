@@ -49,7 +49,6 @@ class _Sections(dict):
 
     def __setitem__(self, name: str, section: dict) -> None:
         super().__setitem__(name, section)
-        self.results["sections"] = self
         self.results["measured"][name] = time.strftime("%Y-%m-%d %H:%M")
         self.partial.write_text(json.dumps(self.results, indent=2) + "\n")
 

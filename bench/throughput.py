@@ -20,13 +20,16 @@ from bench.timing import PYTHON, compile_imgpack, median, rounds, run_process
 BUILD, PACKER = "imgpack build", "(a) LMDB bytes, putmulti"
 FLOOR_IMAGES = "floor: (a) + image sha256, every core"
 FLOOR_FILES = "floor: (a) + image and file sha256, every core"
+
+
+def _floor(*flags: str):
+    return lambda raw, out: [PYTHON, "-m", "bench.approach_floor", str(raw), str(out), *flags]
+
+
 COMMANDS = {
     **{label: CONTENDERS[label] for label in (BUILD, PACKER)},
-    FLOOR_IMAGES: lambda raw, out: [
-        *[PYTHON, "-m", "bench.approach_floor", str(raw), str(out)],
-        "--no-file-digest",
-    ],
-    FLOOR_FILES: lambda raw, out: [PYTHON, "-m", "bench.approach_floor", str(raw), str(out)],
+    FLOOR_IMAGES: _floor("--no-file-digest"),
+    FLOOR_FILES: _floor(),
 }
 
 

@@ -175,8 +175,8 @@ class ShardPlan:
                     inflight.append((planned, end, ordinals, written, finished))
                     planned = end
                 if started is not None:
-                    started, begin = None, started
-                    begin()
+                    started()
+                    started = None
                 if not inflight:
                     return
                 start, end, ordinals, _, finished = inflight[0]

@@ -47,7 +47,6 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
     outcomes: list[list] = []
     broken: list[tuple[int, list]] = []
     partial = Path(task.store) / f".fresh-{task.attempt}.partial-{os.getpid()}"
-    digest_size = hashlib.new(task.algorithm).digest_size
     shard = None
     trailing = []
     new_hash = getattr(hashlib, task.algorithm)  # sha256 or blake2b: faster than hashlib.new
@@ -67,9 +66,7 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
             if shard is None:
                 # check: each value read back after its transaction, the build's validation
                 # of what it wrote (the bytes were hashed as they were read)
-                shard = ShardWriter(
-                    partial, Path(task.out), task.map_size, task.batch_bytes, digest_size, True
-                )
+                shard = ShardWriter(partial, Path(task.out), task.map_size, task.batch_bytes, True)
             shard.add(data, digest, outcome[3], outcome[4], outcome[5])
             if outcome[6]:
                 trailing.append((index, outcome[6]))

@@ -232,9 +232,7 @@ class PackAssembler:
         """Write the catalog, run `before_publish(path)` on the pack, move it to `out`."""
         if not self.shards:  # no record at all: an empty one-file pack
             empty = self.staging / ".empty.partial"
-            shard = ShardWriter(
-                empty, self.out, default_map_size(0), self.batch_bytes, self.digest_size
-            )
+            shard = ShardWriter(empty, self.out, default_map_size(0), self.batch_bytes)
             shard.seal(self.hash_algorithm)
             shard.file.close()
             self.add_shard(empty, {"count": 0, "image_bytes": 0, "file_bytes": 0, "sha256": ""})
@@ -361,7 +359,7 @@ class PackBuilder:
         if shard is None:
             path = assembler.staging / f".shard-{len(assembler.shards)}.partial"
             shard = self._shard = ShardWriter(
-                path, assembler.out, self.map_size, assembler.batch_bytes, assembler.digest_size
+                path, assembler.out, self.map_size, assembler.batch_bytes
             )
         slot = shard.add(data, digest, format, width, height)
         row = (key, label, split, format, width, height, len(data), len(assembler.shards), slot)

@@ -83,12 +83,10 @@ class ShardWriter:
         error_path: Path,
         map_size: int,
         batch_bytes: int,
-        digest_size: int,
         check: bool = False,
     ):
         self.file = LmdbFileWriter(path, map_size, error_path, batch_bytes, check=check)
         self.file.create(b"images")
-        self.digest_size = digest_size
         self.count = 0
         self.image_bytes = 0
         self.digests = bytearray()
@@ -226,10 +224,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
 
 def _write(task: ShardTask, path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    digest_size = hashlib.new(task.hash_algorithm).digest_size
-    shard = ShardWriter(
-        partial, Path(task.error_path), task.map_size, task.batch_bytes, digest_size
-    )
+    shard = ShardWriter(partial, Path(task.error_path), task.map_size, task.batch_bytes)
     reader = _Reader()
     try:
         for source in task.sources:
