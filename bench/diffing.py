@@ -17,7 +17,7 @@ def changed_copy(source: Path, out: Path) -> dict[str, int]:
     """`source` rewritten with 1% of records changed: removed, relabelled, modified, re-split,
     and 0.25% added."""
     import imgpack
-    from imgpack.packwriter import PackBuilder
+    from imgpack.write.builder import PackBuilder
 
     counts = {"removed": 0, "relabeled": 0, "modified": 0, "meta_changed": 0, "added": 0}
     with imgpack.open(source) as pack, PackBuilder(out, "sha256", 64 << 20) as builder:

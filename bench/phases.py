@@ -11,9 +11,9 @@ from bench.timing import clock, median
 
 
 def measure(raw: Path, runs: int) -> dict:
-    from imgpack.stages.ingest import ingest
-    from imgpack.stages.pack import pack
-    from imgpack.stages.validate import validate
+    from imgpack.check.validate import validate
+    from imgpack.ingest.run import ingest
+    from imgpack.write.pack import pack
 
     work = WORK / "phases"
     shutil.rmtree(work, ignore_errors=True)

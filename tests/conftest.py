@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imgpack.build import build
 from imgpack.params import PackParams
 from imgpack.sample import make as make_sample
+from imgpack.write.build import build
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist_png.tar.gz"
 # (the checkout sits beside shared/, as /work/main does)
@@ -163,7 +163,7 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 def imgpack_cli(*args, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The `imgpack` command in a subprocess; with `check`, it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "imgpack.cli", *map(str, args)],
+        [sys.executable, "-m", "imgpack.cli.main", *map(str, args)],
         env=tool_env(),
         capture_output=True,
         text=True,
@@ -209,7 +209,7 @@ def write_pack(out: Path, keys, value=b"v" * 5000, shard_mb: float = 64, **optio
     """A pack of the sorted `keys` (or `k00000`, `k00001`, ... for a count) by the pack writer."""
     import hashlib
 
-    from imgpack.packwriter import PackBuilder
+    from imgpack.write.builder import PackBuilder
 
     keys = [f"k{i:05d}" for i in range(keys)] if isinstance(keys, int) else sorted(keys)
     values = value if callable(value) else (lambda i: value)

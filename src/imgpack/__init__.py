@@ -17,10 +17,10 @@ from imgpack.errors import (  # noqa: E402
 # Readers load on first use: `import imgpack` stays light, and the CLI can choose Arrow's
 # allocator before pyarrow is imported (see imgpack.stages).
 _LAZY = {
-    "open": ("imgpack.reader", "open_pack"),
-    "Pack": ("imgpack.reader", "Pack"),
-    "Record": ("imgpack.reader", "Record"),
-    "ImageDataset": ("imgpack.dataset", "ImageDataset"),
+    "open": ("imgpack.read.pack", "open_pack"),
+    "Pack": ("imgpack.read.pack", "Pack"),
+    "Record": ("imgpack.read.pack", "Record"),
+    "ImageDataset": ("imgpack.read.dataset", "ImageDataset"),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.workers import resolve_workers
+from imgpack.util.cores import resolve_workers
 
 __all__ = [
     "IngestParams",

@@ -1,0 +1,174 @@
+"""The manifest: JSON Lines, a header line then one row per image in key order, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import InputError, output_failed
+from imgpack.util.jsonfiles import dumps
+
+__all__ = [
+    "MANIFEST_VERSION",
+    "write_manifest",
+    "read_manifest",
+    "manifest_blocks",
+    "row_text",
+    "dumps",
+]
+
+MANIFEST_VERSION = 1
+ROW_FIELDS = frozenset(
+    ("key", "size", "hash", "format", "width", "height", "label", "extra", "duplicate_of")
+)
+
+
+_text = json.encoder.encode_basestring  # a str as JSON text (C), as _ENCODER writes it
+
+
+def row_text(
+    key: str, size: int, hash_hex: str, fmt: str, width: int, height: int, label: str, extra: dict
+) -> str:
+    """`dumps` of a manifest row without a duplicate, built directly (ingest writes one a file):
+    the same text, a third of the time."""
+    if extra or not (type(size) is type(width) is type(height) is int) or type(fmt) is not str:
+        return dumps(
+            {
+                "key": key,
+                "size": size,
+                "hash": hash_hex,
+                "format": fmt,
+                "width": width,
+                "height": height,
+                "label": label,
+                "extra": extra,
+                "duplicate_of": None,
+            }
+        )
+    return (
+        f'{{"duplicate_of":null,"extra":{{}},"format":{_text(fmt)},"hash":{_text(hash_hex)},'
+        f'"height":{height},"key":{_text(key)},"label":{_text(label)},"size":{size},'
+        f'"width":{width}}}'
+    )
+
+
+def write_manifest(
+    path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str]
+) -> None:
+    """Write header and rows; a row given as text is taken as an already canonical JSON line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(dumps({"imgpack_manifest": MANIFEST_VERSION, **header}) + "\n")
+            for row in rows:
+                handle.write(row if isinstance(row, str) else dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise output_failed(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The header and a lazy iterator of rows; rows are checked for their fields and key order."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        raise InputError(f"{path}: manifest not found; run the ingest stage first") from None
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: not an imgpack manifest (first line is not JSON)") from None
+    version = header.get("imgpack_manifest") if isinstance(header, dict) else None
+    if version != MANIFEST_VERSION:
+        raise InputError(
+            f"{path}: manifest version {version!r}, expected {MANIFEST_VERSION}; rerun the ingest stage"
+        )
+    return header, _rows(path)
+
+
+_ROWS_AT_ONCE = 4096  # lines parsed in one call: a JSON array of them costs half as much
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    previous = None
+    with open(path, encoding="utf-8") as handle:
+        handle.readline()
+        line_number = 2
+        while lines := list(itertools.islice(handle, _ROWS_AT_ONCE)):
+            for row in _parsed(path, lines, line_number):
+                if type(row) is not dict or not row.keys() >= ROW_FIELDS:
+                    raise InputError(
+                        f"{path}:{line_number}: row lacks manifest fields; rerun ingest"
+                    )
+                if type(row["key"]) is not str:
+                    raise InputError(f"{path}:{line_number}: key is not text; rerun ingest")
+                if previous is not None and row["key"] <= previous:
+                    raise InputError(f"{path}:{line_number}: keys are not in ascending order")
+                previous = row["key"]
+                line_number += 1
+                yield row
+
+
+def _parsed(path: Path, lines: list[str], first_line: int) -> list[Any]:
+    """The lines' values, one per line: parsed as one JSON array when every line is one object
+    (as ingest writes them), else line by line, naming the first that is not JSON."""
+    if all(line.startswith("{") and line.endswith("}\n") for line in lines):
+        with contextlib.suppress(json.JSONDecodeError):
+            values = json.loads("[" + ",".join(lines) + "]")
+            if len(values) == len(lines):
+                return values
+    values = []
+    for line_number, line in enumerate(lines, first_line):
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{line_number}: not valid JSON; rerun ingest") from None
+    return values
+
+
+def manifest_blocks(path: Path, fields: list[str], block_bytes: int = 8 << 20):
+    """The manifest's rows as Arrow tables of `fields`, a block of whole lines at a time: memory
+    stays flat. With `extra` among the fields (as an empty struct), a row with extra columns or a
+    field not asked for raises; without it, the rest of each line is skipped unparsed. A line
+    that does not parse raises too: the row-wise `read_manifest` names it."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    types = {
+        "key": pa.string(),
+        "size": pa.int64(),
+        "hash": pa.string(),
+        "format": pa.string(),
+        "width": pa.int64(),
+        "height": pa.int64(),
+        "label": pa.string(),
+        "duplicate_of": pa.string(),
+        "extra": pa.struct([]),
+    }
+    parse_options = pj.ParseOptions(
+        explicit_schema=pa.schema([(name, types[name]) for name in fields]),
+        unexpected_field_behavior="error" if "extra" in fields else "ignore",
+    )
+    with open(path, "rb") as handle:
+        handle.readline()  # the header
+        rest = b""
+        while block := handle.read(block_bytes):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            data, rest = data[:cut], data[cut:]
+            if data:
+                yield pj.read_json(pa.BufferReader(data), parse_options=parse_options)
+        if rest.strip():
+            yield pj.read_json(pa.BufferReader(rest + b"\n"), parse_options=parse_options)

@@ -1,0 +1,127 @@
+"""Ingest's inputs at its last full run: with every file's stat, the labels table and the params
+unchanged, the manifest and report on disk are still right and are left as they are."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imgpack import __version__
+from imgpack.ingest.cache import RACY_NS, state_dir
+from imgpack.ingest.found import Found
+from imgpack.ingest.walk import walk_sorted
+from imgpack.params import IngestParams
+
+__all__ = ["InputSnapshot"]
+
+_VERSION = 1
+_NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
+
+
+def _identity(path: str | Path | None) -> list[int] | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return st and [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+class InputSnapshot:
+    """A digest of everything the manifest is made from, and the identity of the outputs last
+    written from it (kept in imgpack's state, beside DVC's)."""
+
+    def __init__(
+        self,
+        manifest_out: Path,
+        report_out: Path | None,
+        folder: str | Path,
+        labels: str | Path | None,
+        params: IngestParams,
+        splits: bool,
+    ):
+        self.manifest_out, self.report_out = Path(manifest_out), report_out
+        name = hashlib.sha256(os.path.realpath(manifest_out).encode()).hexdigest()[:24]
+        self.record = state_dir() / f"ingest-outputs-{name}.json"
+        self.folder = folder
+        self.exclude = {str(labels)} if labels else set()
+        self.started = time.time_ns() - RACY_NS
+        settings = {k: v for k, v in dataclasses.asdict(params).items() if k not in _NOT_BYTES}
+        labels_stat = _identity(labels)
+        head = [_VERSION, __version__, os.path.realpath(folder), splits, settings]
+        head += [os.path.realpath(labels) if labels else None, labels_stat]
+        self.head = hashlib.blake2b(json.dumps(head, sort_keys=True).encode()).hexdigest()
+        self.labels_racy = labels_stat is not None and max(labels_stat[1], labels_stat[3]) >= (
+            self.started
+        )
+        self.fingerprint: str | None = None
+        self.racy = True
+
+    def files(self) -> Iterator[Found]:
+        """The folder's files in key order, as `walk_sorted` gives them but with their stat; the
+        fingerprint of all of them is known once the walk is done."""
+        self.fingerprint, self.racy = None, self.labels_racy
+        digest = hashlib.blake2b(self.head.encode(), digest_size=20)
+        started, lines = self.started, []
+        for found in walk_sorted(self.folder, self.exclude, stat=True):
+            st = found.stat
+            if st is None:
+                lines.append(f"{found.key}\0{found.problem}\0-\n")
+            else:
+                lines.append(f"{found.key}\0{found.problem}\0{st[0]}\0{st[1]}\0{st[2]}\0{st[3]}\n")
+                if st[1] >= started or st[3] >= started:
+                    self.racy = True
+            if len(lines) >= 4096:
+                digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+            yield found
+        digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+        self.fingerprint = digest.hexdigest()
+
+    def _outputs(self) -> dict[str, Any]:
+        return {
+            "manifest": _identity(self.manifest_out),
+            "report": _identity(self.report_out) if self.report_out else None,
+        }
+
+    def unchanged(self) -> dict[str, Any] | None:
+        """The last full run's summary when its inputs and outputs are as they were, else None.
+        The folder is walked only when the params, the labels table and the outputs are."""
+        try:
+            saved = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(saved, dict)
+            or saved.get("head") != self.head
+            or saved.get("outputs") != self._outputs()
+            or saved["outputs"]["manifest"] is None
+        ):
+            return None
+        for _ in self.files():
+            pass
+        return saved.get("summary") if saved.get("fingerprint") == self.fingerprint else None
+
+    def save(self, summary: dict[str, Any]) -> None:
+        """Remember this run's inputs (walked by `files`) and outputs; not when a file changed
+        too recently to tell a later change from this one by its stat."""
+        with contextlib.suppress(OSError):
+            if self.racy or self.fingerprint is None:
+                self.record.unlink(missing_ok=True)
+                return
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.record.with_name(f".{self.record.name}.tmp-{os.getpid()}")
+            record = {
+                "head": self.head,
+                "fingerprint": self.fingerprint,
+                "outputs": self._outputs(),
+                "summary": summary,
+            }
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.record)

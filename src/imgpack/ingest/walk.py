@@ -1,0 +1,139 @@
+"""Walk a raw folder and yield every file in record-key order, with file-system problems named."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from imgpack.errors import InputError
+from imgpack.ingest.found import MAX_KEY_BYTES, Found, display_path
+from imgpack.ingest.remote import walk_url
+from imgpack.util.urls import is_url
+
+__all__ = ["walk_sorted"]
+
+
+def walk_sorted(
+    root: str | Path, exclude: set[str] | None = None, stat: bool = False
+) -> Iterator[Found]:
+    """Yield every non-folder entry under `root` in ascending key order; memory is one folder listing.
+
+    `stat`: each entry comes with its stat (following a symlink; None when it fails), taken
+    relative to its open folder, which spares the kernel the whole path. `root` may be a URL
+    (s3://bucket/prefix, ...): then every object under the prefix, with what the listing says.
+    """
+    if is_url(root):
+        yield from walk_url(str(root))
+        return
+    root_real = os.path.realpath(root)
+    if not os.path.isdir(root_real):
+        raise InputError(
+            f"{root}: raw image folder not found (check the path, or ingest.folder in params.yaml)"
+        )
+    exclude = {os.path.realpath(p) for p in (exclude or ())}
+    stack: list[Iterator[tuple[str, str, int]]] = [iter(_listing(root_real))]
+    prefixes, folders = [""], [os.path.join(root_real, "")]
+    fds: list[int | None] = [_open_folder(root_real)] if stat else []
+    try:
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                prefixes.pop()
+                folders.pop()
+                if stat and (fd := fds.pop()) is not None:
+                    os.close(fd)
+                continue
+            _, name, kind = item
+            key, path = prefixes[-1] + name, folders[-1] + name
+            if kind == _DIR:
+                stack.append(iter(_listing(path)))
+                prefixes.append(key + "/")
+                folders.append(path + "/")
+                if stat:
+                    fds.append(_open_folder(path))
+                continue
+            if path in exclude:
+                continue
+            yield _classify(
+                key, path, kind, root_real, _stat_in(fds[-1], name, path) if stat else None
+            )
+    finally:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+
+def _open_folder(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None  # gone or replaced since it was listed: its entries are stat'ed by path
+
+
+def _stat_in(fd: int | None, name: str, path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
+_DIR, _LINK, _FILE, _OTHER = range(4)
+
+
+def _kind(entry: os.DirEntry) -> int:
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return _DIR
+        if entry.is_symlink():
+            return _LINK
+        return _FILE if entry.is_file(follow_symlinks=False) else _OTHER
+    except OSError:
+        return _OTHER
+
+
+def _listing(path: str) -> list[tuple[str, str, int]]:
+    """(sort name, name, kind) of every entry, sorted: folders sort as "name/" so that a
+    depth-first walk yields full keys in byte order. Tuples, not DirEntry objects: a folder of a
+    million files is listed in a third of the memory."""
+    try:
+        with os.scandir(path) as entries:
+            listed = [(_kind(entry), entry.name) for entry in entries]
+    except OSError as exc:
+        raise InputError(f"{display_path(path)}: cannot list the folder ({exc.strerror})") from None
+    listed = [(name + "/" if kind == _DIR else name, name, kind) for kind, name in listed]
+    listed.sort()
+    return listed
+
+
+def _classify(key: str, path: str, kind: int, root_real: str, stat=None) -> Found:
+    if kind == _FILE and len(key) <= MAX_KEY_BYTES and key.isascii():
+        return Found(key, path, None, "", stat)  # the common case: no check can fail
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        return Found(key, path, "bad_path", "path is not valid UTF-8", stat)
+    if len(raw) > MAX_KEY_BYTES:
+        return Found(key, path, "bad_path", f"key is {len(raw)} bytes, over LMDB's 511", stat)
+    if kind == _LINK:
+        problem = _symlink_problem(path, root_real)
+        if problem:
+            return Found(key, path, "bad_symlink", problem, stat)
+    elif kind != _FILE:
+        return Found(key, path, "not_image", "not a regular file", stat)
+    return Found(key, path, None, "", stat)
+
+
+def _symlink_problem(path: str, root_real: str) -> str | None:
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        return "symlink loops" if exc.errno == errno.ELOOP else "symlink target does not exist"
+    if os.path.commonpath([target, root_real]) != root_real:
+        return "symlink points outside the raw folder"
+    if os.path.isdir(target):
+        return "symlink to a folder is not followed"
+    return None

@@ -1,0 +1,1 @@
+"""Running work in parallel: local worker processes and a Dask cluster."""

@@ -1,0 +1,185 @@
+"""A map-style dataset over a pack for PyTorch's DataLoader (torch itself is never imported)."""
+
+from __future__ import annotations
+
+import io
+import os
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from imgpack.errors import PackFormatError
+from imgpack.read.pack import Pack
+from imgpack.read.shards import ImageTable
+
+__all__ = ["ImageDataset"]
+
+DECODERS = ("bytes", "pil", "numpy")
+
+
+def _decode(data: bytes, how: str, mode: str | None) -> Any:
+    if how == "bytes":
+        return data
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    if mode is None and image.mode == "P":
+        mode = "RGB"  # palette indices are not pixel values
+    if mode is not None and image.mode != mode:
+        image = image.convert(mode)
+    if how == "pil":
+        return image
+    import numpy as np
+
+    pixels = np.asarray(image)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels  # always HWC
+
+
+class ImageDataset:
+    """`dataset[i]` is `(image, target)` (or `(image, target, meta)`), image as bytes, PIL or HWC uint8.
+
+    `mode` converts decoded images (e.g. "RGB", "L"); by default palette images become RGB.
+    Picklable for spawn/forkserver workers: only the path and two small arrays travel, and each
+    process opens the pack once, lazily. `target` is the label's index in `classes`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        decode: str = "bytes",
+        mode: str | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+        split: str | None = None,
+        indices: Iterable[int] | None = None,
+        return_meta: bool = False,
+        rev: str | None = None,
+    ):
+        if decode not in DECODERS:
+            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
+        if rev is not None:  # train on the dataset as of a git revision, fetched through DVC
+            from imgpack.read.revisions import fetch_pack
+
+            path = fetch_pack(path, rev)
+        self.path = os.fspath(path)
+        self.decode = decode
+        self.mode = mode
+        self.transform = transform
+        self.target_transform = target_transform
+        self.return_meta = return_meta
+        self._pack: Pack | None = None
+        self._images: ImageTable | None = None
+        pack = self.pack
+        self.classes: list[str] = list(pack.header["classes"])
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        # Two catalog columns, never image bytes: each record's class index, and the split.
+        columns = pack.catalog.table(["label"] if split is None else ["label", "split"])
+        targets = pc.index_in(columns.column("label"), value_set=pa.array(self.classes))
+        if targets.null_count:
+            raise PackFormatError(f"{pack.path}: a record's label is not in the header's classes")
+        self._all_targets = array("i", targets.to_numpy().astype(np.int32).tobytes())
+        chosen = None
+        if split is not None:
+            mask = pc.equal(columns.column("split"), split).to_numpy(zero_copy_only=False)
+            chosen = array("q", np.flatnonzero(mask).astype(np.int64).tobytes())
+        if indices is not None:
+            wanted = np.fromiter((int(i) for i in indices), dtype=np.int64)
+            if split is not None:
+                wanted = wanted[np.isin(wanted, np.frombuffer(chosen, dtype=np.int64))]
+            bad = (wanted < 0) | (wanted >= len(pack))
+            if bad.any():
+                raise IndexError(f"record {wanted[bad][0]} out of range for a pack of {len(pack)}")
+            chosen = array("q", wanted.tobytes())
+        self.split = split
+        # The whole pack in order is a range: no table, and no memory touched to map a position.
+        self._indices = range(len(pack)) if chosen is None else chosen
+        # Located here, so forked DataLoader workers inherit the table instead of rebuilding it.
+        self._images = pack.locate()
+        # Raw bytes with no callbacks: the hot path skips decoding and transform dispatch.
+        self._plain = decode == "bytes" and not (transform or target_transform or return_meta)
+
+    # -- process-local handle ----------------------------------------------------------------------
+    @property
+    def pack(self) -> Pack:
+        if self._pack is None:
+            self._pack = Pack(self.path)
+        return self._pack
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pack"] = state["_images"] = None  # handles never travel; each worker opens its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # -- map-style protocol ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @property
+    def indices(self) -> Sequence[int]:
+        """Record index in the pack of each position of this dataset."""
+        return self._indices
+
+    @property
+    def targets(self) -> list[int]:
+        return [self._all_targets[i] for i in self._indices]
+
+    def _sample(self, index: int, data: bytes) -> tuple:
+        image = _decode(data, self.decode, self.mode)
+        if self.transform is not None:
+            image = self.transform(image)
+        target = self._all_targets[index]
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        if self.return_meta:
+            return image, target, self.pack.meta(index)
+        return image, target
+
+    def _located(self) -> ImageTable:
+        self._images = self.pack.locate()
+        return self._images
+
+    def __getitem__(self, position: int) -> tuple:
+        index = self._indices[position]  # checked against the pack in __init__
+        images = self._images or self._located()
+        mapped = images.map
+        data = mapped[images.starts[index] : images.ends[index]] if mapped else images.read(index)
+        if self._plain:
+            return data, self._all_targets[index]
+        return self._sample(index, data)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[tuple]:
+        """A whole batch in one call (DataLoader calls this for batched samplers)."""
+        chosen = self._indices
+        images = self._images or self._located()
+        indices = [chosen[p] for p in positions]
+        datas = images.read_many(indices)
+        if self._plain:
+            targets = self._all_targets
+            return [(data, targets[i]) for i, data in zip(indices, datas, strict=True)]
+        return [self._sample(i, data) for i, data in zip(indices, datas, strict=True)]
+
+    # -- selection ---------------------------------------------------------------------------------
+    def subset(self, rows: Any) -> ImageDataset:
+        """A dataset of the given records: a DataFrame or Series from `metadata()`, or indices."""
+        import pandas as pd
+
+        if isinstance(rows, (pd.DataFrame, pd.Series)):
+            rows = rows.index
+        clone = object.__new__(ImageDataset)
+        clone.__dict__.update(self.__getstate__())
+        clone._indices = array("q", (int(i) for i in rows))
+        return clone
+
+    def metadata(self, columns: Sequence[str] | None = None):
+        """The catalog of this dataset's records (indexed by record index), without image bytes."""
+        frame = self.pack.metadata(columns=columns)
+        return frame.iloc[np.asarray(self._indices, dtype=np.int64)]

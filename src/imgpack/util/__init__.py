@@ -1,0 +1,1 @@
+"""Small shared utilities below every other layer: JSON files, digests, URLs, cores, progress, entry points."""

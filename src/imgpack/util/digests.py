@@ -1,0 +1,14 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()

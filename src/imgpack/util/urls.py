@@ -1,0 +1,12 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+
+def is_url(path: object) -> bool:
+    return "://" in str(path)
+
+
+def join(folder: str, key: str) -> str:
+    """The path of `key` under `folder`, a local path or a URL."""
+    return f"{str(folder).rstrip('/')}/{key}"

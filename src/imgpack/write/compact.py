@@ -1,0 +1,71 @@
+"""`imgpack compact`: rewrite a pack grown version by version into the layout a fresh build gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import PackCorruptError
+from imgpack.ingest.probe import digest
+from imgpack.read.pack import Pack
+from imgpack.util.progress import progress
+from imgpack.write.builder import PackBuilder
+from imgpack.write.lmdbfile import default_map_size
+
+__all__ = ["compact_pack"]
+
+
+def compact_pack(
+    pack_path: str | Path, out: str | Path | None = None, shard_mb: float | None = None
+) -> dict[str, Any]:
+    """Write the records of `pack_path`, checked against their digests, in key order into new
+    shards cut as a fresh build cuts them, and publish at `out` (default: in place of the pack,
+    as a new version; the old files are never modified). Returns the new header."""
+    source = Path(pack_path)
+    out = Path(out) if out is not None else source
+    with Pack(source) as pack:
+        header = pack.header
+        shard_bytes, map_size, batch_bytes = _layout(header, shard_mb)
+        algorithm = header["hash_algorithm"]
+        catalog = pack.catalog
+        extras = catalog.extra_columns
+        builder = PackBuilder(out, algorithm, shard_bytes, map_size, batch_bytes)
+        with builder:
+            images = pack.iter_data()
+            rows = (row for _, table in catalog.tables() for row in table.to_pylist())
+            for row in progress(rows, "compact", len(pack)):
+                data = next(images)
+                if digest(data, algorithm) != row["hash"].hex():
+                    raise PackCorruptError(
+                        f"{source}: record {row['key']} does not match its digest; "
+                        "fetch the pack again (dvc pull) before compacting it"
+                    )
+                meta = catalog.meta_dict(row)
+                builder.add(
+                    row["key"],
+                    data,
+                    digest=row["hash"],
+                    format=row["format"],
+                    width=row["width"],
+                    height=row["height"],
+                    label=row["label"],
+                    split=row["split"],
+                    extra={name: meta["extra"][name] for name in extras},
+                )
+            for alias, key in pack.aliases():
+                builder.add_alias(alias, key)
+            fields = {k: header[k] for k in ("params_digest", "manifest_digest") if k in header}
+            fields["layout_params"] = f"{shard_bytes}:{map_size}:{batch_bytes}"
+            return builder.publish(**fields)
+
+
+def _layout(header: dict[str, Any], shard_mb: float | None) -> tuple[int, int, int]:
+    """Shard size, map size and transaction size the pack was built with (or for `shard_mb`)."""
+    try:
+        shard_bytes, map_size, batch_bytes = map(int, header.get("layout_params", "").split(":"))
+    except ValueError:
+        shard_bytes, map_size, batch_bytes = 64 << 20, 0, 32 << 20
+    if shard_mb is not None:
+        shard_bytes = max(1, int(shard_mb * (1 << 20)))
+        map_size = default_map_size(shard_bytes)
+    return shard_bytes, map_size or default_map_size(shard_bytes), batch_bytes

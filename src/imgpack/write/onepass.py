@@ -1,0 +1,289 @@
+"""A fresh build in one pass: shards planned from the folder listing, each written by one worker from the raw files.
+
+The plan cuts shards by the sizes the files' stat gives, exactly as the pack stage cuts them by the
+sizes ingest measured, so the pack is the pipeline's, byte for byte. A file that does not turn out
+as planned (not an image after all, or changed size) breaks only its shard's task: that part of the
+plan is made again with what the task learned, and tasks planned after it are redone. Tasks commit
+what they learn to the ingest cache, so a rerun after a kill finds its finished shards by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgpack.errors import ImgpackError, ValidationError
+from imgpack.ingest.cache import IngestCache
+from imgpack.ingest.labelgroups import LabelGroups
+from imgpack.ingest.labeljoin import in_split_folders, labelled
+from imgpack.ingest.report import Accounting, IngestReport, trailing_note
+from imgpack.ingest.run import report_duplicates
+from imgpack.ingest.splits import FOLDERS
+from imgpack.ingest.walk import walk_sorted
+from imgpack.parallel.workers import release_freed_memory, worker_errors, worker_pool
+from imgpack.params import IngestParams, PackParams
+from imgpack.util.cores import resolve_workers
+from imgpack.util.progress import progress
+from imgpack.write.lmdbfile import default_map_size, scratch_dir
+from imgpack.write.onepass_plan import ShardPlan
+
+if TYPE_CHECKING:
+    from imgpack.write.assembler import PackAssembler
+
+__all__ = ["one_pass"]
+
+
+def one_pass(
+    raw_dir: str | Path,
+    out: Path,
+    labels: str | Path | None,
+    ingest: IngestParams,
+    params: PackParams,
+    report_out: str | Path | None = None,
+) -> tuple[IngestReport, dict[str, Any], dict[str, Any]]:
+    """Build `out` afresh from `raw_dir`; returns the ingest report, the header and the validation."""
+    folder = os.path.abspath(raw_dir)
+    map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
+    store = out.absolute().with_name(f".{out.name}.resume")
+    workers = resolve_workers(params.workers, "pack.workers")
+    with (
+        worker_pool(workers, fork=True) as pool,  # first: before any thread or handle here
+        scratch_dir(out) as scratch,
+        contextlib.closing(sqlite3.connect(scratch / "ingest.sqlite")) as db,
+    ):
+        report = IngestReport(spill=scratch)
+        account = Accounting(report, ingest.on_error)
+        table = LabelGroups(db, labels, ingest, report, scratch) if labels else None
+        groups = iter(table) if table else None
+        lookup = table.lookup if table else None
+        exclude = {str(labels)} if labels else set()
+        found = walk_sorted(folder, exclude)
+        candidates = labelled(
+            progress(found, "build"), groups, lookup, ingest, report, account, folder
+        )
+        if params.splits == FOLDERS:
+            candidates = in_split_folders(candidates, account)
+        cache = IngestCache(folder, ingest.hash, ingest.max_pixels)
+        store.mkdir(parents=True, exist_ok=True)
+        plan = ShardPlan(candidates, folder, store, out, ingest, params, map_size, cache, account)
+        try:
+            with contextlib.ExitStack() as stack:
+                made: list[_Records] = []
+
+                def started() -> None:
+                    # Once the first shards are on their way: this process's Arrow and numpy
+                    # imports then run while the workers (which never import them) write.
+                    from imgpack.write.assembler import PackAssembler
+
+                    assembler = PackAssembler(out, ingest.hash, params.batch_mb << 20)
+                    made.append(_Records(scratch, stack.enter_context(assembler), report))
+
+                with worker_errors():
+                    for accepted in plan.results(pool, started):
+                        made[0].add(plan, *accepted)
+                if not made:
+                    started()
+                records, assembler = made[0], made[0].assembler
+                plan.settle_all()
+                account.check(raw_dir)
+                records.report_duplicates(db)
+                if report_out is not None:
+                    report.write(Path(report_out))
+                validation: dict[str, Any] = {}
+
+                def check(tmp: Path) -> None:
+                    validation.update(
+                        _check(tmp, report.packed, assembler.shards, records.keys_digest)
+                    )
+
+                release_freed_memory()
+                from imgpack.write.layout import layout_of, params_digest
+
+                header = assembler.publish(
+                    check,
+                    params_digest=params_digest(params),
+                    layout_params=layout_of(params, map_size),
+                )
+        except ImgpackError:
+            # Refused inputs or a full disk: the shards are not worth their space (a kill or
+            # Ctrl-C keeps them for the next run).
+            shutil.rmtree(store, ignore_errors=True)
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                store.rmdir()  # whole shards stay for the next run; an empty store goes
+            raise
+        finally:
+            cache.seen = plan.planned
+            cache.close()
+        report.spill = None
+    shutil.rmtree(store, ignore_errors=True)
+    header = {**header, "carried_shards": 0, "new_shards": len(header["shards"])}
+    return report, {**header, "compacted_shards": 0}, validation
+
+
+class _Records:
+    """Accepted shards into the pack and the report; digests kept on disk for duplicate groups."""
+
+    def __init__(self, scratch: Path, assembler: PackAssembler, report: IngestReport):
+        self.assembler = assembler
+        self.report = report
+        self.digest_size = assembler.digest_size
+        self.digests = open(scratch / "digests.bin", "w+b")  # noqa: SIM115 - closed in groups
+        self.keys = open(scratch / "keys.bin", "w+b")  # noqa: SIM115 - NUL-separated, in order
+        self.count = 0  # records whose digests are in the file
+        self.keys_sha = hashlib.sha256()
+
+    @property
+    def keys_digest(self) -> str:
+        return self.keys_sha.hexdigest()
+
+    def add(self, plan: ShardPlan, end: int, ordinals: list[int], result: dict[str, Any]) -> None:
+        report = self.report
+        rows = [plan.row(o) for o in ordinals]
+        keys = [r[0] for r in rows]
+        shard = self.assembler.add_shard(Path(result["path"]), result["entry"])
+        sizes = result["sizes"]
+        self.assembler.add_rows(
+            [
+                keys,
+                [r[1] for r in rows],
+                result["splits"],
+                result["formats"],
+                result["widths"],
+                result["heights"],
+                sizes,
+                [shard] * len(keys),
+                range(len(keys)),
+            ],
+            [r[2] for r in rows],
+        )
+        for index, trailing in result["trailing"]:
+            report.note(trailing_note(keys[index], trailing, result["formats"][index]))
+        report.packed += len(keys)
+        report.read += 0 if result["resumed"] else len(keys)
+        self.digests.write(result["digests"])
+        joined = "\0".join(keys).encode() + b"\0"
+        self.keys.write(joined)
+        self.keys_sha.update(joined)
+        self.count += len(keys)
+        plan.settle(end)
+
+    def report_duplicates(self, db: sqlite3.Connection) -> None:
+        """Groups of identical content, as ingest reports them. The first 4 bytes of each digest
+        (4 B a record, sorted in place) find the candidates; only they go to SQLite, to be
+        grouped by their whole digests."""
+        import numpy as np
+
+        prefixes = np.empty(self.count, np.uint32)
+        for start, block in self._digest_blocks():
+            prefixes[start : start + len(block)] = _prefixes(block)
+        prefixes.sort()
+        repeated = prefixes[1:][prefixes[1:] == prefixes[:-1]]
+        first = np.ones(len(repeated), bool)  # sorted, so unique without np.unique's imports
+        first[1:] = repeated[1:] != repeated[:-1]
+        repeated = repeated[first]
+        del prefixes
+        db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
+        if len(repeated):
+            rows = []
+            self.keys.seek(0)
+            keys, at = _split_keys(self.keys), 0
+            for start, block in self._digest_blocks():
+                for index in np.flatnonzero(np.isin(_prefixes(block), repeated)).tolist():
+                    ordinal = start + index
+                    for _ in range(ordinal - at):
+                        next(keys)
+                    key, at = next(keys), ordinal + 1
+                    rows.append((block[index].tobytes().hex(), key, ordinal))
+                    if len(rows) >= 10_000:
+                        db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
+                        rows = []
+            db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
+            db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
+            report_duplicates(db, self.report)  # the groups; which copy is first is not needed
+        self.digests.close()
+        self.keys.close()
+
+    def _digest_blocks(self, records: int = 1 << 16):
+        """(first ordinal, digests as rows of bytes) from the file, `records` at a time."""
+        import numpy as np
+
+        self.digests.seek(0)
+        for start in range(0, self.count, records):
+            raw = self.digests.read(min(records, self.count - start) * self.digest_size)
+            yield start, np.frombuffer(raw, np.uint8).reshape(-1, self.digest_size)
+
+
+def _prefixes(digests):
+    import numpy as np
+
+    return digests[:, :4].copy().view(np.uint32).ravel()
+
+
+def _split_keys(handle):
+    rest = b""
+    while block := handle.read(1 << 20):
+        *keys, rest = (rest + block).split(b"\0")
+        for key in keys:
+            yield key.decode()
+
+
+def _check(
+    tmp: Path, count: int, shards: list[dict[str, Any]], keys_written: str
+) -> dict[str, Any]:
+    """What was written, read back a catalog part at a time: every row's key (as planned, in
+    ascending order), shard and slot against the shards. Each shard's images were read back by
+    the worker that wrote them."""
+    import numpy as np
+
+    from imgpack.read.pack import Pack
+
+    with Pack(tmp) as pack:
+        counts = np.array([s["count"] for s in pack.header["shards"]], np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        records, parts = len(pack), pack.catalog.parts
+        keys, ok, seen = hashlib.sha256(), records == count == int(counts.sum()), 0
+    for number in range(parts):
+        # Opened again for each part: a part's pages leave this process when its map is closed,
+        # so a million records' catalog is never resident here whole.
+        with Pack(tmp) as pack:
+            part = pack.catalog.part(number, ["key", "shard", "slot"])
+        shard = part.column("shard").to_numpy()
+        slot = part.column("slot").to_numpy()
+        inside = bool(np.all((shard >= 0) & (shard < len(counts))))
+        ordinals = np.arange(seen, seen + len(part))
+        ok = ok and inside and np.array_equal(slot, ordinals - starts[shard])
+        _add_keys(keys, part.column("key"))
+        seen += len(part)
+    if not (ok and seen == count and keys.hexdigest() == keys_written):
+        raise ValidationError(
+            f"{tmp}: the catalog read back does not match the shards written; nothing was "
+            "published. Run the build again; if it repeats, check the disk and memory"
+        )
+    return {
+        "ok": True,
+        "manifest_records": count,
+        "pack_records": records,
+        "pack_aliases": 0,
+        "checked": count,
+        "shards": len(shards),
+        "shards_hashed": len(shards),
+        "shards_known": 0,
+    }
+
+
+def _add_keys(sha, keys) -> None:
+    """Keys into `sha` as `_Records` wrote them: NUL-terminated UTF-8, in order."""
+    import numpy as np
+
+    for chunk in keys.chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        sha.update(np.insert(data, offsets[1:] - offsets[0], 0).tobytes())

@@ -1,0 +1,161 @@
+"""Stage pack: original image bytes into size-cut shards and their metadata into the catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import InputError
+from imgpack.format.codec import SHARD_IMAGES
+from imgpack.ingest.manifest import read_manifest
+from imgpack.ingest.splits import split_assigner
+from imgpack.parallel.workers import ordered_map, worker_pool
+from imgpack.params import PackParams
+from imgpack.util.cores import resolve_workers
+from imgpack.util.progress import progress
+from imgpack.util.urls import is_url
+from imgpack.write.assembler import PackAssembler
+from imgpack.write.layout import layout_of, params_digest
+from imgpack.write.lmdbfile import default_map_size, scratch_dir
+from imgpack.write.pack_plan import Planner, load_previous, match_previous
+from imgpack.write.pack_shard import write_shard
+
+
+def pack(
+    manifest: str | Path,
+    folder: str | Path,
+    out: str | Path,
+    params: PackParams | None = None,
+    before_publish: Callable[[Path], None] | None = None,
+    spool: Path | None = None,
+) -> dict[str, Any]:
+    """Write the pack for `manifest` (images read from `folder`) to `out`; returns its header.
+
+    With `pack.incremental`, the pack already at `out` is the previous version: its shards are
+    carried over as they are where they can be (see `imgpack.write.pack_plan`). Shards are written by worker
+    processes; a killed run leaves its finished shards in `.<out>.resume/` for the next run.
+    `before_publish(tmp)` may check the finished pack and raise to keep it from being published.
+    The returned header also says how many shards were carried, new and compacted.
+    """
+    params = params or PackParams()
+    out = Path(out)
+    # Paths in tasks are absolute: any worker may run them.
+    folder = str(folder) if is_url(folder) else str(Path(folder).absolute())
+    header, rows = read_manifest(Path(manifest))
+    algorithm = header["hash_algorithm"]
+    map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
+    store = out.absolute().with_name(f".{out.name}.resume")
+    workers = resolve_workers(params.workers, "pack.workers")
+    with (
+        scratch_dir(out.with_name(out.name + "-plan")) as scratch,
+        contextlib.closing(sqlite3.connect(scratch / "plan.sqlite")) as db,
+    ):
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        layout = layout_of(params, map_size)
+        previous = load_previous(out, algorithm, layout) if params.incremental else None
+        match = None
+        if previous is not None:
+            dedupe = params.duplicates == "dedupe"
+            match = match_previous(
+                previous, Path(manifest), dedupe, params.compact_below, db, scratch
+            )
+            previous = previous if match is not None else None
+        to_write = (header["total_bytes"], header["count"])
+        if match is not None:
+            to_write = match.to_write(previous.kept)
+        # A worker costs a process start: no more of them than there are new shards to write.
+        shards = max(1, -(-to_write[0] // params.shard_bytes), -(-to_write[1] // SHARD_IMAGES))
+        workers = min(workers, shards)
+        store.mkdir(parents=True, exist_ok=True)
+        spool = Path(spool).absolute() if spool is not None else None
+        planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
+        try:
+            with (
+                PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
+                worker_pool(workers, params.scheduler or None) as pool,
+                contextlib.closing(planner),
+            ):
+                if previous is not None:
+                    for old in previous.kept:  # in their old order: new numbers ascend with it
+                        entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
+                        assembler.add_shard(previous.shard_paths[old], entry, carried=True)
+                claimed = match.claims() if match is not None else iter(())
+                planned = _plan(rows, header["count"], planner, assembler, claimed, params)
+                for task, entry in ordered_map(write_shard, planned, pool):
+                    assembler.add_shard(Path(task.path), entry)
+                written = assembler.publish(
+                    before_publish,
+                    params_digest=params_digest(params),
+                    layout_params=layout,
+                )
+        except BaseException:
+            # Whole shards stay for the next run to reuse; an empty store goes.
+            with contextlib.suppress(OSError):
+                store.rmdir()
+            raise
+    shutil.rmtree(store, ignore_errors=True)
+    compacted = len(previous.entries) - len(previous.kept) if previous else 0
+    return {
+        **written,
+        "carried_shards": len(previous.kept) if previous else 0,
+        "new_shards": planner.new_shards,
+        "compacted_shards": compacted,
+    }
+
+
+_ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
+
+
+def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
+    """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut."""
+    pending = next(claimed, None)
+    assign = split_assigner(params.split_seed, params.splits)
+    columns: list[list] = [[] for _ in range(9)]  # add_row's order; handed over 4,096 at a time
+    keys, labels, splits, formats, widths, heights, sizes, shards, slots = columns
+    extras: list = []
+    for ordinal, row in enumerate(progress(rows, "pack", count)):
+        if params.duplicates == "dedupe" and row["duplicate_of"]:
+            assembler.add_alias(row["key"], row["duplicate_of"])
+            planner.skip()
+            continue
+        claim = None
+        if pending is not None and pending[0] == ordinal:
+            claim, pending = pending[1:], next(claimed, None)
+        (shard, slot), done = planner.place(ordinal, row, claim)
+        if done is not None:
+            yield done, done
+        keys.append(row["key"])
+        labels.append(row["label"])
+        splits.append(_split(row["key"], assign))
+        formats.append(row["format"])
+        widths.append(row["width"])
+        heights.append(row["height"])
+        sizes.append(row["size"])
+        shards.append(shard)
+        slots.append(slot)
+        extras.append(row["extra"])
+        if len(extras) >= 4096:
+            assembler.add_rows(columns, extras)
+            for column in columns:
+                column.clear()
+            extras.clear()
+    if extras:
+        assembler.add_rows(columns, extras)
+    last = planner.finish()
+    if last is not None:
+        yield last, last
+
+
+def _split(key: str, assign) -> str:
+    try:
+        return assign(key)
+    except ValueError:
+        raise InputError(
+            f"{key}: pack.splits is 'folders' but its top folder names no split; rerun the "
+            "ingest stage (it reports such files as unknown_split)"
+        ) from None

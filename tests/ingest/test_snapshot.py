@@ -1,0 +1,136 @@
+"""With nothing changed since ingest's last full run, its outputs are left as they are; any
+change to a file, the labels table, the params or the outputs themselves runs it in full."""
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from imgpack.ingest.run import ingest
+from imgpack.params import IngestParams
+from tests.conftest import png_bytes, write_tree
+
+
+def identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+@pytest.fixture
+def settled(tmp_path):
+    """A labelled folder older than the racy window, ingested once."""
+    raw = write_tree(
+        tmp_path / "raw",
+        {
+            f"{label}/{n}.png": png_bytes(8 + n, 6, shade=9 * n + label)
+            for label in (1, 2)
+            for n in range(4)
+        },
+    )
+    table = tmp_path / "labels.csv"
+    with open(table, "w", newline="") as handle:
+        rows = csv.writer(handle)
+        rows.writerow(["path", "label"])
+        rows.writerows(
+            [p.relative_to(raw).as_posix(), p.parent.name] for p in sorted(raw.rglob("*.png"))
+        )
+    time.sleep(2.1)
+    out = tmp_path / "out"
+    run = ingest_into(raw, table, out)
+    assert run.read == 8
+    return raw, table, out
+
+
+def ingest_into(raw, table, out, params=None):
+    return ingest(
+        raw, out / "manifest.jsonl", out / "ingest.json", table, params, reuse_unchanged=True
+    )
+
+
+def test_nothing_changed_reads_nothing_and_leaves_both_outputs_as_they_were(settled):
+    raw, table, out = settled
+    before = [identity(out / "manifest.jsonl"), identity(out / "ingest.json")]
+    report = ingest_into(raw, table, out)
+    assert (report.read, report.packed, report.discovered) == (0, 8, 8)
+    assert [identity(out / "manifest.jsonl"), identity(out / "ingest.json")] == before
+
+
+def rewrite_same_size_keep_mtime(raw, table, out):
+    path = raw / "1/2.png"
+    st = path.stat()
+    other = png_bytes(10, 6, shade=250)
+    assert len(other) == st.st_size
+    path.write_bytes(other)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def replace_by_another(raw, table, out):
+    path = raw / "2/3.png"
+    st = path.stat()
+    swap = raw.parent / "swap.png"
+    swap.write_bytes(png_bytes(11, 6, shade=251))
+    os.utime(swap, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(swap, path)
+
+
+def add_a_file(raw, table, out):
+    (raw / "1/9.png").write_bytes(png_bytes(5, 5, shade=3))
+    with open(table, "a", newline="") as handle:
+        csv.writer(handle).writerow(["1/9.png", "1"])
+
+
+def relabel(raw, table, out):
+    table.write_text(table.read_text().replace("2/0.png,2", "2/0.png,7"))
+
+
+def edit_the_manifest(raw, table, out):
+    manifest = out / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace('"label":"1"', '"label":"x"'))
+
+
+def delete_the_report(raw, table, out):
+    (out / "ingest.json").unlink()
+
+
+CHANGES = [
+    rewrite_same_size_keep_mtime,
+    replace_by_another,
+    add_a_file,
+    relabel,
+    edit_the_manifest,
+    delete_the_report,
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: c.__name__)
+def test_any_change_runs_ingest_in_full_and_writes_what_a_fresh_ingest_writes(
+    settled, tmp_path, change
+):
+    raw, table, out = settled
+    before = identity(out / "manifest.jsonl")
+    change(raw, table, out)
+    ingest_into(raw, table, out)
+    assert identity(out / "manifest.jsonl") != before
+    fresh = tmp_path / "fresh.jsonl"
+    ingest(raw, fresh, labels=table, cache=False)
+    assert (out / "manifest.jsonl").read_bytes() == fresh.read_bytes()
+    assert (out / "ingest.json").exists()
+
+
+def test_a_params_change_runs_ingest_in_full(settled):
+    raw, table, out = settled
+    before = identity(out / "manifest.jsonl")
+    report = ingest_into(raw, table, out, IngestParams(max_pixels=60))
+    assert identity(out / "manifest.jsonl") != before
+    assert report.by_reason == {"too_large": 8 - report.packed} and report.packed < 8
+
+
+def test_a_folder_changed_within_the_racy_window_is_checked_again_next_time(tmp_path):
+    raw = write_tree(tmp_path / "raw", {"a/0.png": png_bytes(), "a/1.png": png_bytes(9, 6)})
+    out = tmp_path / "out"
+    ingest_into(raw, None, out)
+    before = identity(out / "manifest.jsonl")
+    ingest_into(raw, None, out)  # just written: its stat cannot yet tell a later change
+    assert identity(out / "manifest.jsonl") != before

@@ -1,0 +1,179 @@
+"""Faults during a build: SIGKILL at any moment, a full disk, a far too small map; never a damaged pack."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import imgpack
+from imgpack.params import PackParams
+from imgpack.write.build import build
+from tests.conftest import (
+    alive,
+    descendants,
+    pack_state,
+    png_bytes,
+    source_files,
+    tool_env,
+    write_tree,
+)
+
+
+@pytest.fixture
+def many_images(tmp_path):
+    # about 2,000 small distinct PNGs: a build lasts long enough to be killed in every phase
+    files = {
+        f"{d}/{n:04d}.png": png_bytes(8 + n % 50, 8 + d, shade=n // 50 * 40 + d)
+        for d in range(8)
+        for n in range(250)
+    }
+    return write_tree(tmp_path / "raw", files)
+
+
+def start_build(raw, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgpack.cli.main", "build", str(raw), str(out)],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_sigkill_at_any_moment_leaves_the_published_pack_intact_and_the_next_build_is_clean(
+    many_images, tmp_path
+):
+    out_dir = tmp_path / "out"
+    out = out_dir / "p.lmdb"
+    old_raw = write_tree(tmp_path / "old", {"x/a.png": png_bytes(shade=1)})
+    build(old_raw, out)
+    published = out.read_bytes()
+
+    started = time.monotonic()
+    finished = start_build(many_images, tmp_path / "timing.lmdb")
+    finished.wait()
+    duration = time.monotonic() - started
+    clean = (tmp_path / "timing.lmdb").read_bytes()
+
+    for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97):
+        process = start_build(many_images, out)
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        now = out.read_bytes()
+        assert now in (published, clean), f"damaged pack after a kill at {fraction:.0%}"
+        published = now
+
+    build(many_images, out)
+    assert out.read_bytes() == clean
+    assert sorted(os.listdir(out_dir)) == ["p.lmdb"]  # the killed builds' leftovers are gone
+
+
+def test_a_full_disk_is_a_clear_error_and_publishes_nothing(many_images, tmp_path):
+    out = tmp_path / "out" / "p.lmdb"
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        from imgpack.cli.main import main
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        sys.exit(main(["build", {str(many_images)!r}, {str(out)!r}]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=tool_env()
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgpack: error: cannot write"), result.stderr
+    assert "nothing was published" in lines[0]
+    assert os.listdir(out.parent) == []
+
+
+def test_a_far_too_small_initial_map_size_still_builds_the_same_records(many_images, tmp_path):
+    result = build(
+        many_images, tmp_path / "small.lmdb", pack_params=PackParams(initial_map_size_mb=1)
+    )
+    reference = build(many_images, tmp_path / "auto.lmdb")
+    assert result.header["count"] == reference.header["count"] == 2000
+    assert result.validation["ok"]
+
+
+def test_a_killed_parallel_build_keeps_finished_shards_for_the_next_run_and_no_process(
+    many_images, tmp_path
+):
+    out = tmp_path / "out" / "p.lmdb"
+    half = write_tree(tmp_path / "half", {})
+    for path in sorted(many_images.rglob("*.png"))[::2]:
+        target = half / path.relative_to(many_images)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    build(half, out, pack_params=PackParams(shard_mb=0.002))
+    published = pack_state(out)
+    resume = out.with_name(".p.lmdb.resume")
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgpack.cli.main",
+            "build",
+            str(many_images),
+            str(out),
+            "--shard-mb",
+            "0.002",
+            "--workers",
+            "2",
+        ],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "stderr.txt", "w"),  # noqa: SIM115 - the process holds it
+    )
+    deadline = time.monotonic() + 60
+    while not (resume.is_dir() and len(list(resume.glob("*.lmdb"))) >= 20):
+        assert process.poll() is None and time.monotonic() < deadline, (
+            f"build ended too soon: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
+        )
+        time.sleep(0.005)
+    workers = descendants(process.pid)
+    assert len(workers) >= 2  # the forkserver and its workers
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = {pid: Path(f"/proc/{pid}/cmdline").read_text() for pid in workers if alive(pid)}
+    assert not survivors, f"processes outlived a killed build: {survivors}"
+    assert pack_state(out) == published  # the published version is untouched
+    finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
+    # A shard being written when the build died keeps its hidden .partial name: never taken for whole.
+    assert all(p.name.startswith(".") and ".partial-" in p.name for p in resume.glob(".*"))
+
+    build(many_images, out, pack_params=PackParams(shard_mb=0.002))
+    reused = {p.stat().st_ino for p in out.glob("shard-*.lmdb")} & finished
+    assert len(reused) >= 20  # the same files, linked in: not written again
+    assert not resume.exists()
+    assert sorted(os.listdir(out.parent)) == ["p.lmdb"]
+    with imgpack.open(out) as pack:
+        assert {r.key: r.data for r in pack} == source_files(many_images)
+
+
+def test_a_build_that_rewrites_a_thinned_shard_keeps_every_record_whole(many_images, tmp_path):
+    out = tmp_path / "p.lmdb"
+    options = PackParams(shard_mb=0.01)
+    build(many_images, out, pack_params=options)
+    with imgpack.open(out) as pack:
+        where = pack.catalog.table(["key", "shard"]).to_pylist()
+        first = [row["key"] for row in where if row["shard"] == 0][1:]
+    for key in first:  # most of the first shard goes; the rest of the folder stays
+        (many_images / key).unlink()
+    for n, key in enumerate(("0/zz-new.png", "3/new.png", "5/new.png")):  # stored anew
+        (many_images / key).write_bytes(png_bytes(30 + n, 9, shade=n))
+    result = build(many_images, out, pack_params=options)
+    assert result.header["compacted_shards"] >= 1 and result.header["carried_shards"] >= 1
+    with imgpack.open(out) as pack:
+        assert {r.key: r.data for r in pack} == source_files(many_images)
