@@ -18,9 +18,13 @@ def changed_copy(source: Path, out: Path) -> dict[str, int]:
     and 0.25% added."""
     import imgpack
     from imgpack.write.builder import PackBuilder
+    from imgpack.write.layout import ShardLayout
 
     counts = {"removed": 0, "relabeled": 0, "modified": 0, "meta_changed": 0, "added": 0}
-    with imgpack.open(source) as pack, PackBuilder(out, "sha256", 64 << 20) as builder:
+    with (
+        imgpack.open(source) as pack,
+        PackBuilder(out, "sha256", ShardLayout.for_shard_mb(64, 32 << 20)) as builder,
+    ):
         catalog = pack.catalog
         images = pack.iter_data()
         for _, table in catalog.tables():

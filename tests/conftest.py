@@ -210,10 +210,17 @@ def write_pack(out: Path, keys, value=b"v" * 5000, shard_mb: float = 64, **optio
     import hashlib
 
     from imgpack.write.builder import PackBuilder
+    from imgpack.write.layout import ShardLayout, default_map_size
 
     keys = [f"k{i:05d}" for i in range(keys)] if isinstance(keys, int) else sorted(keys)
     values = value if callable(value) else (lambda i: value)
-    with PackBuilder(out, "sha256", int(shard_mb * (1 << 20)), **options) as builder:
+    shard_bytes = int(shard_mb * (1 << 20))
+    layout = ShardLayout(
+        shard_bytes,
+        options.get("map_size") or default_map_size(shard_bytes),
+        options.get("batch_bytes", 32 << 20),
+    )
+    with PackBuilder(out, "sha256", layout) as builder:
         for i, key in enumerate(keys):
             data = values(i)
             builder.add(

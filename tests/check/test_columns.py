@@ -7,7 +7,7 @@ import pytest
 
 import imgpack
 import imgpack.format.tables as catalog_format
-from imgpack import columncheck
+from imgpack.check import columns as columncheck
 from imgpack.check.columns import all_equal
 from imgpack.check.validate import validate
 from imgpack.errors import ValidationError

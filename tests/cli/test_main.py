@@ -133,7 +133,7 @@ def test_build_reports_skipped_files(tmp_path):
 def test_phone_photos_with_bytes_after_the_image_are_packed_with_a_note_and_export_unchanged(
     tmp_path,
 ):
-    from tests.test_probe import TRAILER, photo
+    from tests.ingest.test_probe import TRAILER, photo
 
     jpeg, png = photo("JPEG"), photo("PNG")
     files = {

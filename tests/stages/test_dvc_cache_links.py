@@ -10,7 +10,7 @@ import imgpack
 from imgpack.check.verify import verify_pack
 from imgpack.read.export import export_pack
 from tests.conftest import dvc, run
-from tests.test_dvc_pipeline import set_param
+from tests.stages.test_dvc_pipeline import set_param
 
 pytestmark = pytest.mark.slow
 PACK = "data/packed/images.lmdb"

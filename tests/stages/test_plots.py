@@ -10,7 +10,7 @@ import vl_convert
 from PIL import Image
 
 from tests.conftest import dvc
-from tests.test_dvc_pipeline import set_param
+from tests.stages.test_dvc_pipeline import set_param
 
 pytestmark = pytest.mark.slow
 BAR_BLUE = (0x4C, 0x78, 0xA8)

@@ -8,6 +8,7 @@ import pytest
 
 import imgpack
 from imgpack.write.builder import PackBuilder
+from imgpack.write.layout import ShardLayout
 from imgpack.write.lmdbfile import publish, remove_stale_temporaries, temporary_path
 from tests.conftest import write_pack
 
@@ -52,7 +53,9 @@ def test_an_error_while_writing_publishes_nothing_and_keeps_the_old_pack(tmp_pat
 def test_keys_out_of_lmdb_limits_are_refused(tmp_path):
     with (
         pytest.raises(imgpack.InputError, match="511"),
-        PackBuilder(tmp_path / "p.lmdb", "sha256", 1 << 20) as builder,
+        PackBuilder(
+            tmp_path / "p.lmdb", "sha256", ShardLayout.for_shard_mb(1, 32 << 20)
+        ) as builder,
     ):
         builder.add_alias("k" * 600, "k")
     assert os.listdir(tmp_path) == []

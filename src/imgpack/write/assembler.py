@@ -24,14 +24,8 @@ from imgpack.format.codec import (
 )
 from imgpack.write.catalog import CATALOG_BATCH, CatalogRows
 from imgpack.write.layout import shard_name
-from imgpack.write.lmdbfile import (
-    LmdbFileWriter,
-    check_key,
-    default_map_size,
-    publish,
-    remove_stale_temporaries,
-    temporary_path,
-)
+from imgpack.write.lmdbfile import LmdbFileWriter, check_key, publish, remove_stale_temporaries, temporary_path
+from imgpack.write.layout import default_map_size
 from imgpack.write.shard import ShardWriter
 
 __all__ = ["PackAssembler", "shard_name", "link_or_copy"]

@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.format.codec import (
-    SHARD_IMAGES,
-)
 from imgpack.util.digests import file_digest
 from imgpack.write.assembler import PackAssembler
+from imgpack.write.layout import ShardLayout
 from imgpack.write.lmdbfile import (
     check_key,
-    default_map_size,
 )
 from imgpack.write.shard import ShardWriter
 
@@ -31,13 +28,10 @@ class PackBuilder:
         self,
         out: Path,
         hash_algorithm: str,
-        shard_bytes: int,
-        map_size: int = 0,
-        batch_bytes: int = 32 << 20,
+        layout: ShardLayout,
     ):
-        self.assembler = PackAssembler(out, hash_algorithm, batch_bytes)
-        self.shard_bytes = shard_bytes
-        self.map_size = map_size or default_map_size(shard_bytes)
+        self.assembler = PackAssembler(out, hash_algorithm, layout.batch_bytes)
+        self.layout = layout
         self._shard: ShardWriter | None = None
         self.grown = 0  # times a shard's map size was doubled
 
@@ -72,17 +66,13 @@ class PackBuilder:
                 f"{key}: a {assembler.hash_algorithm} digest has {assembler.digest_size} bytes"
             )
         shard = self._shard
-        if shard is not None and (
-            shard.count >= SHARD_IMAGES
-            or shard.count
-            and shard.image_bytes + len(data) > self.shard_bytes
-        ):
+        if shard is not None and self.layout.full(shard.count, shard.image_bytes, len(data)):
             self._finish_shard()
             shard = None
         if shard is None:
             path = assembler.staging / f".shard-{len(assembler.shards)}.partial"
             shard = self._shard = ShardWriter(
-                path, assembler.out, self.map_size, assembler.batch_bytes
+                path, assembler.out, self.layout.map_size, assembler.batch_bytes
             )
         slot = shard.add(data, digest, format, width, height)
         row = (key, label, split, format, width, height, len(data), len(assembler.shards), slot)

@@ -10,7 +10,7 @@ from imgpack.ingest.probe import digest
 from imgpack.read.pack import Pack
 from imgpack.util.progress import progress
 from imgpack.write.builder import PackBuilder
-from imgpack.write.lmdbfile import default_map_size
+from imgpack.write.layout import ShardLayout
 
 __all__ = ["compact_pack"]
 
@@ -25,11 +25,13 @@ def compact_pack(
     out = Path(out) if out is not None else source
     with Pack(source) as pack:
         header = pack.header
-        shard_bytes, map_size, batch_bytes = _layout(header, shard_mb)
+        layout = ShardLayout.recorded(header)
+        if shard_mb is not None:
+            layout = ShardLayout.for_shard_mb(shard_mb, layout.batch_bytes)
         algorithm = header["hash_algorithm"]
         catalog = pack.catalog
         extras = catalog.extra_columns
-        builder = PackBuilder(out, algorithm, shard_bytes, map_size, batch_bytes)
+        builder = PackBuilder(out, algorithm, layout)
         with builder:
             images = pack.iter_data()
             rows = (row for _, table in catalog.tables() for row in table.to_pylist())
@@ -55,17 +57,5 @@ def compact_pack(
             for alias, key in pack.aliases():
                 builder.add_alias(alias, key)
             fields = {k: header[k] for k in ("params_digest", "manifest_digest") if k in header}
-            fields["layout_params"] = f"{shard_bytes}:{map_size}:{batch_bytes}"
+            fields["layout_params"] = layout.params_text
             return builder.publish(**fields)
-
-
-def _layout(header: dict[str, Any], shard_mb: float | None) -> tuple[int, int, int]:
-    """Shard size, map size and transaction size the pack was built with (or for `shard_mb`)."""
-    try:
-        shard_bytes, map_size, batch_bytes = map(int, header.get("layout_params", "").split(":"))
-    except ValueError:
-        shard_bytes, map_size, batch_bytes = 64 << 20, 0, 32 << 20
-    if shard_mb is not None:
-        shard_bytes = max(1, int(shard_mb * (1 << 20)))
-        map_size = default_map_size(shard_bytes)
-    return shard_bytes, map_size or default_map_size(shard_bytes), batch_bytes

@@ -14,6 +14,7 @@ from imgpack.ingest.probe import digest
 from imgpack.read.handles import check_pack_file
 from imgpack.util.progress import progress
 from imgpack.write.builder import PackBuilder
+from imgpack.write.layout import ShardLayout
 
 __all__ = ["convert_pack"]
 
@@ -48,7 +49,7 @@ def _copy(txn, dbs, header, old: Path, new: Path, shard_mb: float) -> dict[str, 
     algorithm = header["hash_algorithm"]
     images = txn.cursor(dbs["images"])
     images.first()
-    with PackBuilder(new, algorithm, max(1, int(shard_mb * (1 << 20)))) as builder:
+    with PackBuilder(new, algorithm, ShardLayout.for_shard_mb(shard_mb, 32 << 20)) as builder:
         count = header["count"]
         for raw_index, raw_meta in progress(txn.cursor(dbs["meta"]), "convert", count):
             index = decode_index(raw_index)

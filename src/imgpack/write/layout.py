@@ -1,16 +1,91 @@
-"""TODO docstring."""
+"""The shard layout, written once: how records are cut into shards, each shard's map size and
+transaction size, and the names a shard goes by. Every writer (pack, one pass, compact, convert)
+cuts with `ShardLayout.full`, so a pack's bytes are the same whichever path built it."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterable
+from typing import Any
 
-from imgpack.format.codec import (
-    SHARD_VERSION,
-)
+from imgpack.format.codec import SHARD_IMAGES, SHARD_VERSION
 from imgpack.params import PackParams
 from imgpack.util.jsonfiles import dumps
+
+__all__ = [
+    "ShardLayout",
+    "default_map_size",
+    "shard_name",
+    "task_id",
+    "params_digest",
+]
+
+_DEFAULT_SHARD_BYTES = 64 << 20
+_DEFAULT_BATCH_BYTES = 32 << 20
+
+
+def default_map_size(shard_bytes: int) -> int:
+    """A shard's starting map size, from the params alone so the bytes never depend on the input.
+
+    LMDB records the map size in its meta pages; it is address space, not disk, so a generous
+    value costs nothing, and a shard that outgrows it doubles it deterministically.
+    """
+    return max(8 << 20, 2 * shard_bytes + (16 << 20))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """What decides how records fall into shards and how each shard file is written."""
+
+    shard_bytes: int  # image bytes per shard, about: a shard is cut before it would exceed it
+    map_size: int  # each shard file's starting LMDB map size
+    batch_bytes: int  # bytes per write transaction
+
+    @classmethod
+    def of(cls, params: PackParams) -> ShardLayout:
+        """The layout `pack.*` params ask for."""
+        shard_bytes = params.shard_bytes
+        map_size = (params.initial_map_size_mb << 20) or default_map_size(shard_bytes)
+        return cls(shard_bytes, map_size, params.batch_mb << 20)
+
+    @classmethod
+    def recorded(cls, header: dict[str, Any]) -> ShardLayout:
+        """The layout a pack's header records (its `layout_params`), or the defaults."""
+        try:
+            shard_bytes, map_size, batch_bytes = map(int, header["layout_params"].split(":"))
+        except (KeyError, ValueError):
+            shard_bytes, map_size, batch_bytes = _DEFAULT_SHARD_BYTES, 0, _DEFAULT_BATCH_BYTES
+        return cls(shard_bytes, map_size or default_map_size(shard_bytes), batch_bytes)
+
+    @classmethod
+    def for_shard_mb(cls, shard_mb: float, batch_bytes: int) -> ShardLayout:
+        shard_bytes = max(1, int(shard_mb * (1 << 20)))
+        return cls(shard_bytes, default_map_size(shard_bytes), batch_bytes)
+
+    @property
+    def params_text(self) -> str:
+        """The header's `layout_params`: shards carry over only under the same layout."""
+        return f"{self.shard_bytes}:{self.map_size}:{self.batch_bytes}"
+
+    def full(self, count: int, image_bytes: int, next_size: int) -> bool:
+        """The cut rule: a shard holding `count` images of `image_bytes` in all is closed before
+        an image of `next_size` bytes when that would take it over `shard_bytes`, or when it
+        holds `SHARD_IMAGES` already. A shard always takes its first image, however big."""
+        return count > 0 and (count >= SHARD_IMAGES or image_bytes + next_size > self.shard_bytes)
+
+    def shards_for(self, image_bytes: int, count: int) -> int:
+        """How many shards `count` images of `image_bytes` in all fill, at least (never 0)."""
+        return max(1, -(-image_bytes // self.shard_bytes), -(-count // SHARD_IMAGES))
+
+    def task_id(self, hash_algorithm: str, images: Iterable[tuple]) -> str:
+        return task_id(hash_algorithm, self.map_size, self.batch_bytes, images)
+
+    def resume_path(self, store: str, hash_algorithm: str, images: Iterable[tuple]) -> str:
+        """Where the finished shard of `images` (as `task_id` takes them) waits in the resume
+        folder `store` for a run killed before its publish."""
+        return os.path.join(str(store), f"{self.task_id(hash_algorithm, images)[:32]}.lmdb")
 
 
 def shard_name(sha256_hex: str) -> str:
@@ -27,18 +102,7 @@ def task_id(hash_algorithm: str, map_size: int, batch_bytes: int, images) -> str
     return sha.hexdigest()
 
 
-def shard_path(store: str, algorithm: str, map_size: int, batch_bytes: int, images) -> str:
-    """Where the finished shard of `images` (as `task_id` takes them) lives in the resume folder."""
-    name = task_id(algorithm, map_size, batch_bytes, images)
-    return os.path.join(store, f"{name[:32]}.lmdb")
-
-
 _NOT_RECORDS = ("workers", "scheduler", "incremental", "compact_below")  # not the records
-
-
-def layout_of(params: PackParams, map_size: int) -> str:
-    """The header's `layout_params`: shards carry over only under the same shard layout."""
-    return f"{params.shard_bytes}:{map_size}:{params.batch_mb << 20}"
 
 
 def params_digest(params: PackParams) -> str:

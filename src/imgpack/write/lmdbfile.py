@@ -19,7 +19,6 @@ from imgpack.format.codec import SUBDBS
 __all__ = [
     "LmdbFileWriter",
     "check_key",
-    "default_map_size",
     "make_durable",
     "publish",
     "remove_stale_temporaries",
@@ -71,15 +70,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def default_map_size(shard_bytes: int) -> int:
-    """A shard's starting map size, from the params alone so the bytes never depend on the input.
-
-    LMDB records the map size in its meta pages; it is address space, not disk, so a generous
-    value costs nothing, and a shard that outgrows it doubles it deterministically.
-    """
-    return max(8 << 20, 2 * shard_bytes + (16 << 20))
 
 
 class LmdbFileWriter:

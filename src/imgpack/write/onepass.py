@@ -29,7 +29,8 @@ from imgpack.parallel.workers import release_freed_memory, worker_errors, worker
 from imgpack.params import IngestParams, PackParams
 from imgpack.util.cores import resolve_workers
 from imgpack.util.progress import progress
-from imgpack.write.lmdbfile import default_map_size, scratch_dir
+from imgpack.write.layout import ShardLayout
+from imgpack.write.lmdbfile import scratch_dir
 from imgpack.write.onepass_plan import ShardPlan
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def one_pass(
 ) -> tuple[IngestReport, dict[str, Any], dict[str, Any]]:
     """Build `out` afresh from `raw_dir`; returns the ingest report, the header and the validation."""
     folder = os.path.abspath(raw_dir)
-    map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
+    layout = ShardLayout.of(params)
     store = out.absolute().with_name(f".{out.name}.resume")
     workers = resolve_workers(params.workers, "pack.workers")
     with (
@@ -70,7 +71,7 @@ def one_pass(
             candidates = in_split_folders(candidates, account)
         cache = IngestCache(folder, ingest.hash, ingest.max_pixels)
         store.mkdir(parents=True, exist_ok=True)
-        plan = ShardPlan(candidates, folder, store, out, ingest, params, map_size, cache, account)
+        plan = ShardPlan(candidates, folder, store, out, ingest, params, layout, cache, account)
         try:
             with contextlib.ExitStack() as stack:
                 made: list[_Records] = []
@@ -102,12 +103,12 @@ def one_pass(
                     )
 
                 release_freed_memory()
-                from imgpack.write.layout import layout_of, params_digest
+                from imgpack.write.layout import params_digest
 
                 header = assembler.publish(
                     check,
                     params_digest=params_digest(params),
-                    layout_params=layout_of(params, map_size),
+                    layout_params=layout.params_text,
                 )
         except ImgpackError:
             # Refused inputs or a full disk: the shards are not worth their space (a kill or

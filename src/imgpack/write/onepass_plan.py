@@ -7,10 +7,8 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from imgpack.format.codec import SHARD_IMAGES
 from imgpack.ingest.cache import file_stat
 from imgpack.ingest.splits import split_assigner
-from imgpack.write.layout import shard_path
 from imgpack.write.onepass_shard import FreshShardTask, accepted, finish, write_fresh_shard
 
 __all__ = ["ShardPlan", "EMPTY"]
@@ -21,7 +19,7 @@ EMPTY = ["fail", "empty", "empty file"]  # what reading a file of size 0 would t
 class ShardPlan:
     """Candidates in key order, cut into shard tasks by size; a task that broke is planned again."""
 
-    def __init__(self, candidates, folder, store, out, ingest, params, map_size, cache, account):
+    def __init__(self, candidates, folder, store, out, ingest, params, layout, cache, account):
         self.candidates = iter(candidates)
         self.account, self.report = account, account.report
         self.window: deque = deque()  # (key, label, extra, stat) from ordinal `base` on
@@ -30,8 +28,7 @@ class ShardPlan:
         self.cached: dict[int, list] = {}  # ordinal -> remembered outcome (resuming only)
         self.unread: set[int] = set()  # ordinals whose failure the ingest cache remembered
         self.folder, self.store, self.out = folder, str(store), str(out)
-        self.ingest, self.params, self.map_size, self.cache = ingest, params, map_size, cache
-        self.batch_bytes = params.batch_mb << 20
+        self.ingest, self.params, self.layout, self.cache = ingest, params, layout, cache
         self.resuming = any(store.glob("*.lmdb"))  # a killed run's shards: find them by name
         self.planned = 0  # candidates pulled from the walk
         self.attempts = 0
@@ -87,7 +84,7 @@ class ShardPlan:
         """(end, ordinals, task or finished result) of the shard starting at `start`, or None."""
         ordinals, keys, sizes, stats, total = [], [], [], [], 0
         ordinal = max(start, self.base)  # candidates before `base` are settled: no image
-        known, window, limit = self.known, self.window, self.params.shard_bytes
+        known, window, layout = self.known, self.window, self.layout
         while ordinal < self.base + len(window) or self._fill(ordinal):
             outcome = known.get(ordinal) if known else None
             if outcome is not None and outcome[0] != "ok":
@@ -97,7 +94,7 @@ class ShardPlan:
                 continue
             key, _, _, stat = window[ordinal - self.base]
             size = outcome[1] if outcome else stat[0] if stat else 0
-            if ordinals and (total + size > limit or len(ordinals) >= SHARD_IMAGES):
+            if layout.full(len(ordinals), total, size):
                 break
             ordinals.append(ordinal)
             keys.append(key)
@@ -121,8 +118,7 @@ class ShardPlan:
             self.out,
             self.ingest.hash,
             self.ingest.max_pixels,
-            self.map_size,
-            self.batch_bytes,
+            self.layout,
             self.params.split_seed,
             self.params.splits,
             str(self.cache.path) if self.cache.db is not None else "",
@@ -136,7 +132,7 @@ class ShardPlan:
         if any(o is None or o[1] != s for o, s in zip(outcomes, sizes, strict=True)):
             return None
         images = [(o[2], o[1], o[3], o[4], o[5]) for o in outcomes]
-        path = shard_path(self.store, self.ingest.hash, self.map_size, self.batch_bytes, images)
+        path = self.layout.resume_path(self.store, self.ingest.hash, images)
         if not os.path.exists(path):
             return None
         params = self.params

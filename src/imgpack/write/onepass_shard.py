@@ -17,7 +17,7 @@ from imgpack.ingest.cache import IngestCache
 from imgpack.ingest.examine import examine
 from imgpack.ingest.splits import split_assigner
 from imgpack.util.digests import file_digest
-from imgpack.write.layout import shard_path
+from imgpack.write.layout import ShardLayout
 from imgpack.write.shard import ShardWriter, open_sealing
 
 __all__ = ["FreshShardTask", "write_fresh_shard", "accepted", "finish"]
@@ -34,8 +34,7 @@ class FreshShardTask:
     out: str  # the output a failed write is reported against
     algorithm: str
     max_pixels: int
-    map_size: int
-    batch_bytes: int
+    layout: ShardLayout
     split_seed: int
     splits: Any  # pack.splits: fractions, or "folders"
     cache: str  # the ingest cache's file ("" for none)
@@ -67,19 +66,17 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
             if shard is None:
                 # check: each value read back after its transaction, the build's validation
                 # of what it wrote (the bytes were hashed as they were read)
-                shard = ShardWriter(partial, Path(task.out), task.map_size, task.batch_bytes, True)
+                shard = ShardWriter(
+                    partial, Path(task.out), task.layout.map_size, task.layout.batch_bytes, True
+                )
             shard.add(data, digest, outcome[3], outcome[4], outcome[5])
             if outcome[6]:
                 trailing.append((index, outcome[6]))
         _remember(task, outcomes)
         if broken:
             return {"broken": broken}
-        path = shard_path(
-            task.store,
-            task.algorithm,
-            task.map_size,
-            task.batch_bytes,
-            ((o[2], o[1], o[3], o[4], o[5]) for o in outcomes),
+        path = task.layout.resume_path(
+            task.store, task.algorithm, ((o[2], o[1], o[3], o[4], o[5]) for o in outcomes)
         )
         # Sealed, synced, digested and named by the build's own process (`finish`), which has
         # little else to do while the workers write; so workers never import Arrow.
@@ -100,7 +97,7 @@ def write_fresh_shard(task: FreshShardTask) -> dict[str, Any]:
         digest=False,
     )
     result["named"] = path
-    result["unsealed"] = (written.file.map_size, task.batch_bytes, task.algorithm)
+    result["unsealed"] = (written.file.map_size, task.layout.batch_bytes, task.algorithm)
     return result
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.format.codec import SHARD_IMAGES
 from imgpack.ingest.manifest import read_manifest
 from imgpack.ingest.splits import split_assigner
 from imgpack.parallel.workers import ordered_map, worker_pool
@@ -19,8 +18,8 @@ from imgpack.util.cores import resolve_workers
 from imgpack.util.progress import progress
 from imgpack.util.urls import is_url
 from imgpack.write.assembler import PackAssembler
-from imgpack.write.layout import layout_of, params_digest
-from imgpack.write.lmdbfile import default_map_size, scratch_dir
+from imgpack.write.layout import ShardLayout, params_digest
+from imgpack.write.lmdbfile import scratch_dir
 from imgpack.write.pack_plan import Planner, load_previous, match_previous
 from imgpack.write.pack_shard import write_shard
 
@@ -47,7 +46,7 @@ def pack(
     folder = str(folder) if is_url(folder) else str(Path(folder).absolute())
     header, rows = read_manifest(Path(manifest))
     algorithm = header["hash_algorithm"]
-    map_size = (params.initial_map_size_mb << 20) or default_map_size(params.shard_bytes)
+    layout = ShardLayout.of(params)
     store = out.absolute().with_name(f".{out.name}.resume")
     workers = resolve_workers(params.workers, "pack.workers")
     with (
@@ -56,8 +55,7 @@ def pack(
     ):
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        layout = layout_of(params, map_size)
-        previous = load_previous(out, algorithm, layout) if params.incremental else None
+        previous = load_previous(out, algorithm, layout.params_text) if params.incremental else None
         match = None
         if previous is not None:
             dedupe = params.duplicates == "dedupe"
@@ -69,11 +67,10 @@ def pack(
         if match is not None:
             to_write = match.to_write(previous.kept)
         # A worker costs a process start: no more of them than there are new shards to write.
-        shards = max(1, -(-to_write[0] // params.shard_bytes), -(-to_write[1] // SHARD_IMAGES))
-        workers = min(workers, shards)
+        workers = min(workers, layout.shards_for(*to_write))
         store.mkdir(parents=True, exist_ok=True)
         spool = Path(spool).absolute() if spool is not None else None
-        planner = Planner(out, folder, algorithm, params, map_size, store, previous, spool)
+        planner = Planner(out, folder, algorithm, params, layout, store, previous, spool)
         try:
             with (
                 PackAssembler(out, algorithm, params.batch_mb << 20) as assembler,
@@ -91,7 +88,7 @@ def pack(
                 written = assembler.publish(
                     before_publish,
                     params_digest=params_digest(params),
-                    layout_params=layout,
+                    layout_params=layout.params_text,
                 )
         except BaseException:
             # Whole shards stay for the next run to reuse; an empty store goes.

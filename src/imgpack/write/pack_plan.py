@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import ImgpackError, InputError
-from imgpack.format.codec import SHARD_IMAGES
 from imgpack.ingest.spool import INDEX_FILE, read_entry, skip_entry
 from imgpack.params import PackParams
 from imgpack.util.urls import join
-from imgpack.write.layout import shard_path
+from imgpack.write.layout import ShardLayout
 from imgpack.write.matching import Match, match_records
 from imgpack.write.pack_shard import ShardTask, Source
 
@@ -93,13 +92,13 @@ class Planner:
         folder: str,
         algorithm: str,
         params: PackParams,
-        map_size: int,
+        layout: ShardLayout,
         store: Path,
         previous: Previous | None,
         spool: Path | None,
     ):
         self.out, self.folder, self.algorithm = out, folder, algorithm
-        self.params, self.map_size, self.store = params, map_size, store
+        self.params, self.layout, self.store = params, layout, store
         self.previous = previous
         self.first_new = len(previous.kept) if previous else 0
         self.spool = spool
@@ -120,10 +119,7 @@ class Planner:
             return (previous.kept[claim[0]], claim[1]), None
         source = self._source(row, claim)
         done = None
-        if self._sources and (
-            self._bytes + row["size"] > self.params.shard_bytes
-            or len(self._sources) >= SHARD_IMAGES
-        ):
+        if self.layout.full(len(self._sources), self._bytes, row["size"]):
             done = self.finish()
         self._sources.append(source)
         self._bytes += row["size"]
@@ -154,12 +150,9 @@ class Planner:
         sources = tuple(self._sources)
         images = ((s.hash, s.size, s.format, s.width, s.height) for s in sources)
         task = ShardTask(
-            shard_path(
-                str(self.store), self.algorithm, self.map_size, self.params.batch_mb << 20, images
-            ),
+            self.layout.resume_path(str(self.store), self.algorithm, images),
             self.algorithm,
-            self.map_size,
-            self.params.batch_mb << 20,
+            self.layout,
             str(self.out),
             sources,
         )

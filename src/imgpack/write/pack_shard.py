@@ -13,6 +13,7 @@ import lmdb
 from imgpack.errors import InputError
 from imgpack.format.codec import encode_index
 from imgpack.util.digests import file_digest
+from imgpack.write.layout import ShardLayout
 from imgpack.write.shard import ShardWriter
 
 
@@ -34,8 +35,7 @@ class Source:
 class ShardTask:
     path: str  # the finished shard's file; written at a private name first
     hash_algorithm: str
-    map_size: int
-    batch_bytes: int
+    layout: ShardLayout
     error_path: str
     sources: tuple[Source, ...]
 
@@ -91,7 +91,9 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
 
 def _write(task: ShardTask, path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shard = ShardWriter(partial, Path(task.error_path), task.map_size, task.batch_bytes)
+    shard = ShardWriter(
+        partial, Path(task.error_path), task.layout.map_size, task.layout.batch_bytes
+    )
     reader = _Reader()
     try:
         for source in task.sources:
