@@ -7,9 +7,9 @@ import sys
 import pytest
 
 import imgpack
+from imgpack.util.outputs import publish, remove_stale_temporaries, temporary_path
 from imgpack.write.builder import PackBuilder
 from imgpack.write.layout import ShardLayout
-from imgpack.write.lmdbfile import publish, remove_stale_temporaries, temporary_path
 from tests.conftest import write_pack
 
 

@@ -54,7 +54,7 @@ def same_records(a: Path, b: Path) -> bool:
 def growing(tmp_path, monkeypatch):
     """A DVC project of 200 images in 10 class folders (labels from folder names), pushed."""
     monkeypatch.delenv("IMGPACK_STATE")  # the pipeline's own place: .dvc/tmp/imgpack
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(repo / "dvc.yaml", project)

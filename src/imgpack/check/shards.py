@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""A shard's images hashed again against its own props and the catalog: the worker tasks of validate and verify."""
 
 from __future__ import annotations
 

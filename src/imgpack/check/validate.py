@@ -1,4 +1,4 @@
-"""Stage validate: check the pack read-only against the manifest, record by record."""
+"""Validate: the pack checked read-only against the manifest, shard by shard and record by record."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.check.columns import all_equal
+from imgpack.check.report import PROBLEM_KINDS, raise_on_mismatch, validation_report
 from imgpack.check.shards import check_shard
 from imgpack.check.validated import ValidatedShards
-from imgpack.errors import ValidationError, name_offenders
+from imgpack.errors import ValidationError
 from imgpack.ingest.manifest import read_manifest
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.params import ValidateParams
@@ -17,8 +18,6 @@ from imgpack.read.pack import Pack
 from imgpack.util.cores import resolve_workers
 from imgpack.util.jsonfiles import write_json
 from imgpack.util.progress import progress
-
-_KINDS = ("missing", "extra", "hash_mismatch", "label_mismatch", "meta_mismatch")
 
 
 def validate(
@@ -38,7 +37,7 @@ def validate(
     """
     params = params or ValidateParams()
     header, rows = read_manifest(Path(manifest))
-    problems: dict[str, list[str]] = {kind: [] for kind in _KINDS}
+    problems: dict[str, list[str]] = {kind: [] for kind in PROBLEM_KINDS}
     validated = ValidatedShards()
     with Pack(pack_path) as pack:
         algorithm = pack.header["hash_algorithm"]
@@ -47,64 +46,49 @@ def validate(
                 f"{pack_path} uses {algorithm} but the manifest {header['hash_algorithm']}; rebuild"
             )
         folder = pack.catalog_path != pack.path
-        entries = pack.header["shards"]
+        shards = list(zip(pack.shard_paths, pack.header["shards"], strict=True))
         known = {
-            number
-            for number, (path, entry) in enumerate(zip(pack.shard_paths, entries, strict=True))
-            if folder and validated.checked(path, entry)
+            n for n, (path, entry) in enumerate(shards) if folder and validated.checked(path, entry)
         }
-        # Every other shard: its images hashed again against its props, a shard per worker task.
-        tasks = [
-            (number, (str(path), algorithm))
-            for number, path in enumerate(pack.shard_paths)
-            if number not in known
-        ]
-        damaged: set[tuple[int, int]] = set()
-        with worker_pool(min(resolve_workers(workers), max(1, len(tasks)))) as pool:
-            for number, bad in ordered_map(check_shard, progress(tasks, "validate"), pool):
-                damaged.update((number, slot) for slot in bad)
+        damaged = _hash_shards(pack, algorithm, known, workers)
         if not damaged and all_equal(pack, Path(manifest)):
             checked = len(pack)  # the columnar check: every record agrees, none is missing
         else:
             checked = _compare_records(pack, rows, header["count"], damaged, problems)
-        count_ok = len(pack) + pack.header["aliases"] == header["count"]
-        ok = count_ok and not any(problems.values())
-        if ok and folder and remember:
-            for number, (path, entry) in enumerate(zip(pack.shard_paths, entries, strict=True)):
+        report = validation_report(
+            manifest_records=header["count"],
+            pack_records=len(pack),
+            pack_aliases=pack.header["aliases"],
+            checked=checked,
+            shards=len(shards),
+            shards_known=len(known),
+            problems=problems,
+            max_listed=params.max_listed,
+        )
+        if report["ok"] and folder and remember:
+            for number, (path, entry) in enumerate(shards):
                 if number not in known:
                     validated.add(path, entry)
         validated.close()
-    report = {
-        "ok": ok,
-        "manifest_records": header["count"],
-        "pack_records": len(pack),
-        "pack_aliases": pack.header["aliases"],
-        "checked": checked,
-        "shards": len(entries),
-        "shards_hashed": len(entries) - len(known),
-        "shards_known": len(known),
-        **{kind: len(keys) for kind, keys in problems.items()},
-        "offenders": {k: v[: params.max_listed] for k, v in problems.items() if v},
-    }
     if report_out is not None:
         write_json(Path(report_out), report)
-    if not report["ok"]:
-        found = [
-            f"{kind} {name_offenders(keys, params.max_listed)}"
-            for kind, keys in problems.items()
-            if keys
-        ]
-        if not count_ok:
-            found.insert(
-                0,
-                f"count: pack has {len(pack)} + {pack.header['aliases']} aliases, manifest {header['count']}",
-            )
-        raise ValidationError(
-            f"{pack_path} does not match {manifest}: "
-            + "; ".join(found)
-            + ". Rebuild the pack (dvc repro -f pack) or fetch it again (dvc pull)"
-        )
+    raise_on_mismatch(report, problems, pack_path, manifest, params.max_listed)
     return report
+
+
+def _hash_shards(pack: Pack, algorithm: str, known: set[int], workers) -> set[tuple[int, int]]:
+    """Every shard not `known`: its images hashed again against its props, a shard per worker
+    task; returns the (shard, slot) of every image that does not match."""
+    tasks = [
+        (number, (str(path), algorithm))
+        for number, path in enumerate(pack.shard_paths)
+        if number not in known
+    ]
+    damaged: set[tuple[int, int]] = set()
+    with worker_pool(min(resolve_workers(workers), max(1, len(tasks)))) as pool:
+        for number, bad in ordered_map(check_shard, progress(tasks, "validate"), pool):
+            damaged.update((number, slot) for slot in bad)
+    return damaged
 
 
 def _compare_records(pack: Pack, rows, count: int, damaged: set, problems: dict) -> int:

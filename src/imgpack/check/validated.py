@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The shards this machine validated (by name, digest, size, inode, mtime): carried shards are not hashed again."""
 
 from __future__ import annotations
 

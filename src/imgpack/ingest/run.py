@@ -24,9 +24,9 @@ from imgpack.ingest.walk import walk_sorted
 from imgpack.parallel.workers import batched, ordered_map, worker_pool
 from imgpack.params import IngestParams
 from imgpack.util.cores import resolve_workers
+from imgpack.util.outputs import scratch_dir
 from imgpack.util.progress import progress
 from imgpack.util.urls import is_url
-from imgpack.write.lmdbfile import scratch_dir
 
 
 def ingest(

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""How many worker processes: every core this process may use, or a checked count."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""A file's sha256, read in blocks: the digest shard names and the manifest's identity use."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""JSON written deterministically: canonical one-line texts, and whole reports replaced atomically."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Paths that may be URLs (s3://, gs://, ...): telling them apart and joining keys onto them."""
 
 from __future__ import annotations
 

@@ -22,10 +22,10 @@ from imgpack.format.codec import (
     encode_header,
     encode_index,
 )
+from imgpack.util.outputs import publish, remove_stale_temporaries, temporary_path
 from imgpack.write.catalog import CATALOG_BATCH, CatalogRows
-from imgpack.write.layout import shard_name
-from imgpack.write.lmdbfile import LmdbFileWriter, check_key, publish, remove_stale_temporaries, temporary_path
-from imgpack.write.layout import default_map_size
+from imgpack.write.layout import default_map_size, shard_name
+from imgpack.write.lmdbfile import LmdbFileWriter, check_key
 from imgpack.write.shard import ShardWriter
 
 __all__ = ["PackAssembler", "shard_name", "link_or_copy"]

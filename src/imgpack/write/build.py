@@ -9,8 +9,8 @@ from typing import Any
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.splits import FOLDERS
 from imgpack.params import IngestParams, PackParams
+from imgpack.util.outputs import scratch_dir
 from imgpack.util.urls import is_url
-from imgpack.write.lmdbfile import scratch_dir
 
 __all__ = ["build", "BuildResult"]
 

@@ -1,20 +1,18 @@
-"""TODO docstring."""
+"""PackBuilder: records added one by one in this process, cut by the shared shard layout."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.util.digests import file_digest
 from imgpack.write.assembler import PackAssembler
 from imgpack.write.layout import ShardLayout
 from imgpack.write.lmdbfile import (
     check_key,
 )
-from imgpack.write.shard import ShardWriter
+from imgpack.write.shard import ShardWriter, shard_entry
 
 
 class PackBuilder:
@@ -87,13 +85,7 @@ class PackBuilder:
         shard.seal(self.assembler.hash_algorithm)
         path = shard.file.close()
         self.grown += shard.file.grown
-        entry = {
-            "count": shard.count,
-            "image_bytes": shard.image_bytes,
-            "file_bytes": os.path.getsize(path),
-            "sha256": file_digest(path),
-        }
-        self.assembler.add_shard(path, entry)
+        self.assembler.add_shard(path, shard_entry(path, shard.count, shard.image_bytes))
         path.unlink()
         self._shard = None
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The catalog being written: rows gathered in columns and encoded as Parquet parts."""
 
 from __future__ import annotations
 

@@ -28,9 +28,9 @@ from imgpack.ingest.walk import walk_sorted
 from imgpack.parallel.workers import release_freed_memory, worker_errors, worker_pool
 from imgpack.params import IngestParams, PackParams
 from imgpack.util.cores import resolve_workers
+from imgpack.util.outputs import scratch_dir
 from imgpack.util.progress import progress
 from imgpack.write.layout import ShardLayout
-from imgpack.write.lmdbfile import scratch_dir
 from imgpack.write.onepass_plan import ShardPlan
 
 if TYPE_CHECKING:

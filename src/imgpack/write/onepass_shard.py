@@ -16,9 +16,8 @@ from typing import Any
 from imgpack.ingest.cache import IngestCache
 from imgpack.ingest.examine import examine
 from imgpack.ingest.splits import split_assigner
-from imgpack.util.digests import file_digest
 from imgpack.write.layout import ShardLayout
-from imgpack.write.shard import ShardWriter, open_sealing
+from imgpack.write.shard import ShardWriter, open_sealing, shard_entry
 
 __all__ = ["FreshShardTask", "write_fresh_shard", "accepted", "finish"]
 
@@ -127,8 +126,7 @@ def finish(result: dict[str, Any], out: Path) -> dict[str, Any]:
     except BaseException:
         sealing.abort()
         raise
-    result["entry"]["file_bytes"] = os.path.getsize(partial)
-    result["entry"]["sha256"] = file_digest(partial)
+    result["entry"] = shard_entry(partial, len(result["sizes"]), sum(result["sizes"]))
     if os.path.exists(named):  # written by an earlier run or attempt: the same bytes
         partial.unlink()
     else:
@@ -145,12 +143,8 @@ def accepted(
     return {
         "broken": [],
         "path": path,
-        "entry": {
-            "count": len(sizes),
-            "image_bytes": sum(sizes),
-            "file_bytes": os.path.getsize(path) if digest else 0,
-            "sha256": file_digest(Path(path)) if digest else "",
-        },
+        # an unsealed shard's entry is made by `finish`
+        "entry": shard_entry(path, len(sizes), sum(sizes)) if digest else None,
         "sizes": sizes,
         "digests": digests,
         "formats": formats,

@@ -1,4 +1,4 @@
-"""Stage pack: original image bytes into size-cut shards and their metadata into the catalog."""
+"""Pack: a manifest's records into shards (new, or carried over from the previous version) and a catalog."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from imgpack.ingest.splits import split_assigner
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.params import PackParams
 from imgpack.util.cores import resolve_workers
+from imgpack.util.outputs import scratch_dir
 from imgpack.util.progress import progress
 from imgpack.util.urls import is_url
 from imgpack.write.assembler import PackAssembler
 from imgpack.write.layout import ShardLayout, params_digest
-from imgpack.write.lmdbfile import scratch_dir
 from imgpack.write.pack_plan import Planner, load_previous, match_previous
 from imgpack.write.pack_shard import write_shard
+from imgpack.write.shard import ENTRY_FIELDS
 
 
 def pack(
@@ -48,26 +49,20 @@ def pack(
     algorithm = header["hash_algorithm"]
     layout = ShardLayout.of(params)
     store = out.absolute().with_name(f".{out.name}.resume")
-    workers = resolve_workers(params.workers, "pack.workers")
     with (
         scratch_dir(out.with_name(out.name + "-plan")) as scratch,
         contextlib.closing(sqlite3.connect(scratch / "plan.sqlite")) as db,
     ):
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        previous = load_previous(out, algorithm, layout.params_text) if params.incremental else None
-        match = None
-        if previous is not None:
-            dedupe = params.duplicates == "dedupe"
-            match = match_previous(
-                previous, Path(manifest), dedupe, params.compact_below, db, scratch
-            )
-            previous = previous if match is not None else None
+        previous, match = _previous_version(
+            out, Path(manifest), algorithm, layout, params, (db, scratch)
+        )
         to_write = (header["total_bytes"], header["count"])
         if match is not None:
             to_write = match.to_write(previous.kept)
         # A worker costs a process start: no more of them than there are new shards to write.
-        workers = min(workers, layout.shards_for(*to_write))
+        workers = min(resolve_workers(params.workers, "pack.workers"), layout.shards_for(*to_write))
         store.mkdir(parents=True, exist_ok=True)
         spool = Path(spool).absolute() if spool is not None else None
         planner = Planner(out, folder, algorithm, params, layout, store, previous, spool)
@@ -77,10 +72,7 @@ def pack(
                 worker_pool(workers, params.scheduler or None) as pool,
                 contextlib.closing(planner),
             ):
-                if previous is not None:
-                    for old in previous.kept:  # in their old order: new numbers ascend with it
-                        entry = {k: previous.entries[old][k] for k in _ENTRY_FIELDS}
-                        assembler.add_shard(previous.shard_paths[old], entry, carried=True)
+                _carry_over(previous, assembler)
                 claimed = match.claims() if match is not None else iter(())
                 planned = _plan(rows, header["count"], planner, assembler, claimed, params)
                 for task, entry in ordered_map(write_shard, planned, pool):
@@ -105,7 +97,27 @@ def pack(
     }
 
 
-_ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")
+def _previous_version(out: Path, manifest: Path, algorithm: str, layout, params, workspace):
+    """The version at `out` whose shards may carry over, and each record's claim on its images;
+    (None, None) for a fresh layout (no folder pack there, other params, or damaged).
+    `workspace`: the plan's (sqlite db, scratch folder) that matching spills to."""
+    if not params.incremental:
+        return None, None
+    previous = load_previous(out, algorithm, layout.params_text)
+    if previous is None:
+        return None, None
+    dedupe = params.duplicates == "dedupe"
+    match = match_previous(previous, manifest, dedupe, params.compact_below, *workspace)
+    return (previous, match) if match is not None else (None, None)
+
+
+def _carry_over(previous, assembler: PackAssembler) -> None:
+    """The previous version's kept shards into the new one, linked as they are."""
+    if previous is None:
+        return
+    for old in previous.kept:  # in their old order: new numbers ascend with it
+        entry = {k: previous.entries[old][k] for k in ENTRY_FIELDS}
+        assembler.add_shard(previous.shard_paths[old], entry, carried=True)
 
 
 def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):

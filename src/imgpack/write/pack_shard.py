@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""One shard of an incremental pack as a worker task: its images from ingest's spool, raw files or an older shard."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import lmdb
 
 from imgpack.errors import InputError
 from imgpack.format.codec import encode_index
-from imgpack.util.digests import file_digest
 from imgpack.write.layout import ShardLayout
-from imgpack.write.shard import ShardWriter
+from imgpack.write.shard import ShardWriter, shard_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +80,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     path = Path(task.path)
     if not path.exists():
         _write(task, path)
-    return {
-        "count": len(task.sources),
-        "image_bytes": sum(s.size for s in task.sources),
-        "file_bytes": path.stat().st_size,
-        "sha256": file_digest(path),
-    }
+    return shard_entry(path, len(task.sources), sum(s.size for s in task.sources))
 
 
 def _write(task: ShardTask, path: Path) -> None:

@@ -7,13 +7,16 @@ is named by what it holds: a rerun after a crash finds the shards already writte
 from __future__ import annotations
 
 import hashlib
+import os
 from array import array
 from pathlib import Path
+from typing import Any
 
 from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, encode_shard_header
+from imgpack.util.digests import file_digest
 from imgpack.write.lmdbfile import LmdbFileWriter
 
-__all__ = ["ShardWriter", "open_sealing"]
+__all__ = ["ShardWriter", "open_sealing", "shard_entry", "ENTRY_FIELDS"]
 
 _ONLY = encode_index(0)
 _SHARD_HEADER_KEY = b"shard"
@@ -116,3 +119,16 @@ def open_sealing(
         file.abort()
         raise
     return file
+
+
+ENTRY_FIELDS = ("count", "image_bytes", "file_bytes", "sha256")  # a header entry but its name
+
+
+def shard_entry(path: str | Path, count: int, image_bytes: int) -> dict[str, Any]:
+    """A finished shard file's entry in the pack header's `shards` (the assembler names it)."""
+    return {
+        "count": count,
+        "image_bytes": image_bytes,
+        "file_bytes": os.path.getsize(path),
+        "sha256": file_digest(Path(path)),
+    }
