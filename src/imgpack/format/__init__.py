@@ -1,1 +1,1 @@
-"""The on-disk pack format, version 2: codecs for its keys and values (see README.md beside this file)."""
+"""The on-disk pack format, version 3: codecs for its keys and values (spec: README.md beside this file)."""

@@ -9,6 +9,7 @@ from typing import Any
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.splits import FOLDERS
 from imgpack.params import IngestParams, PackParams
+from imgpack.util.locks import writer_lock
 from imgpack.util.outputs import scratch_dir
 from imgpack.util.urls import is_url
 
@@ -37,6 +38,11 @@ def build(
     `duplicates: dedupe` (which copies are stored is known only once all are hashed) or one on a
     cluster runs ingest, pack and validate in turn, as the pipeline does.
     """
+    with writer_lock(Path(out)):
+        return _build(raw_dir, Path(out), labels, ingest_params, pack_params, report_out)
+
+
+def _build(raw_dir, out: Path, labels, ingest_params, pack_params, report_out) -> BuildResult:
     ingest_params = ingest_params or IngestParams()
     pack_params = pack_params or PackParams()
     if (

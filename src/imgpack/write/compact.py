@@ -8,6 +8,7 @@ from typing import Any
 from imgpack.errors import PackCorruptError
 from imgpack.ingest.probe import digest
 from imgpack.read.pack import Pack
+from imgpack.util.locks import writer_lock
 from imgpack.util.progress import progress
 from imgpack.write.builder import PackBuilder
 from imgpack.write.layout import ShardLayout
@@ -23,7 +24,7 @@ def compact_pack(
     as a new version; the old files are never modified). Returns the new header."""
     source = Path(pack_path)
     out = Path(out) if out is not None else source
-    with Pack(source) as pack:
+    with writer_lock(out), Pack(source) as pack:
         header = pack.header
         layout = ShardLayout.recorded(header)
         if shard_mb is not None:

@@ -15,6 +15,7 @@ from imgpack.ingest.splits import split_assigner
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.params import PackParams
 from imgpack.util.cores import resolve_workers
+from imgpack.util.locks import writer_lock
 from imgpack.util.outputs import scratch_dir
 from imgpack.util.progress import progress
 from imgpack.util.urls import is_url
@@ -41,8 +42,11 @@ def pack(
     `before_publish(tmp)` may check the finished pack and raise to keep it from being published.
     The returned header also says how many shards were carried, new and compacted.
     """
-    params = params or PackParams()
-    out = Path(out)
+    with writer_lock(Path(out)):
+        return _pack(manifest, folder, Path(out), params or PackParams(), before_publish, spool)
+
+
+def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool) -> dict[str, Any]:
     # Paths in tasks are absolute: any worker may run them.
     folder = str(folder) if is_url(folder) else str(Path(folder).absolute())
     header, rows = read_manifest(Path(manifest))

@@ -1,0 +1,67 @@
+"""One writer per output: a lock beside it that a second build finds held, and says so."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from imgpack.errors import OutputError
+
+__all__ = ["writer_lock", "lock_path"]
+
+_HELD: dict[str, int] = {}  # lock path -> depth: build() holds it while pack() takes it again
+
+
+def lock_path(out: Path) -> Path:
+    """`.<name>.lock` beside `out`: beside it, so every process writing `out` finds the same
+    file whatever its working directory; outside it, so DVC never sees it in the output."""
+    out = Path(out).absolute()
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Hold the lock on writing `out`, or fail at once if another process holds it."""
+    path = lock_path(out)
+    key = str(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path, out)
+    _HELD[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        # Removed while still held: a process that opened it meanwhile finds it gone (below).
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _acquire(path: Path, out: Path) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"another build is writing {out} (it holds {path}); wait for it to finish, "
+                "then run again"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed it as we opened it: take the new one
