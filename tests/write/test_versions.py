@@ -217,3 +217,49 @@ def test_an_incremental_repro_over_linked_cache_files_leaves_every_cache_object_
             pack[pack.index_of("c3/new.png")].data
             == (project / "data/raw/images/c3/new.png").read_bytes()
         )
+
+
+def _flip_a_byte(shard: Path) -> None:
+    """One byte of an image inside `shard` changed in place, its size and name unchanged."""
+    data = bytearray(shard.read_bytes())
+    where = data.find(b"IDAT")  # inside a stored PNG
+    data[where + 8] ^= 0xFF
+    os.chmod(shard, 0o644)
+    with open(shard, "r+b") as handle:
+        handle.write(data)
+
+
+def test_a_damaged_shard_is_never_carried_into_the_next_version(growing, tmp_path):
+    project, _ = growing
+    damaged = sorted((project / PACK).glob("shard-*.lmdb"))[3]
+    _flip_a_byte(damaged)
+
+    ran = dvc("repro", cwd=project)
+    assert "pack" in stages_run(ran.stdout)
+    assert f"{damaged.name}" in ran.stderr and "building every shard again" in ran.stderr
+    run(["imgpack", "verify", PACK], project)  # every stored image matches its digest
+    validation = json.loads((project / "reports/validation.json").read_text())
+    assert validation["ok"] and validation["hash_mismatch"] == 0
+    built = tmp_path / "scratch.lmdb"
+    images = project / "data/raw/images"
+    run(["imgpack", "build", str(images), str(built), "--shard-mb", str(SHARD_MB)], project)
+    assert same_records(project / PACK, built)
+    # dvc.lock records the sound pack: nothing but ingest (always run) is out of date
+    assert dvc("status", cwd=project).stdout.split() == ["ingest:", "always", "changed"]
+
+
+@pytest.mark.parametrize("remedy", ["repro", "checkout"])
+def test_validates_remedy_for_a_damaged_pack_works_when_followed(growing, remedy):
+    project, _ = growing
+    _flip_a_byte(sorted((project / PACK).glob("shard-*.lmdb"))[0])
+    command = ["python", "-m", "imgpack.stages.validate", "--pack", PACK]
+    failed = run([*command, "--report", "reports/check.json"], project, check=False)
+    assert failed.returncode == 1
+    line = failed.stderr.strip()
+    assert "hash_mismatch" in line and len(line.splitlines()) == 1
+    suggested = re.findall(r"\((dvc [^)]*)\)", line)
+    assert suggested == ["dvc repro -f pack", f"dvc checkout --force {PACK}"]
+    remedy_command = suggested[0] if remedy == "repro" else suggested[1]
+    dvc(*remedy_command.split()[1:], cwd=project)
+    run([*command, "--report", "reports/check.json"], project)
+    run(["imgpack", "verify", PACK], project)

@@ -66,5 +66,6 @@ def raise_on_mismatch(
     raise ValidationError(
         f"{pack} does not match {manifest}: "
         + "; ".join(found)
-        + ". Rebuild the pack (dvc repro -f pack) or fetch it again (dvc pull)"
+        + f". Rebuild it from the raw folder (dvc repro -f pack) or restore the version DVC"
+        f" cached (dvc checkout --force {pack})"
     )

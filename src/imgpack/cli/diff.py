@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from imgpack.cli.common import add_command
 from imgpack.errors import InputError
+
+if TYPE_CHECKING:
+    from imgpack.read.diff import PackDiff
 
 __all__ = ["add_parser", "run"]
 
 SHOWN_KEYS = 20  # per kind of change; --json lists all
 
 # One side of the comparison: the pack's path, its git revision (None: as it is), its name.
-Side = tuple[Path, "str | None", str]
+Side = tuple[Path, str | None, str]
 
 
 def add_parser(subparsers) -> None:
@@ -74,7 +77,7 @@ def _sides(packs: list[str], revs: list[str] | None) -> tuple[Side, Side]:
     return (Path(packs[0]), None, str(packs[0])), (Path(packs[1]), None, str(packs[1]))
 
 
-def _print_changes(result: Any, old_name: str, new_name: str) -> None:
+def _print_changes(result: PackDiff, old_name: str, new_name: str) -> None:
     from imgpack.read.diff import KINDS
 
     print(f"{old_name} ({result.old['count']} records) -> {new_name} ({result.new['count']})")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from imgpack.cli.common import add_command, add_rev_option, at_rev
-from imgpack.util.entry import counted
+from imgpack.util.text import counted
 
 __all__ = ["add_parser", "run"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from imgpack.errors import InputError, PolicyError, name_offenders
 from imgpack.ingest.found import Found, display_path
-from imgpack.util.entry import counted
 from imgpack.util.jsonfiles import dumps, write_json_stream
+from imgpack.util.text import counted
 
 __all__ = ["IngestReport", "Accounting", "trailing_note", "LISTED"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from imgpack.util.entry import counted, run_stage  # first: Arrow's allocator, no BLAS threads
+from imgpack.util.entry import run_stage  # first: Arrow's allocator, no BLAS threads
 
 # isort: split
 from imgpack.check.summary import summarize
 from imgpack.parallel.workers import without_pandas
 from imgpack.params import load_params
+from imgpack.util.text import counted
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from imgpack.errors import ImgpackError
 
-__all__ = ["run_stage", "fail_line", "counted"]
+__all__ = ["run_stage", "fail_line"]
 
 # imgpack's own processes (every stage and the CLI import this module first) use the system
 # allocator for Arrow: its default mimalloc pool keeps freed arenas resident, +25 MB of peak RSS
@@ -25,11 +25,6 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 def fail_line(exc: BaseException) -> str:
     return "imgpack: error: " + " ".join(str(exc).split())
-
-
-def counted(n: int, noun: str) -> str:
-    """'1 shard', '4 shards': a count for a message."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run_stage(body: Callable[[], Any], error_code: int = 1) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from imgpack.util.cores import resolve_workers
 from imgpack.util.locks import writer_lock
 from imgpack.util.outputs import scratch_dir
 from imgpack.util.progress import progress
+from imgpack.util.text import counted
 from imgpack.util.urls import is_url
 from imgpack.write.assembler import PackAssembler
 from imgpack.write.layout import ShardLayout, params_digest
-from imgpack.write.pack_plan import Planner, load_previous, match_previous
+from imgpack.write.pack_plan import Planner, damaged_shards, load_previous, match_previous
 from imgpack.write.pack_shard import write_shard
 from imgpack.write.shard import ENTRY_FIELDS
 
@@ -103,12 +105,23 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
 
 def _previous_version(out: Path, manifest: Path, algorithm: str, layout, params, workspace):
     """The version at `out` whose shards may carry over, and each record's claim on its images;
-    (None, None) for a fresh layout (no folder pack there, other params, or damaged).
+    (None, None) for a fresh layout (no folder pack there, other params, damaged shards).
     `workspace`: the plan's (sqlite db, scratch folder) that matching spills to."""
     if not params.incremental:
         return None, None
     previous = load_previous(out, algorithm, layout.params_text)
     if previous is None:
+        return None, None
+    damaged = damaged_shards(previous.shard_paths, previous.entries)
+    if damaged:
+        # Never carried into the next version: every record is stored again from the raw folder.
+        print(
+            f"imgpack: {out}: {counted(len(damaged), 'shard')} of the previous version "
+            f"{'is' if len(damaged) == 1 else 'are'} damaged ({', '.join(damaged[:3])}"
+            f"{', ...' if len(damaged) > 3 else ''}: its bytes differ from the digest its name "
+            "records); building every shard again from the raw folder",
+            file=sys.stderr,
+        )
         return None, None
     dedupe = params.duplicates == "dedupe"
     match = match_previous(previous, manifest, dedupe, params.compact_below, *workspace)

@@ -8,20 +8,23 @@ new shards cut by size exactly as a from-scratch build cuts them.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgpack.check.validated import ValidatedShards
 from imgpack.errors import ImgpackError, InputError
 from imgpack.ingest.spool import INDEX_FILE, read_entry, skip_entry
 from imgpack.params import PackParams
+from imgpack.util.digests import file_digest
 from imgpack.util.urls import join
 from imgpack.write.layout import ShardLayout
 from imgpack.write.matching import Match, match_records
 from imgpack.write.pack_shard import ShardTask, Source
 
-__all__ = ["Previous", "load_previous", "match_previous", "Planner"]
+__all__ = ["Previous", "load_previous", "damaged_shards", "match_previous", "Planner"]
 
 
 @dataclass
@@ -52,6 +55,28 @@ def load_previous(out: Path, algorithm: str, layout: str) -> Previous | None:
             return Previous(out, pack.shard_paths, list(pack.header["shards"]))
     except ImgpackError:
         return None  # a damaged previous version is not a source: build from scratch
+
+
+def damaged_shards(paths: list[Path], entries: list[dict[str, Any]]) -> list[str]:
+    """Names of the previous version's shard files whose bytes are not what their header entry
+    records. A shard this machine validated, unchanged since (same size, inode and mtime), is
+    trusted; any other is hashed whole: a flipped byte leaves the size as it was."""
+    validated = ValidatedShards()
+    try:
+        return [
+            entry["name"]
+            for path, entry in zip(paths, entries, strict=True)
+            if not validated.checked(path, entry) and not _intact(path, entry)
+        ]
+    finally:
+        validated.close()
+
+
+def _intact(path: Path, entry: dict[str, Any]) -> bool:
+    try:
+        return os.path.getsize(path) == entry["file_bytes"] and file_digest(path) == entry["sha256"]
+    except OSError:
+        return False
 
 
 def match_previous(
