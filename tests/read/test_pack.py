@@ -277,7 +277,7 @@ def mapped_rss(path) -> int:
 def test_full_scans_drop_read_pages_from_rss_and_interleave_with_other_reads(
     tmp_path, monkeypatch, shard_mb
 ):
-    from imgpack.write.pack import pack as reader
+    from imgpack.read import records as reader
     from tests.conftest import write_pack
 
     out = tmp_path / "big.lmdb"

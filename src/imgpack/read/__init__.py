@@ -1,1 +1,1 @@
-"""Reading packs: what training imports (Pack, catalog, ImageDataset), never importing ingest or write."""
+"""Reading packs: what training imports (Pack, catalog, ImageDataset); never ingest, check, write, stages or cli."""

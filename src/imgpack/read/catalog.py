@@ -95,11 +95,15 @@ class Catalog:
                     f"{self.where}: the catalog names shard {shard}, which the header does not "
                     "list: the pack is damaged"
                 )
-            column = read_props(self._shard_paths[shard], self.algorithm)
-            raw = bytes(column._data)
+            raw = read_props(self._shard_paths[shard], self.algorithm).tobytes()
             props = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.digest_size)
             self._props[shard] = props
         return props
+
+    def aliases(self) -> pa.Table:
+        """The `aliases` sub-database's table (alias, key of the stored record); empty if none."""
+        raw = self._txn.get(encode_index(0), db=self._dbs["aliases"])
+        return cat.decode_table(raw or b"", cat.alias_schema(), f"{self.where} aliases")
 
     @property
     def columns(self) -> list[str]:

@@ -40,6 +40,26 @@ def _decode(data: bytes, how: str, mode: str | None) -> Any:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels  # always HWC
 
 
+def _chosen(
+    columns: pa.Table, split: str | None, indices: Iterable[int] | None, count: int
+) -> Sequence[int]:
+    """The records a dataset holds: those of `split` (a column of `columns`), then of `indices`."""
+    chosen = None
+    if split is not None:
+        mask = pc.equal(columns.column("split"), split).to_numpy(zero_copy_only=False)
+        chosen = array("q", np.flatnonzero(mask).astype(np.int64).tobytes())
+    if indices is not None:
+        wanted = np.fromiter((int(i) for i in indices), dtype=np.int64)
+        if split is not None:
+            wanted = wanted[np.isin(wanted, np.frombuffer(chosen, dtype=np.int64))]
+        bad = (wanted < 0) | (wanted >= count)
+        if bad.any():
+            raise IndexError(f"record {wanted[bad][0]} out of range for a pack of {count}")
+        chosen = array("q", wanted.tobytes())
+    # The whole pack in order is a range: no table, and no memory touched to map a position.
+    return range(count) if chosen is None else chosen
+
+
 class ImageDataset:
     """`dataset[i]` is `(image, target)` (or `(image, target, meta)`), image as bytes, PIL or HWC uint8.
 
@@ -84,21 +104,8 @@ class ImageDataset:
         if targets.null_count:
             raise PackFormatError(f"{pack.path}: a record's label is not in the header's classes")
         self._all_targets = array("i", targets.to_numpy().astype(np.int32).tobytes())
-        chosen = None
-        if split is not None:
-            mask = pc.equal(columns.column("split"), split).to_numpy(zero_copy_only=False)
-            chosen = array("q", np.flatnonzero(mask).astype(np.int64).tobytes())
-        if indices is not None:
-            wanted = np.fromiter((int(i) for i in indices), dtype=np.int64)
-            if split is not None:
-                wanted = wanted[np.isin(wanted, np.frombuffer(chosen, dtype=np.int64))]
-            bad = (wanted < 0) | (wanted >= len(pack))
-            if bad.any():
-                raise IndexError(f"record {wanted[bad][0]} out of range for a pack of {len(pack)}")
-            chosen = array("q", wanted.tobytes())
         self.split = split
-        # The whole pack in order is a range: no table, and no memory touched to map a position.
-        self._indices = range(len(pack)) if chosen is None else chosen
+        self._indices = _chosen(columns, split, indices, len(pack))
         # Located here, so forked DataLoader workers inherit the table instead of rebuilding it.
         self._images = pack.locate()
         # Raw bytes with no callbacks: the hot path skips decoding and transform dispatch.
@@ -149,9 +156,7 @@ class ImageDataset:
 
     def __getitem__(self, position: int) -> tuple:
         index = self._indices[position]  # checked against the pack in __init__
-        images = self._images or self._located()
-        mapped = images.map
-        data = mapped[images.starts[index] : images.ends[index]] if mapped else images.read(index)
+        data = (self._images or self._located()).read(index)
         if self._plain:
             return data, self._all_targets[index]
         return self._sample(index, data)

@@ -1,11 +1,11 @@
-"""Open a pack (one file or a folder of shards) read-only: random access, batches, scans, the catalog."""
+"""Open a pack (one file or a folder of shards) read-only: its handles, files, fork and pickling."""
 
 from __future__ import annotations
 
 import operator
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,46 +13,14 @@ import lmdb
 
 from imgpack.errors import ImgpackError, PackFormatError
 from imgpack.format import tables as cat
-from imgpack.format.codec import CATALOG_FILE, HEADER_KEY, decode_header, encode_index
-from imgpack.read.catalog import Catalog, SortedKeys
+from imgpack.format.codec import CATALOG_FILE, HEADER_KEY, decode_header
+from imgpack.read.catalog import Catalog
 from imgpack.read.handles import acquire_env, forget_envs, release_env
+from imgpack.read.lookups import CatalogLookups
+from imgpack.read.records import ImageReads, Record
 from imgpack.read.shards import ImageTable, check_shard_files, locate_pack
 
 __all__ = ["Pack", "Record", "open_pack"]
-
-_CHUNK_RECORDS = 256  # a full scan reads this many records at a time (photos: ~25 MB)
-_RELEASE_BYTES = 16 << 20  # and drops the pages it has read from RSS after this many bytes
-
-
-class Record:
-    """One stored image: `index`, original file bytes `data`; `key`, `meta`, `label` from the catalog."""
-
-    __slots__ = ("index", "data", "_pack")
-
-    def __init__(self, index: int, data: bytes, pack: Pack):
-        self.index, self.data, self._pack = index, data, pack
-
-    @property
-    def key(self) -> str:
-        return self._pack.key_of(self.index)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self._pack.meta(self.index)
-
-    @property
-    def label(self) -> str:
-        return self._pack.label_of(self.index)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Record):
-            return NotImplemented
-        return (self.index, self.key, self.data) == (other.index, other.key, other.data)
-
-    __hash__ = None
-
-    def __repr__(self) -> str:
-        return f"<imgpack.Record {self.index} {self.key!r} {len(self.data)} bytes>"
 
 
 _LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
@@ -69,8 +37,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Pack(Sequence):
-    """A read-only pack: `len`, `pack[i]`, `pack[key]`, `read_many`, iteration, `metadata()`."""
+class Pack(CatalogLookups, ImageReads, Sequence):
+    """A read-only pack: `len`, `pack[i]`, `pack[key]`, `read_many`, iteration, `metadata()`.
+
+    The catalog side (keys, aliases, metadata) is `CatalogLookups`, the image bytes (reads,
+    batches, scans) `ImageReads`; this class opens, closes, forks and pickles the handles.
+    """
 
     def __init__(self, path: str | os.PathLike, rev: str | None = None):
         if rev is not None:  # the pack as of a git revision, fetched through DVC (see revisions)
@@ -81,7 +53,7 @@ class Pack(Sequence):
         self._env: lmdb.Environment | None = None
         self._txn: lmdb.Transaction | None = None
         self._table: ImageTable | None = None
-        self._rows = self._keys = self._aliases = None
+        self._forget_lookups()
         self._closed = False
         self._count = 0
         self._shard_paths: list[Path] = []
@@ -184,7 +156,7 @@ class Pack(Sequence):
             release_env(self.catalog_path)
         self._env = None
         self._table = None  # the maps are unmapped when no Pack in this process uses them
-        self._rows = self._keys = self._aliases = None
+        self._forget_lookups()
         self._closed = True
 
     def __del__(self) -> None:
@@ -209,7 +181,7 @@ class Pack(Sequence):
     def __repr__(self) -> str:
         return f"<imgpack.Pack {self.path} records={len(self)} shards={len(self._shard_paths)}>"
 
-    # -- records -----------------------------------------------------------------------------------
+    # -- records (read by ImageReads, described by CatalogLookups) --------------------------------
     def __len__(self) -> int:
         return self._count
 
@@ -221,150 +193,6 @@ class Pack(Sequence):
         if not 0 <= i < self._count:
             raise IndexError(f"record {i} out of range for a pack of {self._count}")
         return i
-
-    def __getitem__(self, i: Any) -> Record:
-        if isinstance(i, str):
-            return self.get(i)
-        if isinstance(i, slice):
-            return self.read_many(range(*i.indices(self._count)))
-        i = self._index(i)
-        return Record(i, (self._table or self.locate()).read(i), self)
-
-    def data(self, i: int) -> bytes:
-        """The original image bytes of record `i`."""
-        return (self._table or self.locate()).read(self._index(i))
-
-    def data_many(self, indices: Iterable[int], checked: bool = False) -> list[bytes]:
-        """Original bytes of many records, in the order asked.
-
-        `checked=True` skips range checks for indices the caller already validated.
-        """
-        if not checked:
-            indices = [self._index(i) for i in indices]
-        return (self._table or self.locate()).read_many(indices)
-
-    def _full_catalog(self):
-        if self._rows is None:
-            self._rows = self.catalog.table()
-        return self._rows
-
-    def meta(self, i: int) -> dict[str, Any]:
-        """Record `i`'s metadata: key, label, hash (hex), size, format, width, height, split, extra."""
-        return self.catalog.row(self._full_catalog(), self._index(i))
-
-    def label_of(self, i: int) -> str:
-        return self._full_catalog().column("label")[self._index(i)].as_py()
-
-    def _sorted_keys(self) -> SortedKeys:
-        if self._keys is None:
-            self._keys = SortedKeys(self.catalog.table(["key"]).column("key"))
-        return self._keys
-
-    def _alias_table(self):
-        if self._aliases is None:
-            raw = self._reader().get(encode_index(0), db=self.catalog._dbs["aliases"])
-            table = cat.decode_table(raw or b"", cat.alias_schema(), f"{self.path} aliases")
-            self._aliases = (SortedKeys(table.column("alias")), SortedKeys(table.column("key")))
-        return self._aliases
-
-    def key_of(self, i: int) -> str:
-        return self._sorted_keys().text(self._index(i))
-
-    def index_of(self, key: str) -> int:
-        """Index of the record stored under `key` or under an alias of it (deduplicated content)."""
-        raw = key.encode("utf-8", "surrogateescape")
-        keys = self._sorted_keys()
-        found = keys.find(raw)
-        if found is None and self.header["aliases"]:
-            aliases, targets = self._alias_table()
-            at = aliases.find(raw)
-            found = None if at is None else keys.find(targets[at])
-        if found is None:
-            raise KeyError(key)
-        return found
-
-    def get(self, key: str) -> Record:
-        return self[self.index_of(key)]
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        try:
-            self.index_of(key)
-        except KeyError:
-            return False
-        return True
-
-    def read_many(self, items: Iterable[int | str]) -> list[Record]:
-        """Read many records, by index or key, in the order asked."""
-        indices = [self.index_of(x) if isinstance(x, str) else self._index(x) for x in items]
-        table = self._table or self.locate()
-        return [
-            Record(i, data, self) for i, data in zip(indices, table.read_many(indices), strict=True)
-        ]
-
-    def __iter__(self) -> Iterator[Record]:
-        """All records in key order, read a chunk at a time; pages already read leave the RSS."""
-        for first, chunk in self.scan():
-            for offset, data in enumerate(chunk):
-                yield Record(first + offset, data, self)
-
-    def iter_data(self) -> Iterator[bytes]:
-        """The image bytes of every record in key order, as `scan` reads them."""
-        for _, chunk in self.scan():
-            yield from chunk
-
-    def scan(self, chunk: int = _CHUNK_RECORDS) -> Iterator[tuple[int, list[bytes]]]:
-        """(first index, image bytes of the next `chunk` records), in key order.
-
-        Every full read (iteration, validate, verify, export) goes through here: every
-        `_RELEASE_BYTES` the pages already read leave this process's RSS, so memory stays flat
-        however large the pack.
-        """
-        table = self._table or self.locate()
-        since_release = 0
-        for first in range(0, self._count, chunk):
-            indices = range(first, min(first + chunk, self._count))
-            datas = table.read_many(indices)
-            yield first, datas
-            since_release += sum(map(len, datas))
-            if since_release >= _RELEASE_BYTES:
-                table.release_pages(indices)
-                since_release = 0
-
-    def keys(self) -> Iterator[str]:
-        """Record keys in index order (aliases not included)."""
-        keys = self._sorted_keys()
-        return (keys.text(i) for i in range(len(keys)))
-
-    def aliases(self) -> Iterator[tuple[str, str]]:
-        """(alias, key of the stored record) for content stored once under several keys."""
-        aliases, targets = self._alias_table()
-        return ((aliases.text(i), targets.text(i)) for i in range(len(aliases)))
-
-    def iter_meta(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(index, metadata) of every record, a catalog part at a time, without image bytes."""
-        catalog = self.catalog
-        for start, table in catalog.tables():
-            for offset, values in enumerate(table.to_pylist()):
-                yield start + offset, catalog.meta_dict(values)
-
-    def metadata(
-        self,
-        columns: Sequence[str] | None = None,
-        chunksize: int | None = None,
-        filters: Any = None,
-    ):
-        """The catalog as a pandas DataFrame indexed by record, or an iterator of `chunksize` frames.
-
-        `filters` selects rows like `pandas.read_parquet`'s: `[("label", "==", "3")]`, a list of
-        such lists (OR of ANDs), or a `pyarrow.compute.Expression`. No image byte is read.
-        """
-        from imgpack.read.metadata import metadata_chunks, metadata_frame
-
-        if chunksize is None:
-            return metadata_frame(self.catalog, columns, filters)
-        return metadata_chunks(self.catalog, columns, filters, chunksize)
 
 
 def open_pack(path: str | os.PathLike, rev: str | None = None) -> Pack:

@@ -1,4 +1,4 @@
-"""Where every record's image bytes are: its shard files located in place, or read through LMDB."""
+"""The shard files: every image located in place (or read through LMDB), each shard's header and digests."""
 
 from __future__ import annotations
 
@@ -195,6 +195,10 @@ class DigestColumn:
 
     def __getitem__(self, i: int) -> bytes:
         return self._data[i * self.width : (i + 1) * self.width].tobytes()
+
+    def tobytes(self) -> bytes:
+        """Every digest, in slot order, as one bytes object (`width` bytes each)."""
+        return bytes(self._data)
 
 
 # One table per pack file and process; forked children inherit it with the maps it slices.

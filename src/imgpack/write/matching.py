@@ -167,9 +167,7 @@ class _Digests:
 
         self.width = pack.catalog.digest_size
         try:
-            self.raw = [
-                bytes(read_props(p, pack.catalog.algorithm)._data) for p in pack.shard_paths
-            ]
+            self.raw = [read_props(p, pack.catalog.algorithm).tobytes() for p in pack.shard_paths]
         except ImgpackError:
             raise _PreviousDamaged from None
         self.counts = [len(raw) // self.width for raw in self.raw]
