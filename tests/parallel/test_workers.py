@@ -154,3 +154,12 @@ def _where(task):
     import os
 
     return task[0] * task[0], os.getpid()
+
+
+def test_pool_size_is_the_number_of_workers_or_one_without_a_pool():
+    from imgpack.parallel.workers import pool_size, worker_pool
+
+    with worker_pool(1) as none:
+        assert pool_size(none) == 1
+    with worker_pool(2, fork=True) as pool:
+        assert pool_size(pool) == 2

@@ -60,13 +60,41 @@ def test_the_thread_count_does_not_change_the_bytes(digits_tree, tmp_path):
 
 def test_dedupe_stores_identical_bytes_once_and_resolves_the_alias(tmp_path):
     raw = write_tree(
-        tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)}
+        tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "0/b.png": png_bytes(shade=5)}
     )
     out, header = ingest_and_pack(raw, tmp_path, PackParams(duplicates="dedupe"))
     with imgpack.open(out) as p:
         assert (len(p), header["aliases"]) == (1, 1)
-        assert p.get("1/b.png").data == (raw / "1/b.png").read_bytes()
-        assert dict(p.aliases()) == {"1/b.png": "0/a.png"}
+        assert p.get("0/b.png").data == (raw / "0/b.png").read_bytes()
+        assert p.get("0/b.png").label == "0"
+        assert dict(p.aliases()) == {"0/b.png": "0/a.png"}
+
+
+@pytest.mark.parametrize("differ", ["label", "metadata"])
+def test_dedupe_refuses_identical_images_with_other_labels_or_metadata_naming_both(
+    tmp_path, differ
+):
+    same = png_bytes(shade=5)
+    raw = write_tree(tmp_path / "raw", {"a.png": same, "b.png": same, "c.png": png_bytes(shade=9)})
+    labels = {"label": ("cat", "dog"), "metadata": ("cat", "cat")}[differ]
+    table = tmp_path / "labels.csv"
+    table.write_text(
+        f"path,label,bbox\na.png,{labels[0]},1 2 3 4\nb.png,{labels[1]},5 6 7 8\nc.png,cat,0 0 1 1\n"
+    )
+    manifest = tmp_path / "m.jsonl"
+    ingest(raw, manifest, labels=table)
+    out = tmp_path / "p.lmdb"
+    with pytest.raises(InputError) as refused:
+        pack(manifest, raw, out, PackParams(duplicates="dedupe"))
+    message = str(refused.value)
+    assert "b.png" in message and "a.png" in message and differ in message
+    assert "pack.duplicates: keep" in message and "\n" not in message
+    assert not out.exists()  # nothing published
+    # the remedy, followed: every copy kept, each with its own label and metadata
+    pack(manifest, raw, out, PackParams(duplicates="keep"))
+    with imgpack.open(out) as p:
+        assert p.get("b.png").label == labels[1]
+        assert p.get("b.png").meta["extra"]["bbox"] == "5 6 7 8"
 
 
 def test_keep_stores_both_copies_of_identical_bytes(tmp_path):

@@ -9,7 +9,8 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+
+from imgpack.ingest.outcome import Examined, Failed, Outcome
 
 __all__ = ["state_dir", "IngestCache", "FileStat"]
 
@@ -19,7 +20,6 @@ _VERSION = 2  # 2: outcome in columns
 RACY_NS = 2_000_000_000
 
 FileStat = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
-_PAD = (None,) * 7  # an outcome is status plus 6 values (ok) or 2 (kind, detail)
 
 
 def state_dir() -> Path:
@@ -78,7 +78,7 @@ class IngestCache:
         self.seen = 0
         self.hits = 0
 
-    def lookup(self, keys: Sequence[str], stats: Sequence[FileStat | None]) -> list[Any]:
+    def lookup(self, keys: Sequence[str], stats: Sequence[FileStat | None]) -> list[Outcome | None]:
         """The remembered outcome of each key whose stat is unchanged, else None."""
         self.seen += len(keys)
         if self.db is None or not keys:
@@ -99,8 +99,7 @@ class IngestCache:
                 out.append(None)
             else:
                 self.hits += 1
-                # status, then 6 values (ok) or 2 (kind, detail)
-                out.append(list(row[5:12] if row[5] == "ok" else row[5:8]))
+                out.append(_outcome(row[5:12]))
         return out
 
     @classmethod
@@ -113,12 +112,13 @@ class IngestCache:
             with contextlib.suppress(sqlite3.Error):
                 self.db.commit()
 
-    def remember(self, items: Iterable[tuple[str, FileStat | None, Any]]) -> None:
+    def remember(self, items: Iterable[tuple[str, FileStat | None, Outcome]]) -> None:
+        """Keep each (key, stat, outcome) whose file was not changed within the racy window."""
         if self.db is None:
             return
         fresh = self.started - RACY_NS
         rows = [
-            (key, *stat, *outcome, *_PAD[len(outcome) :])
+            (key, *stat, *_columns(outcome))
             for key, stat, outcome in items
             if stat is not None and stat[1] < fresh and stat[3] < fresh
         ]
@@ -140,3 +140,28 @@ class IngestCache:
             self.db.commit()
         self.db.close()
         self.db = None
+
+
+# The columns status, a, b, c, d, e, f: "ok" and an Examined's fields but `spooled` (a spool
+# belongs to one run), or "fail" and a Failed's kind and detail.
+
+
+def _columns(outcome: Outcome) -> tuple:
+    if outcome.ok:
+        return (
+            "ok",
+            outcome.size,
+            outcome.digest_hex,
+            outcome.format,
+            outcome.width,
+            outcome.height,
+            outcome.trailing,
+        )
+    return ("fail", outcome.kind, outcome.detail, None, None, None, None)
+
+
+def _outcome(columns: tuple) -> Outcome:
+    status, a, b, c, d, e, f = columns
+    if status == "ok":
+        return Examined(size=a, digest_hex=b, format=c, width=d, height=e, trailing=f)
+    return Failed(kind=a, detail=b)

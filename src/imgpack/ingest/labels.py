@@ -63,23 +63,7 @@ def read_label_rows(
     columns = list(columns) if columns else None
     # A headerless list's numbering is not metadata.
     drop = {LIST_INDEX} if columns or suffix in _IM2REC | _CAFFE else set()
-    if suffix in _IM2REC:
-        chunks = _list_chunks(
-            table, "\t", columns, [LIST_INDEX, label_column, path_column], chunksize
-        )
-    elif suffix in _CAFFE:
-        chunks = _list_chunks(table, None, columns, [path_column, label_column], chunksize)
-    elif suffix in _DELIMITED:
-        chunks = _delimited_chunks(table, _DELIMITED[suffix], chunksize, columns)
-    elif suffix in _JSONL:
-        chunks = _jsonl_chunks(table, chunksize)
-    elif suffix in _PARQUET:
-        chunks = _parquet_chunks(table, chunksize)
-    else:
-        raise InputError(
-            f"{table}: unknown labels table type {suffix!r}; use .csv, .tsv, .jsonl, .parquet, "
-            "or a .lst/.ctl (im2rec) or .txt (Caffe) list"
-        )
+    chunks = _chunks(table, suffix, path_column, label_column, chunksize, columns)
     row_number = 0
     checked = False
     for names, rows in chunks:
@@ -113,6 +97,33 @@ def read_label_rows(
             }
             label_text = "" if label is None else str(label)
             yield normalise_path(str(path)), label_text, extra, row_number
+
+
+def _chunks(
+    table: Path,
+    suffix: str,
+    path_column: str,
+    label_column: str,
+    chunksize: int,
+    columns: list[str] | None,
+):
+    """(column names, rows) of each chunk of the table, read as its suffix says."""
+    if suffix in _IM2REC:
+        return _list_chunks(
+            table, "\t", columns, [LIST_INDEX, label_column, path_column], chunksize
+        )
+    if suffix in _CAFFE:
+        return _list_chunks(table, None, columns, [path_column, label_column], chunksize)
+    if suffix in _DELIMITED:
+        return _delimited_chunks(table, _DELIMITED[suffix], chunksize, columns)
+    if suffix in _JSONL:
+        return _jsonl_chunks(table, chunksize)
+    if suffix in _PARQUET:
+        return _parquet_chunks(table, chunksize)
+    raise InputError(
+        f"{table}: unknown labels table type {suffix!r}; use .csv, .tsv, .jsonl, .parquet, "
+        "or a .lst/.ctl (im2rec) or .txt (Caffe) list"
+    )
 
 
 def _check_columns(table: Path, columns: list[str], path_column: str, label_column: str) -> None:

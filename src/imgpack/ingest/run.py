@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from imgpack.errors import output_failed
-from imgpack.ingest.cache import IngestCache, file_stat
+from imgpack.ingest.cache import file_stat
 from imgpack.ingest.examine import ExamineTask, examine_files
-from imgpack.ingest.labelgroups import LabelGroups
-from imgpack.ingest.labeljoin import in_split_folders, labelled
+from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
 from imgpack.ingest.manifest import row_text, write_manifest
-from imgpack.ingest.report import Accounting, IngestReport, trailing_note
+from imgpack.ingest.outcome import Outcome
+from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
 from imgpack.ingest.spool import INDEX_FILE, entry_of, spool_file
-from imgpack.ingest.walk import walk_sorted
 from imgpack.parallel.workers import batched, ordered_map, worker_pool
 from imgpack.params import IngestParams
 from imgpack.util.cores import resolve_workers
@@ -50,100 +49,122 @@ def ingest(
     left as they are and nothing is read (see `imgpack.ingest.snapshot`).
     """
     params = params or IngestParams()
-    snapshot = None
-    exclude = {str(labels)} if labels else set()
-    found_files = walk_sorted(folder, exclude)
+    found, snapshot = None, None
     if reuse_unchanged and cache and not is_url(folder):
         outputs = Path(manifest_out), report_out and Path(report_out)
         snapshot = InputSnapshot(*outputs, folder, labels, params, split_folders)
         totals = snapshot.unchanged()
         if totals is not None:
             return IngestReport.from_totals(totals)
-        found_files = snapshot.files()  # the walk, its stats also taken for the next run
+        found = snapshot.files()  # the walk, its stats also taken for the next run
+    workers = resolve_workers(params.workers, "ingest.workers")
     with (
         # First, before any handle or thread: workers forked from this process need no imports.
-        worker_pool(
-            resolve_workers(params.workers, "ingest.workers"), params.scheduler or None, fork=True
-        ) as pool,
+        worker_pool(workers, params.scheduler or None, fork=True) as pool,
         scratch_dir(Path(manifest_out)) as scratch,
         _scratch_errors(scratch),
-        contextlib.closing(sqlite3.connect(os.path.join(scratch, "ingest.sqlite"))) as db,
+        front_end(
+            folder, scratch, labels, params, found=found, split_folders=split_folders, cache=cache
+        ) as front,
     ):
-        report = IngestReport(spill=scratch)
-        account = Accounting(report, params.on_error)
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
-        table = LabelGroups(db, labels, params, report, scratch) if labels else None
-        groups = iter(table) if table else None
-        lookup = table.lookup if table else None
-        candidates = labelled(found_files, groups, lookup, params, report, account, str(folder))
-        if split_folders:
-            candidates = in_split_folders(candidates, account)
-        remembered = IngestCache(folder, params.hash, params.max_pixels) if cache else None
-        spool_index = open(spool / INDEX_FILE, "wb") if spool is not None else None  # noqa: SIM115
-        staged = os.path.join(scratch, "rows.jsonl")
-        total_bytes = 0
-        seen_keys = os.path.join(scratch, "seen.txt")
-        try:
-            with (
-                open(staged, "w", encoding="utf-8", newline="\n") as rows,
-                open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
-            ):
-                tasks = _tasks(progress(candidates, "ingest"), params, remembered, spool, seen)
-                examined = ordered_map(examine_files, tasks, pool, local=_nothing_to_read)
-                for (batch, known, stats), fresh in examined:
-                    outcomes = _merge(known, fresh)
-                    if remembered is not None:
-                        remembered.remember(
-                            (found.key, stat, outcome[:7])
-                            for (found, _, _), stat, outcome, cached in zip(
-                                batch, stats, outcomes, known, strict=True
-                            )
-                            if cached is None
-                        )
-                    report.read += len(fresh)
-                    hashes, texts, packed = [], [], report.packed
-                    for (found, label, extra), outcome in zip(batch, outcomes, strict=True):
-                        if outcome[0] == "fail":
-                            account(found, outcome[1], outcome[2])
-                            continue
-                        _, size, hash_hex, fmt, width, height, trailing = outcome[:7]
-                        if trailing:
-                            report.note(trailing_note(found.key, trailing, fmt))
-                        texts.append(
-                            row_text(found.key, size, hash_hex, fmt, width, height, label, extra)
-                        )
-                        if spool_index is not None:
-                            spool_index.write(
-                                entry_of(tuple(outcome[7:9]) if len(outcome) > 7 else None)
-                            )
-                        hashes.append((hash_hex, found.key, packed))
-                        packed += 1
-                        total_bytes += size
-                    if texts:
-                        rows.write("\n".join(texts) + "\n")
-                    report.packed = packed
-                    db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", hashes)
-            if remembered is not None:
-                with open(seen_keys, encoding="utf-8", errors="surrogateescape") as keys:
-                    remembered.close(line.rstrip("\n") for line in keys)
-        finally:
-            if remembered is not None:
-                remembered.close()
-            if spool_index is not None:
-                spool_index.close()
-        account.check(folder)
-        db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
-        duplicate_of = report_duplicates(db, report)
-        header = {"hash_algorithm": params.hash, "count": report.packed, "total_bytes": total_bytes}
-        write_manifest(Path(manifest_out), header, _final_rows(staged, duplicate_of))
+        staged = _read_all(front, pool, params, scratch, spool)
+        front.account.check(folder)
+        duplicate_of = front.report_duplicates()
+        header = {
+            "hash_algorithm": params.hash,
+            "count": front.report.packed,
+            "total_bytes": staged.total_bytes,
+        }
+        write_manifest(Path(manifest_out), header, _final_rows(staged.path, duplicate_of))
         if report_out is not None:
-            report.write(Path(report_out))
-        report.spill = None
+            front.report.write(Path(report_out))
+        front.report.spill = None
     if snapshot is not None:
-        snapshot.save(report.totals())
-    return report
+        snapshot.save(front.report.totals())
+    return front.report
+
+
+def _read_all(front: FrontEnd, pool, params: IngestParams, scratch: Path, spool: Path | None):
+    """Every candidate read by the workers, or known from the ingest cache, and its manifest row
+    staged; the cache then forgets files no longer in the folder."""
+    remembered = front.cache
+    seen_keys = os.path.join(scratch, "seen.txt")
+    with (
+        _StagedRows(front, scratch, spool) as staged,
+        open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
+    ):
+        tasks = _tasks(progress(front.candidates, "ingest"), params, remembered, spool, seen)
+        examined = ordered_map(examine_files, tasks, pool, local=_nothing_to_read)
+        for (batch, known, stats), fresh in examined:
+            outcomes = _merge(known, fresh)
+            if remembered is not None:
+                remembered.remember(
+                    (found.key, stat, outcome)
+                    for (found, _, _), stat, outcome, cached in zip(
+                        batch, stats, outcomes, known, strict=True
+                    )
+                    if cached is None
+                )
+            front.report.read += len(fresh)
+            staged.add(batch, outcomes)
+    if remembered is not None:
+        with open(seen_keys, encoding="utf-8", errors="surrogateescape") as keys:
+            remembered.close(line.rstrip("\n") for line in keys)
+    return staged
+
+
+class _StagedRows:
+    """Manifest rows in key order, staged in a file until duplicates are known; with a spool, its
+    index entry of each row; the records' hashes, for the duplicate groups."""
+
+    def __init__(self, front: FrontEnd, scratch: Path, spool: Path | None):
+        self.front = front
+        self.path = os.path.join(scratch, "rows.jsonl")
+        self.total_bytes = 0
+        # both closed by __exit__
+        self.rows = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self.spool_index = open(spool / INDEX_FILE, "wb") if spool is not None else None  # noqa: SIM115
+
+    def __enter__(self) -> _StagedRows:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rows.close()
+        if self.spool_index is not None:
+            self.spool_index.close()
+
+    def add(self, batch: list[Candidate], outcomes: list[Outcome]) -> None:
+        """A batch's rows; its files that are no image are accounted for."""
+        report, account, spool_index = self.front.report, self.front.account, self.spool_index
+        hashes, texts, packed, total_bytes = [], [], report.packed, 0
+        for (found, label, extra), outcome in zip(batch, outcomes, strict=True):
+            if not outcome.ok:
+                account(found, outcome.kind, outcome.detail)
+                continue
+            if outcome.trailing:
+                report.note(trailing_note(found.key, outcome.trailing, outcome.format))
+            texts.append(
+                row_text(
+                    found.key,
+                    outcome.size,
+                    outcome.digest_hex,
+                    outcome.format,
+                    outcome.width,
+                    outcome.height,
+                    label,
+                    extra,
+                )
+            )
+            if spool_index is not None:
+                spool_index.write(entry_of(outcome.spooled))
+            hashes.append((outcome.digest_hex, found.key, packed))
+            packed += 1
+            total_bytes += outcome.size
+        if texts:
+            self.rows.write("\n".join(texts) + "\n")
+        report.packed = packed
+        self.total_bytes += total_bytes
+        self.front.add_hashes(hashes)
 
 
 def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, seen):
@@ -180,30 +201,6 @@ def _scratch_errors(scratch: Path):
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise output_failed(scratch, exc) from None
         raise
-
-
-def report_duplicates(db: sqlite3.Connection, report: IngestReport) -> Iterator[tuple[int, str]]:
-    """Report groups of keys with identical bytes; returns (ordinal, first key) of each later
-    copy, in ordinal order, from disk."""
-    db.execute(
-        "CREATE TABLE firsts AS SELECT hash, MIN(key) AS first FROM hashes "
-        "GROUP BY hash HAVING COUNT(*) > 1"
-    )
-    group: list[str] = []
-    for first, key in db.execute(
-        "SELECT f.first, h.key FROM hashes AS h JOIN firsts AS f ON f.hash = h.hash "
-        "ORDER BY f.first, h.key"
-    ):
-        if group and group[0] != first:
-            report.duplicate_group(group)
-            group = []
-        group.append(key)
-    if group:
-        report.duplicate_group(group)
-    return db.execute(
-        "SELECT h.ordinal, f.first FROM hashes AS h JOIN firsts AS f ON f.hash = h.hash "
-        "WHERE h.key != f.first ORDER BY h.ordinal"
-    )
 
 
 def _final_rows(staged: str, duplicate_of: Iterator[tuple[int, str]]):

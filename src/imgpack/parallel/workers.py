@@ -17,15 +17,25 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from imgpack.errors import OutputError
+
+if TYPE_CHECKING:
+    from imgpack.parallel.cluster import DaskPool
 
 T = TypeVar("T")
 R = TypeVar("R")
 C = TypeVar("C")
 
-__all__ = ["worker_pool", "ordered_map", "worker_errors", "without_pandas", "batched"]
+__all__ = [
+    "worker_pool",
+    "pool_size",
+    "ordered_map",
+    "worker_errors",
+    "without_pandas",
+    "batched",
+]
 
 # Library thread pools each worker would otherwise size to the whole machine: processes x
 # threads must not exceed the cores (the oversubscription the seed note measured).
@@ -116,7 +126,7 @@ def _exit_with(pid: int) -> None:
 @contextlib.contextmanager
 def worker_pool(
     workers: int, scheduler: str | None = None, fork: bool = False
-) -> Iterator[ProcessPoolExecutor | None]:
+) -> Iterator[ProcessPoolExecutor | DaskPool | None]:
     """`workers` processes (None for 1: work runs in this process); all stopped on exit. With a
     `scheduler` address, the workers of that Dask cluster instead.
 
@@ -137,6 +147,19 @@ def worker_pool(
     if workers <= 1:
         yield None
         return
+    pool = _started_pool(workers, fork)
+    try:
+        yield pool
+    finally:
+        # Killed, not joined: after an error or Ctrl-C the queued work is not wanted.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _started_pool(workers: int, fork: bool) -> ProcessPoolExecutor:
+    """`workers` processes, all started now under the thread limits (see `worker_pool`)."""
     fork = fork and _single_threaded()
     context = multiprocessing.get_context("fork" if fork else "forkserver")
     if not fork:
@@ -169,14 +192,16 @@ def worker_pool(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    try:
-        yield pool
-    finally:
-        # Killed, not joined: after an error or Ctrl-C the queued work is not wanted.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(OSError):
-                process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+    return pool
+
+
+def pool_size(pool: ProcessPoolExecutor | DaskPool | None) -> int:
+    """How many tasks `pool` runs at once (a `worker_pool`; None runs them here, one at a time)."""
+    if pool is None:
+        return 1
+    # The executor keeps its size under a private name only; DaskPool (parallel/cluster.py)
+    # mirrors that name, as the executor's stand-in.
+    return pool._max_workers
 
 
 def _single_threaded() -> bool:
@@ -199,7 +224,7 @@ def ordered_map(
         for context, task in items:
             yield context, fn(task)
         return
-    limit = ahead * pool._max_workers
+    limit = ahead * pool_size(pool)
     pending: deque = deque()
     remote = 0  # pending tasks that went to a worker
     try:

@@ -9,9 +9,7 @@ from typing import Any
 from imgpack.errors import InputError
 from imgpack.write.assembler import PackAssembler
 from imgpack.write.layout import ShardLayout
-from imgpack.write.lmdbfile import (
-    check_key,
-)
+from imgpack.write.lmdbfile import check_key
 from imgpack.write.shard import ShardWriter, shard_entry
 
 

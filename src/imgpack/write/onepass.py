@@ -13,25 +13,20 @@ import contextlib
 import hashlib
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgpack.errors import ImgpackError, ValidationError
-from imgpack.ingest.cache import IngestCache
-from imgpack.ingest.labelgroups import LabelGroups
-from imgpack.ingest.labeljoin import in_split_folders, labelled
-from imgpack.ingest.report import Accounting, IngestReport, trailing_note
-from imgpack.ingest.run import report_duplicates
+from imgpack.ingest.frontend import FrontEnd, front_end
+from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.splits import FOLDERS
-from imgpack.ingest.walk import walk_sorted
 from imgpack.parallel.workers import release_freed_memory, worker_errors, worker_pool
 from imgpack.params import IngestParams, PackParams
 from imgpack.util.cores import resolve_workers
 from imgpack.util.outputs import scratch_dir
-from imgpack.util.progress import progress
-from imgpack.write.layout import ShardLayout
-from imgpack.write.onepass_plan import ShardPlan
+from imgpack.write.layout import params_digest
+from imgpack.write.onepass_plan import PlanWindow, ShardPlan
+from imgpack.write.onepass_shard import FreshBuild, ShardResult
 
 if TYPE_CHECKING:
     from imgpack.write.assembler import PackAssembler
@@ -49,67 +44,25 @@ def one_pass(
 ) -> tuple[IngestReport, dict[str, Any], dict[str, Any]]:
     """Build `out` afresh from `raw_dir`; returns the ingest report, the header and the validation."""
     folder = os.path.abspath(raw_dir)
-    layout = ShardLayout.of(params)
     store = out.absolute().with_name(f".{out.name}.resume")
     workers = resolve_workers(params.workers, "pack.workers")
     with (
         worker_pool(workers, fork=True) as pool,  # first: before any thread or handle here
         scratch_dir(out) as scratch,
-        contextlib.closing(sqlite3.connect(scratch / "ingest.sqlite")) as db,
+        front_end(
+            folder,
+            scratch,
+            labels,
+            ingest,
+            split_folders=params.splits == FOLDERS,
+            walk_progress="build",
+        ) as front,
     ):
-        report = IngestReport(spill=scratch)
-        account = Accounting(report, ingest.on_error)
-        table = LabelGroups(db, labels, ingest, report, scratch) if labels else None
-        groups = iter(table) if table else None
-        lookup = table.lookup if table else None
-        exclude = {str(labels)} if labels else set()
-        found = walk_sorted(folder, exclude)
-        candidates = labelled(
-            progress(found, "build"), groups, lookup, ingest, report, account, folder
-        )
-        if params.splits == FOLDERS:
-            candidates = in_split_folders(candidates, account)
-        cache = IngestCache(folder, ingest.hash, ingest.max_pixels)
         store.mkdir(parents=True, exist_ok=True)
-        plan = ShardPlan(candidates, folder, store, out, ingest, params, layout, cache, account)
+        build = FreshBuild.of(folder, store, out, ingest, params, front.cache)
+        plan = ShardPlan(front.candidates, build, front.cache, front.account)
         try:
-            with contextlib.ExitStack() as stack:
-                made: list[_Records] = []
-
-                def started() -> None:
-                    # Once the first shards are on their way: this process's Arrow and numpy
-                    # imports then run while the workers (which never import them) write.
-                    from imgpack.write.assembler import PackAssembler
-
-                    assembler = PackAssembler(out, ingest.hash, params.batch_mb << 20)
-                    made.append(_Records(scratch, stack.enter_context(assembler), report))
-
-                with worker_errors():
-                    for accepted in plan.results(pool, started):
-                        made[0].add(plan, *accepted)
-                if not made:
-                    started()
-                records, assembler = made[0], made[0].assembler
-                plan.settle_all()
-                account.check(raw_dir)
-                records.report_duplicates(db)
-                if report_out is not None:
-                    report.write(Path(report_out))
-                validation: dict[str, Any] = {}
-
-                def check(tmp: Path) -> None:
-                    validation.update(
-                        _check(tmp, report.packed, assembler.shards, records.keys_digest)
-                    )
-
-                release_freed_memory()
-                from imgpack.write.layout import params_digest
-
-                header = assembler.publish(
-                    check,
-                    params_digest=params_digest(params),
-                    layout_params=layout.params_text,
-                )
+            header, validation = _write(plan, pool, front, scratch, raw_dir, params, report_out)
         except ImgpackError:
             # Refused inputs or a full disk: the shards are not worth their space (a kill or
             # Ctrl-C keeps them for the next run).
@@ -119,21 +72,70 @@ def one_pass(
             with contextlib.suppress(OSError):
                 store.rmdir()  # whole shards stay for the next run; an empty store goes
             raise
-        finally:
-            cache.seen = plan.planned
-            cache.close()
-        report.spill = None
+        front.report.spill = None
     shutil.rmtree(store, ignore_errors=True)
     header = {**header, "carried_shards": 0, "new_shards": len(header["shards"])}
-    return report, {**header, "compacted_shards": 0}, validation
+    return front.report, {**header, "compacted_shards": 0}, validation
+
+
+def _write(
+    plan: ShardPlan,
+    pool,
+    front: FrontEnd,
+    scratch: Path,
+    raw_dir: str | Path,
+    params: PackParams,
+    report_out: str | Path | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shards written as planned, the report and the pack published; its header and
+    validation."""
+    build = plan.build
+    with contextlib.ExitStack() as stack:
+        records: _Records | None = None
+
+        def started() -> None:
+            # Once the first shards are on their way: this process's Arrow and numpy imports
+            # then run while the workers (which never import them) write.
+            from imgpack.write.assembler import PackAssembler
+
+            nonlocal records
+            assembler = PackAssembler(Path(build.out), build.algorithm, params.batch_mb << 20)
+            records = _Records(scratch, stack.enter_context(assembler), front)
+
+        with worker_errors():
+            for end, ordinals, result in plan.results(pool, started):
+                records.add(plan.window, end, ordinals, result)
+        if records is None:
+            started()
+        assembler = records.assembler
+        plan.window.settle_all()
+        front.account.check(raw_dir)
+        records.report_duplicates()
+        if report_out is not None:
+            front.report.write(Path(report_out))
+        validation: dict[str, Any] = {}
+
+        def check(tmp: Path) -> None:
+            validation.update(
+                _check(tmp, front.report.packed, assembler.shards, records.keys_digest)
+            )
+
+        release_freed_memory()
+        header = assembler.publish(
+            check,
+            params_digest=params_digest(params),
+            layout_params=build.layout.params_text,
+        )
+    return header, validation
 
 
 class _Records:
     """Accepted shards into the pack and the report; digests kept on disk for duplicate groups."""
 
-    def __init__(self, scratch: Path, assembler: PackAssembler, report: IngestReport):
+    def __init__(self, scratch: Path, assembler: PackAssembler, front: FrontEnd):
         self.assembler = assembler
-        self.report = report
+        self.front = front
+        self.report = front.report
         self.digest_size = assembler.digest_size
         self.digests = open(scratch / "digests.bin", "w+b")  # noqa: SIM115 - closed in groups
         self.keys = open(scratch / "keys.bin", "w+b")  # noqa: SIM115 - NUL-separated, in order
@@ -144,38 +146,38 @@ class _Records:
     def keys_digest(self) -> str:
         return self.keys_sha.hexdigest()
 
-    def add(self, plan: ShardPlan, end: int, ordinals: list[int], result: dict[str, Any]) -> None:
-        report = self.report
-        rows = [plan.row(o) for o in ordinals]
-        keys = [r[0] for r in rows]
-        shard = self.assembler.add_shard(Path(result["path"]), result["entry"])
-        sizes = result["sizes"]
+    def add(self, window: PlanWindow, end: int, ordinals: list[int], result: ShardResult) -> None:
+        """An accepted shard, whose candidates are settled up to ordinal `end`."""
+        report, props = self.report, result.props
+        rows = [window.row(o) for o in ordinals]
+        keys = [r.key for r in rows]
+        shard = self.assembler.add_shard(Path(result.path), result.entry)
         self.assembler.add_rows(
             [
                 keys,
-                [r[1] for r in rows],
-                result["splits"],
-                result["formats"],
-                result["widths"],
-                result["heights"],
-                sizes,
+                [r.label for r in rows],
+                result.splits,
+                props.formats,
+                props.widths,
+                props.heights,
+                props.sizes,
                 [shard] * len(keys),
                 range(len(keys)),
             ],
-            [r[2] for r in rows],
+            [r.extra for r in rows],
         )
-        for index, trailing in result["trailing"]:
-            report.note(trailing_note(keys[index], trailing, result["formats"][index]))
+        for index, trailing in result.trailing:
+            report.note(trailing_note(keys[index], trailing, props.formats[index]))
         report.packed += len(keys)
-        report.read += 0 if result["resumed"] else len(keys)
-        self.digests.write(result["digests"])
+        report.read += 0 if result.resumed else len(keys)
+        self.digests.write(props.digests)
         joined = "\0".join(keys).encode() + b"\0"
         self.keys.write(joined)
         self.keys_sha.update(joined)
         self.count += len(keys)
-        plan.settle(end)
+        window.settle(end)
 
-    def report_duplicates(self, db: sqlite3.Connection) -> None:
+    def report_duplicates(self) -> None:
         """Groups of identical content, as ingest reports them. The first 4 bytes of each digest
         (4 B a record, sorted in place) find the candidates; only they go to SQLite, to be
         grouped by their whole digests."""
@@ -190,7 +192,6 @@ class _Records:
         first[1:] = repeated[1:] != repeated[:-1]
         repeated = repeated[first]
         del prefixes
-        db.execute("CREATE TABLE hashes (hash TEXT, key TEXT, ordinal INTEGER)")
         if len(repeated):
             rows = []
             self.keys.seek(0)
@@ -203,11 +204,10 @@ class _Records:
                     key, at = next(keys), ordinal + 1
                     rows.append((block[index].tobytes().hex(), key, ordinal))
                     if len(rows) >= 10_000:
-                        db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
+                        self.front.add_hashes(rows)
                         rows = []
-            db.executemany("INSERT INTO hashes VALUES (?, ?, ?)", rows)
-            db.execute("CREATE INDEX hashes_hash ON hashes (hash, key)")
-            report_duplicates(db, self.report)  # the groups; which copy is first is not needed
+            self.front.add_hashes(rows)
+            self.front.report_duplicates()  # the groups; which copy is first is not needed
         self.digests.close()
         self.keys.close()
 

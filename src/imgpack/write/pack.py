@@ -22,6 +22,7 @@ from imgpack.util.progress import progress
 from imgpack.util.text import counted
 from imgpack.util.urls import is_url
 from imgpack.write.assembler import PackAssembler
+from imgpack.write.dedupe import AliasCheck
 from imgpack.write.layout import ShardLayout, params_digest
 from imgpack.write.pack_plan import Planner, damaged_shards, load_previous, match_previous
 from imgpack.write.pack_shard import write_shard
@@ -80,9 +81,13 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
             ):
                 _carry_over(previous, assembler)
                 claimed = match.claims() if match is not None else iter(())
-                planned = _plan(rows, header["count"], planner, assembler, claimed, params)
+                aliases = AliasCheck()
+                planned = _plan(
+                    rows, header["count"], planner, (assembler, aliases), claimed, params
+                )
                 for task, entry in ordered_map(write_shard, planned, pool):
                     assembler.add_shard(Path(task.path), entry)
+                aliases.refuse_conflicts(Path(manifest))
                 written = assembler.publish(
                     before_publish,
                     params_digest=params_digest(params),
@@ -137,8 +142,10 @@ def _carry_over(previous, assembler: PackAssembler) -> None:
         assembler.add_shard(previous.shard_paths[old], entry, carried=True)
 
 
-def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed, params):
-    """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut."""
+def _plan(rows, count: int, planner: Planner, sinks, claimed, params):
+    """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut.
+    `sinks`: the (assembler, alias check) that take rows and aliases."""
+    assembler, aliases = sinks
     pending = next(claimed, None)
     assign = split_assigner(params.split_seed, params.splits)
     columns: list[list] = [[] for _ in range(9)]  # add_row's order; handed over 4,096 at a time
@@ -147,6 +154,7 @@ def _plan(rows, count: int, planner: Planner, assembler: PackAssembler, claimed,
     for ordinal, row in enumerate(progress(rows, "pack", count)):
         if params.duplicates == "dedupe" and row["duplicate_of"]:
             assembler.add_alias(row["key"], row["duplicate_of"])
+            aliases.add(row)
             planner.skip()
             continue
         claim = None

@@ -1,7 +1,7 @@
-"""One shard as one unit of work: its images from raw files, a spool or an older shard, written and sealed.
+"""One shard file: its images under their slots, then sealed with their properties and its header.
 
-A task is plain data, so a worker process (or a cluster worker) can run it, and its finished file
-is named by what it holds: a rerun after a crash finds the shards already written and keeps them.
+Every writer of shards (pack, one pass, the builder) writes them here, so a shard has the same bytes
+whichever path wrote it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
+from collections.abc import MutableSequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,41 @@ from imgpack.format.codec import SHARD_FORMAT, SHARD_VERSION, encode_index, enco
 from imgpack.util.digests import file_digest
 from imgpack.write.lmdbfile import LmdbFileWriter
 
-__all__ = ["ShardWriter", "open_sealing", "shard_entry", "ENTRY_FIELDS"]
+__all__ = ["ShardProps", "ShardWriter", "open_sealing", "shard_entry", "ENTRY_FIELDS"]
 
 _ONLY = encode_index(0)
 _SHARD_HEADER_KEY = b"shard"
 
 
+@dataclass(frozen=True, slots=True)
+class ShardProps:
+    """A shard's per-image properties in slot order, as its props table holds them: gathered by
+    `ShardWriter`, sent back by a fresh build's worker, sealed into the shard, put in the catalog."""
+
+    digests: bytes | bytearray  # the images' digests, concatenated
+    sizes: MutableSequence[int]
+    formats: list[str]
+    widths: MutableSequence[int]
+    heights: MutableSequence[int]
+
+    @classmethod
+    def gathering(cls) -> ShardProps:
+        """Empty, in compact arrays, to be appended to."""
+        return cls(bytearray(), array("q"), [], array("i"), array("i"))
+
+    def as_lists(self) -> ShardProps:
+        """The same in bytes and plain lists: how they travel between processes and into the catalog."""
+        return ShardProps(
+            bytes(self.digests),
+            list(self.sizes),
+            list(self.formats),
+            list(self.widths),
+            list(self.heights),
+        )
+
+
 class ShardWriter:
-    """One shard: images under their slot, and their properties (digest, size, format, w, h)."""
+    """One shard: images under their slot, and their properties (`ShardProps`)."""
 
     def __init__(
         self,
@@ -37,20 +66,17 @@ class ShardWriter:
         self.file.create(b"images")
         self.count = 0
         self.image_bytes = 0
-        self.digests = bytearray()
-        self.sizes = array("q")
-        self.widths = array("i")
-        self.heights = array("i")
-        self.formats: list[str] = []
+        self.props = ShardProps.gathering()
 
     def add(self, data: bytes, digest: bytes, fmt: str, width: int, height: int) -> int:
         slot = self.count
         self.file.put(b"images", encode_index(slot), data)
-        self.digests += digest
-        self.sizes.append(len(data))
-        self.widths.append(width)
-        self.heights.append(height)
-        self.formats.append(fmt)
+        props = self.props
+        props.digests.extend(digest)
+        props.sizes.append(len(data))
+        props.widths.append(width)
+        props.heights.append(height)
+        props.formats.append(fmt)
         self.count += 1
         self.image_bytes += len(data)
         return slot
@@ -62,25 +88,29 @@ class ShardWriter:
         images = self.file
         self.file = open_sealing(
             images.path,
-            images.error_path,
-            images.map_size,
-            images.batch_bytes,
-            images.check,
+            self.props,
             hash_algorithm,
-            bytes(self.digests),
-            self.sizes,
-            self.formats,
-            self.widths,
-            self.heights,
+            error_path=images.error_path,
+            map_size=images.map_size,
+            batch_bytes=images.batch_bytes,
+            check=images.check,
         )
         self.file.grown = images.grown
 
 
 def open_sealing(
-    path, error_path, map_size, batch_bytes, check, hash_algorithm, digests, sizes, formats, w, h
+    path: Path,
+    props: ShardProps,
+    hash_algorithm: str,
+    *,
+    error_path: Path | str,
+    map_size: int,
+    batch_bytes: int,
+    check: bool,
 ) -> LmdbFileWriter:
     """A shard whose images are committed and whose file is closed, opened again with its
-    property table and header queued: the caller closes it.
+    property table and header queued: the caller closes it. `map_size`: the closed file's (it
+    may have grown past its layout's).
 
     Sealing is a transaction of its own in a file opened anew, so a shard has the same bytes
     whether the process that wrote its images seals it or another does: a fresh build's workers
@@ -91,16 +121,16 @@ def open_sealing(
     from imgpack.format import tables as cat
 
     digest_size = hashlib.new(hash_algorithm).digest_size
-    count = len(sizes)
-    props = pa.table(
+    count = len(props.sizes)
+    table = pa.table(
         [
             pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(digest_size), count, [None, pa.py_buffer(digests)]
+                pa.binary(digest_size), count, [None, pa.py_buffer(bytes(props.digests))]
             ),
-            pa.array(sizes, pa.int64()),
-            pa.array(formats, pa.string()),
-            pa.array(w, pa.int32()),
-            pa.array(h, pa.int32()),
+            pa.array(props.sizes, pa.int64()),
+            pa.array(props.formats, pa.string()),
+            pa.array(props.widths, pa.int32()),
+            pa.array(props.heights, pa.int32()),
         ],
         schema=cat.props_schema(digest_size),
     )
@@ -109,11 +139,11 @@ def open_sealing(
         "format_version": SHARD_VERSION,
         "count": count,
         "hash_algorithm": hash_algorithm,
-        "image_bytes": sum(sizes),
+        "image_bytes": sum(props.sizes),
     }
     file = LmdbFileWriter(path, map_size, error_path, batch_bytes, existing=True, check=check)
     try:
-        file.put(b"props", _ONLY, cat.encode_table(props))
+        file.put(b"props", _ONLY, cat.encode_table(table))
         file.put(b"shard", _SHARD_HEADER_KEY, encode_shard_header(header))
     except BaseException:
         file.abort()

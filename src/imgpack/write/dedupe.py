@@ -1,0 +1,47 @@
+"""Dedupe's aliases keep nothing of their own: an alias whose label or metadata differ from the
+copy it names would read back wrong, so the pack is refused, naming both paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgpack.errors import InputError, name_offenders
+from imgpack.ingest.manifest import read_manifest
+
+__all__ = ["AliasCheck"]
+
+
+class AliasCheck:
+    """Each alias's label and metadata, held until the copies they name are read again."""
+
+    def __init__(self):
+        self.pending: dict[str, list[tuple[str, str, Any]]] = {}  # target -> (alias, label, extra)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.setdefault(row["duplicate_of"], []).append(
+            (row["key"], row["label"], row["extra"])
+        )
+
+    def refuse_conflicts(self, manifest: Path) -> None:
+        """Read the manifest again for the aliased copies (only when there are aliases) and raise
+        InputError naming every alias whose label or metadata differ from its copy's."""
+        if not self.pending:
+            return
+        conflicts = []
+        _, rows = read_manifest(manifest)
+        for row in rows:
+            for alias, label, extra in self.pending.get(row["key"], ()):
+                if label != row["label"]:
+                    conflicts.append(
+                        f"{alias} (label {label!r}; {row['key']} has {row['label']!r})"
+                    )
+                elif extra != row["extra"]:
+                    conflicts.append(f"{alias} (metadata {extra}; {row['key']} has {row['extra']})")
+        if conflicts:
+            raise InputError(
+                f"identical images with other labels or metadata {name_offenders(conflicts, 5)}: "
+                "with pack.duplicates: dedupe each is stored once and read back with its first "
+                "copy's; give the copies the same label and metadata, or keep every copy "
+                "(pack.duplicates: keep, or imgpack build --duplicates keep)"
+            )
