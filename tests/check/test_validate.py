@@ -8,6 +8,7 @@ from imgpack.check.validate import validate
 from imgpack.errors import ValidationError
 from imgpack.ingest.manifest import read_manifest
 from imgpack.ingest.run import ingest
+from imgpack.params import PackParams
 from imgpack.write.pack import pack
 from tests.conftest import flip_byte_of, png_bytes, write_tree
 
@@ -64,3 +65,23 @@ def test_more_than_twenty_offenders_are_listed_as_twenty_and_a_count(tmp_path):
     with pytest.raises(ValidationError, match=r"extra 30: x/00\.png.*x/19\.png and 10 more"):
         validate(tmp_path / "p.lmdb", tmp_path / "m2.jsonl")
     assert read_manifest(tmp_path / "m2.jsonl")[0]["count"] == 1
+
+
+def test_an_aliass_own_metadata_is_checked_against_what_it_reads_back(tmp_path):
+    same = png_bytes(shade=5)
+    raw = write_tree(tmp_path / "raw", {"a.png": same, "b.png": same})
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label,bbox\na.png,cat,1 2 3 4\nb.png,cat,1 2 3 4\n")
+    manifest, out = tmp_path / "m.jsonl", tmp_path / "p.lmdb"
+    ingest(raw, manifest, labels=table)
+    pack(manifest, raw, out, PackParams(duplicates="dedupe"))
+    assert validate(out, manifest)["ok"]
+    # the manifest of another input: b.png's own bbox differs from the copy it aliases
+    lines = manifest.read_text().splitlines()
+    lines = [
+        line.replace('"bbox":"1 2 3 4"', '"bbox":"5 6 7 8"') if '"key":"b.png"' in line else line
+        for line in lines
+    ]
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValidationError, match=r"meta_mismatch 1: b\.png"):
+        validate(out, manifest, tmp_path / "v.json")

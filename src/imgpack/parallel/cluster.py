@@ -40,7 +40,7 @@ class DaskPool:
                 f"the Dask scheduler at {address} has no workers ({_reason(exc)}); start some "
                 f"with `dask worker {address}`"
             ) from None
-        self._max_workers = max(1, sum(self.client.nthreads().values()))
+        self.size = max(1, sum(self.client.nthreads().values()))  # tasks run at once
 
     def submit(self, fn: Callable, arg: Any):
         return self.client.submit(fn, arg, pure=False)

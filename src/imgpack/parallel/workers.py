@@ -179,7 +179,7 @@ def _started_pool(workers: int, fork: bool) -> ProcessPoolExecutor:
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        pool = ProcessPoolExecutor(
+        pool = _SizedPool(
             workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
         )
         # Start every worker now, under the thread limits, not lazily later.
@@ -195,13 +195,19 @@ def _started_pool(workers: int, fork: bool) -> ProcessPoolExecutor:
     return pool
 
 
+class _SizedPool(ProcessPoolExecutor):
+    """A process pool that says how many workers it has (the executor keeps that private)."""
+
+    def __init__(self, workers: int, **options):
+        super().__init__(workers, **options)
+        self.size = workers
+
+
 def pool_size(pool: ProcessPoolExecutor | DaskPool | None) -> int:
     """How many tasks `pool` runs at once (a `worker_pool`; None runs them here, one at a time)."""
     if pool is None:
         return 1
-    # The executor keeps its size under a private name only; DaskPool (parallel/cluster.py)
-    # mirrors that name, as the executor's stand-in.
-    return pool._max_workers
+    return pool.size
 
 
 def _single_threaded() -> bool:

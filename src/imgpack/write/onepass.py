@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgpack.check.report import validation_report
 from imgpack.errors import ImgpackError, ValidationError
 from imgpack.ingest.frontend import FrontEnd, front_end
 from imgpack.ingest.report import IngestReport, trailing_note
@@ -267,16 +268,14 @@ def _check(
             f"{tmp}: the catalog read back does not match the shards written; nothing was "
             "published. Run the build again; if it repeats, check the disk and memory"
         )
-    return {
-        "ok": True,
-        "manifest_records": count,
-        "pack_records": records,
-        "pack_aliases": 0,
-        "checked": count,
-        "shards": len(shards),
-        "shards_hashed": len(shards),
-        "shards_known": 0,
-    }
+    return validation_report(
+        manifest_records=count,
+        pack_records=records,
+        pack_aliases=0,
+        checked=count,
+        shards=len(shards),
+        shards_known=0,
+    )
 
 
 def _add_keys(sha, keys) -> None:
