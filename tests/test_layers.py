@@ -20,6 +20,7 @@ RANKS = {
     "imgpack.ingest": 4,
     "imgpack.check": 5,
     "imgpack.write": 6,
+    "imgpack.project": 6,  # imgpack init: a user's dvc.yaml and params.yaml
     "imgpack.stages": 7,
     "imgpack.cli": 7,
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
+from imgpack.format.codec import FORMAT_VERSION, SHARD_VERSION
 from imgpack.util.cores import resolve_workers
 
 __all__ = [
@@ -16,7 +17,13 @@ __all__ = [
     "ValidateParams",
     "SummarizeParams",
     "ERROR_KINDS",
+    "SECTION",
     "load_params",
+    "section_name",
+    "init_command",
+    "written_format",
+    "flow",
+    "project_section",
 ]
 
 # Each kind of bad input, and what happens by default: skip and report, or fail the stage.
@@ -153,7 +160,9 @@ def from_mapping(block: str, values: dict[str, Any] | None):
         raise InputError(f"params block '{block}': {exc}") from None
 
 
-def load_params(path: str | Path, block: str):
+def load_params(path: str | Path, block: str, section: str | None = None):
+    """A stage's params from its block of the params file: a top-level block, or one inside
+    `section` (the block `imgpack init` writes), whose recorded format must be this imgpack's."""
     import yaml  # here: a build without a params file does not pay for it
 
     path = Path(path)
@@ -165,4 +174,54 @@ def load_params(path: str | Path, block: str):
         raise InputError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of stage blocks")
+    if section is not None:
+        data = project_section(path, data, section)
     return from_mapping(block, data.get(block))
+
+
+# -- the block `imgpack init` writes into a project's params.yaml --------------------------------
+SECTION = "imgpack"  # or imgpack_<prefix>, for a second pack in the same project
+
+
+def section_name(prefix: str | None) -> str:
+    return f"{SECTION}_{prefix}" if prefix else SECTION
+
+
+def init_command(section: str) -> str:
+    """The `imgpack init` command that writes `section`."""
+    prefix = section[len(SECTION) + 1 :] if section.startswith(SECTION + "_") else ""
+    return f"imgpack init --prefix {prefix}" if prefix else "imgpack init"
+
+
+def written_format() -> dict[str, int]:
+    """What decides a pack's bytes besides its inputs and params: the versions this imgpack
+    writes. `imgpack init` records it as a param of the pack stage, so a change rebuilds."""
+    return {"pack": FORMAT_VERSION, "shard": SHARD_VERSION}
+
+
+def flow(value: Any) -> str:
+    """`value` as one line of YAML, as params.yaml shows it: {pack: 3, shard: 2}."""
+    import yaml
+
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=1 << 16).removesuffix("...\n").strip()
+    )
+
+
+def project_section(path: Path, data: dict[str, Any], section: str) -> dict[str, Any]:
+    """The stage blocks inside `section`, once its recorded format is checked."""
+    values = data.get(section)
+    init = init_command(section)
+    if not isinstance(values, dict):
+        raise InputError(f'{path} has no "{section}" block; run "{init}" to add it')
+    unknown = sorted(set(values) - {*_BLOCKS, "format"})
+    if unknown:
+        raise InputError(f"params block '{section}' has unknown keys: {', '.join(unknown)}")
+    recorded, writes = values.get("format"), written_format()
+    if recorded != writes:
+        said = "no pack format" if recorded is None else f"pack format {flow(recorded)}"
+        raise InputError(
+            f"{path} records {said} ({section}.format) but this imgpack writes format "
+            f'{flow(writes)}; run "{init}" to record it (the next dvc repro rebuilds the pack)'
+        )
+    return values

@@ -21,15 +21,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m imgpack.stages.ingest --params params.yaml",
     )
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--section", help="the params block holding the stage blocks (init's)")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--report", default="reports/ingest.json")
     args = parser.parse_args(argv)
 
     def run() -> None:
-        params = load_params(args.params, "ingest")
+        params = load_params(args.params, "ingest", args.section)
         if not params.scheduler:  # Dask needs pandas; nothing else here does
             without_pandas()
-        split_folders = load_params(args.params, "pack").splits == FOLDERS
+        split_folders = load_params(args.params, "pack", args.section).splits == FOLDERS
         report = ingest(
             params.folder,
             args.manifest,

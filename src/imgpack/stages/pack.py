@@ -20,13 +20,14 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m imgpack.stages.pack --params params.yaml --out data/packed/images.lmdb",
     )
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--section", help="the params block holding the stage blocks (init's)")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--out", default="data/packed/images.lmdb")
     args = parser.parse_args(argv)
 
     def run() -> None:
-        folder = load_params(args.params, "ingest").folder
-        params = load_params(args.params, "pack")
+        folder = load_params(args.params, "ingest", args.section).folder
+        params = load_params(args.params, "pack", args.section)
         if not params.scheduler:  # Dask needs pandas; nothing else here does
             without_pandas()
         header = pack(args.manifest, folder, args.out, params)

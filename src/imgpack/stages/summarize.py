@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m imgpack.stages.summarize --pack data/packed/images.lmdb",
     )
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--section", help="the params block holding the stage blocks (init's)")
     parser.add_argument("--pack", default="data/packed/images.lmdb")
     parser.add_argument("--summary", default="reports/summary.json")
     parser.add_argument("--plots", default="reports/plots")
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         summary = summarize(
-            args.pack, args.summary, args.plots, load_params(args.params, "summarize")
+            args.pack, args.summary, args.plots, load_params(args.params, "summarize", args.section)
         )
         print(
             f"summarized {summary['images']} images in {counted(summary['shards'], 'shard')}: "

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m imgpack.stages.validate --pack data/packed/images.lmdb",
     )
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--section", help="the params block holding the stage blocks (init's)")
     parser.add_argument("--pack", default="data/packed/images.lmdb")
     parser.add_argument("--manifest", default="data/interim/manifest.jsonl")
     parser.add_argument("--report", default="reports/validation.json")
@@ -27,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     without_pandas()
     return run_stage(
         lambda: validate(
-            args.pack, args.manifest, args.report, load_params(args.params, "validate")
+            args.pack,
+            args.manifest,
+            args.report,
+            load_params(args.params, "validate", args.section),
         )
     )
 
