@@ -7,7 +7,7 @@ import pytest
 
 COMMANDS = [
     ["imgpack.cli.main"],
-    *(["imgpack.cli.main", c] for c in ("init", "build", "info", "export", "verify", "convert", "compact", "diff")),
+    *(["imgpack.cli.main", c] for c in ("init", "build", "info", "export", "verify", "convert", "compact", "diff", "cache")),
     *([f"imgpack.stages.{s}"] for s in ("ingest", "pack", "validate", "summarize")),
 ]
 

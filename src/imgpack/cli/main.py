@@ -8,11 +8,11 @@ from imgpack.util.entry import run_stage  # first: Arrow's allocator, no BLAS th
 
 # isort: split
 from imgpack import __version__
-from imgpack.cli import build, compact, convert, diff, export, info, init, verify
+from imgpack.cli import build, cache, compact, convert, diff, export, info, init, verify
 
 __all__ = ["main"]
 
-VERBS = (init, build, info, export, verify, convert, compact, diff)  # as --help lists them
+VERBS = (init, build, info, export, verify, convert, compact, diff, cache)  # as --help lists them
 
 
 def parser() -> argparse.ArgumentParser:
