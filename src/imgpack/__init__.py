@@ -7,6 +7,7 @@ __version__ = "0.3.0"
 from imgpack.errors import (  # noqa: E402
     ImgpackError,
     InputError,
+    PackChangedError,
     PackCorruptError,
     PackFormatError,
     PolicyError,
@@ -46,6 +47,7 @@ __all__ = [
     "PolicyError",
     "PackFormatError",
     "PackCorruptError",
+    "PackChangedError",
     "ValidationError",
     "UnsafeKeyError",
 ]

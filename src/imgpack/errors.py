@@ -8,6 +8,7 @@ __all__ = [
     "PolicyError",
     "PackFormatError",
     "PackCorruptError",
+    "PackChangedError",
     "ValidationError",
     "UnsafeKeyError",
     "OutputError",
@@ -38,6 +39,10 @@ class PackFormatError(ImgpackError):
 
 class PackCorruptError(PackFormatError):
     """A pack is truncated or its records do not match their stored hashes."""
+
+
+class PackChangedError(ImgpackError):
+    """Another version was published at an open pack's path since it was opened: open it again."""
 
 
 class ValidationError(ImgpackError):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import imgpack
 from tests.conftest import dvc, git, pack_state, png_bytes, tool_env
@@ -177,3 +178,85 @@ def test_a_revision_in_neither_cache_nor_remote_is_one_clear_line(versions, tmp_
     assert "dvc push" in lines[0]
     missing = cli(project, "diff", "--rev", "no-such-rev", cache=cache)
     assert missing.returncode == 2 and "no-such-rev" in missing.stderr
+
+
+# -- one pushed version: a path git holds, and damaged copies, each remedy followed ---------------
+@pytest.fixture
+def pushed(dvc_project, tmp_path, monkeypatch):
+    """The pipeline's pack committed and pushed once: the project, imgpack's cache, its records."""
+    monkeypatch.setenv("IMGPACK_CACHE", str(tmp_path / "cache"))
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=dvc_project)
+    commit(dvc_project, "v1")
+    dvc("push", cwd=dvc_project)
+    with imgpack.open(dvc_project / PACK) as pack:
+        assert pack.path.is_file()  # the sample fits in one shard: a one-file pack
+        return dvc_project, tmp_path / "cache", {r.key: r.data for r in pack}
+
+
+def records_at(project, rev="HEAD"):
+    with imgpack.open(project / PACK, rev=rev) as pack:
+        return {r.key: r.data for r in pack}
+
+
+def damaged(file, keep=None, at=None):
+    """Replace `file` by a copy cut to `keep` bytes or with 8 bytes at `at` zeroed (a copy, so
+    nothing linked to the file changes)."""
+    raw = bytearray(file.read_bytes())
+    if keep is not None:
+        del raw[keep:]
+    if at is not None:
+        raw[at : at + 8] = bytes(8)
+    copy = file.with_name(file.name + ".damaged")
+    copy.write_bytes(bytes(raw))
+    os.replace(copy, file)
+
+
+def test_diff_of_a_file_git_holds_says_it_is_not_a_dvc_tracked_pack(pushed):
+    project, cache, _ = pushed
+    shown = cli(project, "diff", "--rev", "HEAD", "data/raw/labels.csv", cache=cache)
+    lines = shown.stderr.strip().splitlines()
+    assert shown.returncode == 2 and len(lines) == 1
+    assert "data/raw/labels.csv at 'HEAD' is in git, not a DVC-tracked pack" in lines[0]
+    assert PACK in lines[0]
+    followed = cli(project, "diff", "--rev", "HEAD", PACK, "--json", cache=cache)  # the remedy
+    assert followed.returncode == 0 and json.loads(followed.stdout)["old"]["name"] == "HEAD"
+
+
+def test_a_truncated_copy_in_the_imgpack_cache_is_fetched_again(pushed):
+    project, cache, records = pushed
+    copy = imgpack.open(project / PACK, rev="HEAD").path
+    damaged(copy, keep=os.path.getsize(copy) // 2)
+    assert records_at(project) == records
+    assert cli(project, "verify", PACK, "--rev", "HEAD", cache=cache).returncode == 0
+
+
+def test_damage_found_in_a_cached_copy_names_the_copy_to_delete(pushed):
+    project, cache, records = pushed
+    with imgpack.open(project / PACK) as pack:
+        page = pack.locate().starts[0] // 4096 * 4096  # the page holding record 0's image
+    copy = imgpack.open(project / PACK, rev="HEAD").path
+    damaged(copy, at=page)  # its page number: the open succeeds, the first image read does not
+    with pytest.raises(imgpack.PackCorruptError) as caught:
+        records_at(project)
+    message = str(caught.value)
+    assert f"delete imgpack's copy {copy.parent}" in message and "dvc pull" not in message
+    shutil.rmtree(copy.parent)  # the remedy
+    assert records_at(project) == records
+
+
+def test_a_pack_damaged_in_dvcs_cache_too_names_dvc_fetch(pushed):
+    project, cache, records = pushed
+    digest = next(
+        out["md5"]
+        for stage in yaml.safe_load((project / "dvc.lock").read_text())["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"] == PACK
+    )
+    stored = project / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+    damaged(stored, keep=stored.stat().st_size // 2)
+    with pytest.raises(imgpack.PackCorruptError) as caught:
+        records_at(project)
+    assert "run `dvc fetch --all-commits`" in str(caught.value)
+    assert not any(cache.iterdir())  # no damaged copy is kept
+    dvc("fetch", "--all-commits", cwd=project)  # the remedy
+    assert records_at(project) == records

@@ -16,7 +16,7 @@ def check_shard(task: tuple[str, str]) -> list[int]:
     from imgpack.read.shards import read_props
 
     digests = read_props(Path(path), algorithm)
-    env, _ = acquire_env(Path(path))  # shared: this process may have the pack open already
+    env, identity = acquire_env(Path(path))  # shared: this process may have the pack open
     try:
         with env.begin(buffers=True) as txn:
             images = env.open_db(b"images", txn=txn, create=False)
@@ -31,7 +31,7 @@ def check_shard(task: tuple[str, str]) -> list[int]:
                 bad.extend(range(seen, len(digests)))
             return bad
     finally:
-        release_env(Path(path))
+        release_env(identity)
 
 
 def verify_shard(task: tuple[str, str, str]) -> tuple[list[int], bool]:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgpack.check.shards import verify_shard
-from imgpack.errors import REFETCH, PackCorruptError, name_offenders
+from imgpack.errors import PackCorruptError, name_offenders
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.read.pack import Pack
+from imgpack.read.revisions import refetch_remedy
 from imgpack.util.cores import resolve_workers
 from imgpack.util.progress import progress
 
@@ -77,11 +78,11 @@ def verify_pack(
     if raise_on_error and result.bad_shards:
         raise PackCorruptError(
             f"{path}: shard file digest mismatch in {name_offenders(result.bad_shards)}; "
-            f"the pack is damaged: {REFETCH}"
+            f"the pack is damaged: {refetch_remedy(path)}"
         )
     if raise_on_error and result.bad_keys:
         raise PackCorruptError(
             f"{path}: {algorithm} mismatch in {name_offenders(result.bad_keys)}; "
-            f"the pack is damaged: {REFETCH}"
+            f"the pack is damaged: {refetch_remedy(path)}"
         )
     return result

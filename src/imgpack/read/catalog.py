@@ -32,6 +32,7 @@ class Catalog:
         header: dict[str, Any],
         where: str,
         shard_paths: Sequence[Path] = (),
+        shard_identities: Sequence[tuple] | None = None,
     ):
         self._txn, self._dbs, self.where = txn, dbs, where
         self.parts = header["catalog_parts"]
@@ -42,6 +43,8 @@ class Catalog:
         self.stores_hash = header["format_version"] == 2
         self.schema = cat.catalog_schema(self.digest_size if self.stores_hash else None)
         self._shard_paths = list(shard_paths)
+        # The shard files the pack was opened with: digests never come from a newer version's.
+        self._shard_identities = shard_identities or [None] * len(self._shard_paths)
         self._props: dict[int, np.ndarray] = {}
         self._columns: list[str] | None = None
         self._json: list[str] = []
@@ -95,7 +98,8 @@ class Catalog:
                     f"{self.where}: the catalog names shard {shard}, which the header does not "
                     "list: the pack is damaged"
                 )
-            raw = read_props(self._shard_paths[shard], self.algorithm).tobytes()
+            path, identity = self._shard_paths[shard], self._shard_identities[shard]
+            raw = read_props(path, self.algorithm, identity).tobytes()
             props = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.digest_size)
             self._props[shard] = props
         return props

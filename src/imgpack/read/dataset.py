@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from imgpack.errors import PackFormatError
+from imgpack.errors import PackChangedError, PackFormatError
 from imgpack.read.pack import Pack
 from imgpack.read.shards import ImageTable
 
@@ -64,8 +64,9 @@ class ImageDataset:
     """`dataset[i]` is `(image, target)` (or `(image, target, meta)`), image as bytes, PIL or HWC uint8.
 
     `mode` converts decoded images (e.g. "RGB", "L"); by default palette images become RGB.
-    Picklable for spawn/forkserver workers: only the path and two small arrays travel, and each
-    process opens the pack once, lazily. `target` is the label's index in `classes`.
+    Picklable for spawn/forkserver workers: only the path, the pack's version and two small
+    arrays travel, and each process opens the pack once, lazily, refusing another version
+    (PackChangedError). `target` is the label's index in `classes`.
     """
 
     def __init__(
@@ -95,7 +96,10 @@ class ImageDataset:
         self.return_meta = return_meta
         self._pack: Pack | None = None
         self._images: ImageTable | None = None
+        self._version: str | None = None
         pack = self.pack
+        # Indices and targets below are this version's: a worker must read no other.
+        self._version = pack.identity
         self.classes: list[str] = list(pack.header["classes"])
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         # Two catalog columns, never image bytes: each record's class index, and the split.
@@ -115,8 +119,18 @@ class ImageDataset:
     @property
     def pack(self) -> Pack:
         if self._pack is None:
-            self._pack = Pack(self.path)
+            pack = Pack(self.path)
+            if self._version is not None and pack.identity != self._version:
+                pack.close()
+                raise self._changed()
+            self._pack = pack
         return self._pack
+
+    def _changed(self) -> PackChangedError:
+        return PackChangedError(
+            f"{self.path} changed since this dataset was made (another version was published); "
+            "create the dataset (and its DataLoader) again"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -124,6 +138,7 @@ class ImageDataset:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self._version = None  # pickled by an imgpack that did not record the version
         self.__dict__.update(state)
 
     # -- map-style protocol ------------------------------------------------------------------------
@@ -147,8 +162,14 @@ class ImageDataset:
         if self.target_transform is not None:
             target = self.target_transform(target)
         if self.return_meta:
-            return image, target, self.pack.meta(index)
+            return image, target, self._meta(index)
         return image, target
+
+    def _meta(self, index: int) -> dict[str, Any]:
+        try:
+            return self.pack.meta(index)
+        except PackChangedError:  # a forked worker's pack, reopening its catalog after a publish
+            raise self._changed() from None
 
     def _located(self) -> ImageTable:
         self._images = self.pack.locate()

@@ -22,7 +22,7 @@ class CatalogLookups:
     _index: Callable[[Any], int]
 
     def _forget_lookups(self) -> None:
-        self._rows = self._keys = self._aliases = None
+        self._rows = self._keys = self._aliases = self._labels = None
 
     def _full_catalog(self):
         if self._rows is None:
@@ -45,7 +45,10 @@ class CatalogLookups:
         return self.catalog.row(self._full_catalog(), self._index(i))
 
     def label_of(self, i: int) -> str:
-        return self._full_catalog().column("label")[self._index(i)].as_py()
+        if self._labels is None:  # one column: no digest read from the shards for a label
+            rows = self._rows if self._rows is not None else self.catalog.table(["label"])
+            self._labels = rows.column("label")
+        return self._labels[self._index(i)].as_py()
 
     def key_of(self, i: int) -> str:
         return self._sorted_keys().text(self._index(i))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import os
 import weakref
@@ -11,17 +12,18 @@ from typing import Any
 
 import lmdb
 
-from imgpack.errors import ImgpackError, PackFormatError
+from imgpack.errors import REFETCH, ImgpackError, PackChangedError, PackFormatError
 from imgpack.format import tables as cat
 from imgpack.format.codec import CATALOG_FILE, HEADER_KEY, decode_header
 from imgpack.read.catalog import Catalog
-from imgpack.read.handles import acquire_env, forget_envs, release_env
+from imgpack.read.handles import acquire_env, file_identity, forget_envs, release_env
 from imgpack.read.lookups import CatalogLookups
 from imgpack.read.records import ImageReads, Record
 from imgpack.read.shards import ImageTable, check_shard_files, locate_pack
 
 __all__ = ["Pack", "Record", "open_pack"]
 
+_ATTEMPTS = 3  # opens of a path whose version a publish replaced during the open
 
 _LIVE: weakref.WeakSet[Pack] = weakref.WeakSet()
 
@@ -42,6 +44,9 @@ class Pack(CatalogLookups, ImageReads, Sequence):
 
     The catalog side (keys, aliases, metadata) is `CatalogLookups`, the image bytes (reads,
     batches, scans) `ImageReads`; this class opens, closes, forks and pickles the handles.
+
+    A Pack reads the version it opened for as long as it lives: after a fork, a pickle or a
+    publish of another version at its path it never reads another one (PackChangedError).
     """
 
     def __init__(self, path: str | os.PathLike, rev: str | None = None):
@@ -57,51 +62,105 @@ class Pack(CatalogLookups, ImageReads, Sequence):
         self._closed = False
         self._count = 0
         self._shard_paths: list[Path] = []
+        self._identity: tuple = ()
+        self._version: tuple | None = None  # set by the first open; every reopen must match it
         self._open()
         _LIVE.add(self)
 
     # -- opening, closing, fork and pickle --------------------------------------------------------
     def _open(self) -> None:
+        for attempt in range(_ATTEMPTS):
+            env, identity, catalog_path = self._acquire_catalog()
+            try:
+                self._adopt(env, identity, catalog_path)
+                return
+            except PackFormatError as exc:
+                release_env(identity)
+                moved = _moved(catalog_path, identity)
+                if moved and self._version is not None:
+                    raise self._changed() from None
+                # A publish between opening the catalog and finding its shards: the path now
+                # holds a whole other version, which a first open takes.
+                if not moved or attempt + 1 == _ATTEMPTS:
+                    raise self._with_remedy(exc) from None
+            except BaseException:
+                release_env(identity)
+                raise
+
+    def _acquire_catalog(self) -> tuple[lmdb.Environment, tuple, Path]:
         folder = self.path.is_dir()
-        self.catalog_path = self.path / CATALOG_FILE if folder else self.path
-        if folder and not self.catalog_path.exists():
-            raise PackFormatError(f"{self.path} is a folder without {CATALOG_FILE}: not a pack")
-        env, self._identity = acquire_env(self.catalog_path)
+        catalog_path = self.path / CATALOG_FILE if folder else self.path
         try:
-            txn = env.begin(buffers=False)
-            try:
-                header_db = env.open_db(b"header", txn=txn, create=False)
-            except lmdb.Error:
-                raise PackFormatError(
-                    f"{self.path} is an LMDB file but not an imgpack pack (sub-databases missing)"
-                ) from None
-            header = decode_header(txn.get(HEADER_KEY, db=header_db), str(self.path))
-            try:
-                dbs = {
-                    n: env.open_db(n.encode(), txn=txn, create=False)
-                    for n in ("catalog", "aliases")
-                }
-            except lmdb.Error:
-                raise PackFormatError(
-                    f"{self.path}: the catalog is missing; the pack is damaged"
-                ) from None
-            names = [s["name"] for s in header["shards"]]
-            if folder != all(names) or (not folder and len(names) != 1):
-                raise PackFormatError(
-                    f"{self.path}: its header lists shards {names[:3]} that do not fit a "
-                    f"{'folder' if folder else 'one-file'} pack; the pack is damaged"
-                )
-            if folder:
-                paths, opened = check_shard_files(self.path, header["shards"])
-            else:
-                paths, opened = [self.path], [self._identity]
-        except BaseException:
-            release_env(self.catalog_path)
-            raise
+            if folder and not catalog_path.exists():
+                raise PackFormatError(f"{self.path} is a folder without {CATALOG_FILE}: not a pack")
+            env, identity = acquire_env(catalog_path)
+        except PackFormatError as exc:
+            if self._version is not None:  # a reopen: the file it had is gone from the path
+                raise self._changed() from None
+            raise self._with_remedy(exc) from None
+        return env, identity, catalog_path
+
+    def _adopt(self, env: lmdb.Environment, identity: tuple, catalog_path: Path) -> None:
+        """Read the header and find the shards of the catalog file `env` opened."""
+        folder = catalog_path != self.path
+        txn = env.begin(buffers=False)
+        try:
+            header_db = env.open_db(b"header", txn=txn, create=False)
+        except lmdb.Error:
+            raise PackFormatError(
+                f"{self.path} is an LMDB file but not an imgpack pack (sub-databases missing)"
+            ) from None
+        raw = txn.get(HEADER_KEY, db=header_db)
+        header = decode_header(raw, str(self.path))
+        version = (identity, hashlib.sha256(raw).hexdigest())
+        if self._version is not None and version != self._version:
+            raise self._changed()
+        try:
+            dbs = {
+                n: env.open_db(n.encode(), txn=txn, create=False) for n in ("catalog", "aliases")
+            }
+        except lmdb.Error:
+            raise PackFormatError(
+                f"{self.path}: the catalog is missing; the pack is damaged"
+            ) from None
+        names = [s["name"] for s in header["shards"]]
+        if folder != all(names) or (not folder and len(names) != 1):
+            raise PackFormatError(
+                f"{self.path}: its header lists shards {names[:3]} that do not fit a "
+                f"{'folder' if folder else 'one-file'} pack; the pack is damaged"
+            )
+        if folder:
+            paths, opened = check_shard_files(self.path, header["shards"])
+        else:
+            paths, opened = [self.path], [identity]
         self._env, self._txn, self.header, self._shard_paths = env, txn, header, paths
-        self._shard_identities = opened
-        self._catalog = Catalog(txn, dbs, header, str(self.path), paths)
+        self.catalog_path, self._identity = catalog_path, identity
+        self._shard_identities, self._version = opened, version
+        self._catalog = Catalog(txn, dbs, header, str(self.path), paths, opened)
         self._count = header["count"]
+
+    @property
+    def identity(self) -> str:
+        """Which version this Pack reads: its header's digest and its catalog file's identity
+        (device, inode, size, mtime). A version published at the path since has another one."""
+        (dev, ino, size, mtime), digest = self._version
+        return f"{digest[:16]}:{dev}:{ino}:{size}:{mtime}"
+
+    def _changed(self) -> PackChangedError:
+        return PackChangedError(
+            f"{self.path} changed since it was opened (another version was published); "
+            "open it again"
+        )
+
+    def _with_remedy(self, exc: PackFormatError) -> PackFormatError:
+        """`exc`, its remedy naming what repairs this copy when it is imgpack's copy of a revision
+        (dvc pull and dvc checkout never touch that cache)."""
+        from imgpack.read.revisions import refetch_remedy
+
+        remedy = refetch_remedy(self.path)
+        if remedy == REFETCH or REFETCH not in str(exc):
+            return exc
+        return type(exc)(str(exc).replace(REFETCH, remedy))
 
     def _reader(self) -> lmdb.Transaction:
         if self._txn is None:
@@ -139,21 +198,28 @@ class Pack(CatalogLookups, ImageReads, Sequence):
         """
         if self._table is None:
             where = self.catalog.table(list(cat.LOCATION_COLUMNS))
-            self._table = locate_pack(
-                self._identity,
-                self._shard_paths,
-                self._shard_identities,
-                [shard["count"] for shard in self.header["shards"]],
-                where.column("shard").to_numpy(),
-                where.column("slot").to_numpy(),
-            )
+            try:
+                self._table = locate_pack(
+                    self._identity,
+                    self._shard_paths,
+                    self._shard_identities,
+                    [shard["count"] for shard in self.header["shards"]],
+                    where.column("shard").to_numpy(),
+                    where.column("slot").to_numpy(),
+                )
+            except (PackFormatError, PackChangedError) as exc:
+                if _moved(self.catalog_path, self._identity):  # its shards went with it
+                    raise self._changed() from None
+                if isinstance(exc, PackFormatError):
+                    raise self._with_remedy(exc) from None
+                raise
         return self._table
 
     def close(self) -> None:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
-            release_env(self.catalog_path)
+            release_env(self._identity)
         self._env = None
         self._table = None  # the maps are unmapped when no Pack in this process uses them
         self._forget_lookups()
@@ -172,11 +238,15 @@ class Pack(CatalogLookups, ImageReads, Sequence):
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Only the path travels to spawned workers; each reopens the file on unpickling.
-        return {"path": str(self.path)}
+        # The path and the version travel to spawned workers; each reopens the file on
+        # unpickling and refuses another version.
+        return {"path": str(self.path), "version": self._version}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])
+        if state.get("version") not in (None, self._version):
+            self.close()
+            raise self._changed()
 
     def __repr__(self) -> str:
         return f"<imgpack.Pack {self.path} records={len(self)} shards={len(self._shard_paths)}>"
@@ -193,6 +263,14 @@ class Pack(CatalogLookups, ImageReads, Sequence):
         if not 0 <= i < self._count:
             raise IndexError(f"record {i} out of range for a pack of {self._count}")
         return i
+
+
+def _moved(catalog_path: Path, identity: tuple) -> bool:
+    """Whether `catalog_path` no longer holds the catalog file of `identity`."""
+    try:
+        return file_identity(os.stat(catalog_path)) != identity
+    except OSError:
+        return True
 
 
 def open_pack(path: str | os.PathLike, rev: str | None = None) -> Pack:

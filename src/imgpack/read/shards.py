@@ -14,7 +14,14 @@ import lmdb
 
 from imgpack.errors import REFETCH, PackCorruptError, PackFormatError
 from imgpack.format.codec import decode_shard_header, encode_index
-from imgpack.read.handles import MappedImages, acquire_env, file_identity, map_images, release_env
+from imgpack.read.handles import (
+    MappedImages,
+    acquire_env,
+    file_identity,
+    map_images,
+    mapped_props,
+    release_env,
+)
 
 __all__ = ["ImageTable", "check_shard_files", "locate_pack", "open_shard", "read_props"]
 
@@ -87,16 +94,16 @@ class ImageTable:
 class _LmdbReads:
     """Plain LMDB reads of every shard, reopened after a fork (an environment cannot cross one)."""
 
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
+    def __init__(self, paths: list[Path], identities: list[tuple]):
+        self.paths, self.identities = paths, identities
         self._pid = None
         self._txns: list = []
 
     def read(self, shard: int, slot: int) -> bytes:
         if self._pid != os.getpid():
             self._txns = []
-            for path in self.paths:
-                env, _ = acquire_env(path)
+            for path, identity in zip(self.paths, self.identities, strict=True):
+                env, _ = acquire_env(path, identity)  # the files the pack was opened with
                 db = env.open_db(b"images", create=False)
                 self._txns.append((env.begin(buffers=False), db))
             self._pid = os.getpid()
@@ -134,46 +141,52 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> tuple[list[
     return paths, identities
 
 
-def _shard_value(path: Path, db_name: bytes, key: bytes) -> bytes | None:
+def _shard_value(env: lmdb.Environment, path: Path, db_name: bytes, key: bytes) -> bytes | None:
     """One value of a shard's sub-database, read through LMDB."""
-    env, _ = acquire_env(path)
-    try:
-        with env.begin() as txn:
-            try:
-                db = env.open_db(db_name, txn=txn, create=False)
-            except lmdb.Error:
-                raise PackFormatError(
-                    f"{path} has no '{db_name.decode()}' sub-database: not an intact imgpack shard; "
-                    f"{REFETCH}"
-                ) from None
-            return txn.get(key, db=db)
-    finally:
-        release_env(path)
+    with env.begin() as txn:
+        try:
+            db = env.open_db(db_name, txn=txn, create=False)
+        except lmdb.Error:
+            raise PackFormatError(
+                f"{path} has no '{db_name.decode()}' sub-database: not an intact imgpack shard; "
+                f"{REFETCH}"
+            ) from None
+        return txn.get(key, db=db)
 
 
-def open_shard(path: Path, expected_count: int) -> tuple[lmdb.Environment, tuple, dict]:
-    """Acquire a shard's environment and check its own header against the catalog's count."""
-    env, identity = acquire_env(path)
+def open_shard(
+    path: Path, expected_count: int, expected: tuple | None = None
+) -> tuple[lmdb.Environment, tuple, dict]:
+    """Acquire a shard's environment (the file of identity `expected`, if given) and check its
+    own header against the catalog's count."""
+    env, identity = acquire_env(path, expected)
     try:
-        header = decode_shard_header(_shard_value(path, b"shard", b"shard"), str(path))
+        header = decode_shard_header(_shard_value(env, path, b"shard", b"shard"), str(path))
         if header["count"] != expected_count:
             raise PackCorruptError(
                 f"{path} holds {header['count']} images but the catalog says {expected_count}; "
                 f"the pack is damaged; {REFETCH}"
             )
     except BaseException:
-        release_env(path)
+        release_env(identity)
         raise
     return env, identity, header
 
 
-def read_props(path: Path, hash_algorithm: str) -> DigestColumn:
-    """The digests a shard stores for its images, in slot order (to check it on its own)."""
+def read_props(path: Path, hash_algorithm: str, expected: tuple | None = None) -> DigestColumn:
+    """The digests a shard stores for its images, in slot order (to check it on its own); from
+    the file of identity `expected` if given (the one its pack was opened with)."""
     import hashlib
 
     from imgpack.format import tables as cat
 
-    raw = _shard_value(path, b"props", encode_index(0))
+    raw = None if expected is None else mapped_props(expected)
+    if raw is None:
+        env, identity = acquire_env(path, expected)
+        try:
+            raw = _shard_value(env, path, b"props", encode_index(0))
+        finally:
+            release_env(identity)
     schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
     table = cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
     return DigestColumn(table.column("hash"))
@@ -217,20 +230,15 @@ def locate_pack(
     located: list[MappedImages] = []
     fallback = None
     for path, seen, count in zip(paths, opened, counts, strict=True):
-        env, now, _ = open_shard(path, count)
+        env, _, _ = open_shard(path, count, seen)  # the file seen when the pack was opened
         try:
-            if now != seen:
-                raise PackFormatError(
-                    f"{path} was replaced while open (e.g. by dvc checkout): close every Pack "
-                    "and ImageDataset on it and open it again"
-                )
             with env.begin() as txn:
-                record = txn.get(b"images")
-            located.append(map_images(path, now, record, env.stat()["psize"], count))
+                record, props = txn.get(b"images"), txn.get(b"props")
+            located.append(map_images(path, seen, record, env.stat()["psize"], count, props))
         except UnknownLayout:
-            fallback = _LmdbReads(paths)
+            fallback = _LmdbReads(paths, opened)
         finally:
-            release_env(path)
+            release_env(seen)
     table = _index_by_record(located, counts, shard_col, slot_col, fallback, paths)
     _TABLES[identity] = table
     return table
