@@ -45,3 +45,18 @@ def test_examined_files_say_where_their_bytes_were_spooled(tmp_path):
     assert not b.ok and b.kind
     assert c.spooled == (7, len(data)) and c.digest_hex == a.digest_hex
     assert spool.read_bytes() == data + data
+
+
+def test_a_failure_the_operating_system_caused_is_reported_but_never_remembered(tmp_path):
+    gone = str(tmp_path / "gone.png")  # listed, then deleted before it was read
+    [outcome] = examine_files(ExamineTask((gone,), "sha256", 1 << 20))
+    assert not outcome.ok and outcome.transient and outcome.kind == "corrupt"
+    assert outcome.detail == (
+        "unreadable (No such file or directory); skipped this run only, not remembered: "
+        "it was moved or deleted while being read; rerun"
+    )
+    cache = IngestCache("", "", 0, tmp_path / "cache.sqlite")
+    stat = (10, 1, 2, 1)
+    cache.remember([("gone.png", stat, outcome), ("junk.png", stat, Failed("empty", "empty"))])
+    assert cache.lookup(["gone.png", "junk.png"], [stat, stat]) == [None, Failed("empty", "empty")]
+    cache.close()

@@ -1,11 +1,17 @@
 """The header probe agrees with Pillow on every PNG and JPEG variant, and never decodes pixels."""
 
 import io
+import json
+import zlib
 
 import pytest
 from PIL import Image
 
+import imgpack
 from imgpack.ingest.probe import ProbeFailure, _pillow_probe, probe_image
+from imgpack.ingest.run import ingest
+from imgpack.write.build import build
+from tests.conftest import jpeg_bytes, write_tree
 
 
 def encode(mode, size, fmt, **options):
@@ -125,3 +131,62 @@ def test_a_jpeg_cut_in_its_scan_data_is_still_corrupt_even_with_bytes_after(cut)
         with pytest.raises(ProbeFailure, match="truncated JPEG") as info:
             probe_image(candidate, max_pixels=10**9)
         assert info.value.kind == "corrupt"
+
+
+def png_with_idat_byte_flipped(checksums: str) -> tuple[bytes, bytes]:
+    """(a PNG made by Pillow, the same with one byte of its image data flipped). `checksums`:
+    "kept" leaves the IDAT chunk's CRC as it was (the file is damaged); "recomputed" makes the
+    CRC (and the zlib stream's Adler-32) agree again: a valid PNG whose pixels differ."""
+    image = Image.frombytes("L", (16, 8), bytes(range(0, 256, 2)))
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=0)  # stored deflate: a flipped byte stays decodable
+    good = out.getvalue()
+    data = bytearray(good)
+    at = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[at : at + 4], "big")
+    body = at + 8
+    data[body + 2 + 5 + 1 + 3] ^= 0x10  # zlib header, stored-block header, filter byte, pixel 3
+    if checksums == "recomputed":
+        pixels = zlib.decompress(bytes(data[body + 2 : body + length - 4]), -15)
+        data[body + length - 4 : body + length] = zlib.adler32(pixels).to_bytes(4, "big")
+        crc = zlib.crc32(data[at + 4 : body + length])
+        data[body + length : body + length + 4] = crc.to_bytes(4, "big")
+    return good, bytes(data)
+
+
+def test_a_png_whose_image_data_fails_its_crc_is_corrupt_naming_the_chunk():
+    good, damaged = png_with_idat_byte_flipped("kept")
+    with pytest.raises(OSError), Image.open(io.BytesIO(damaged)) as image:
+        image.load()  # what training would meet
+    with pytest.raises(ProbeFailure, match="CRC of its IDAT chunk at byte 33") as info:
+        probe_image(damaged, max_pixels=10**9)
+    assert info.value.kind == "corrupt"
+
+
+def test_a_png_with_its_crc_recomputed_is_valid_and_probed_as_any_other():
+    good, changed = png_with_idat_byte_flipped("recomputed")
+    assert probe_image(changed, max_pixels=10**9) == probe_image(good, max_pixels=10**9)
+    with Image.open(io.BytesIO(good)) as a, Image.open(io.BytesIO(changed)) as b:
+        assert a.size == b.size and a.tobytes() != b.tobytes()  # it decodes, differently
+
+
+def test_ingest_and_a_fresh_build_skip_a_png_with_a_bad_crc_and_pack_the_rest(tmp_path):
+    good, damaged = png_with_idat_byte_flipped("kept")
+    _, changed = png_with_idat_byte_flipped("recomputed")
+    files = {"a/good.png": good, "a/damaged.png": damaged, "b/changed.png": changed}
+    files["b/photo.jpg"] = jpeg_bytes(9, 7, shade=3)
+    raw = write_tree(tmp_path / "raw", files)
+    expected = {k: v for k, v in files.items() if k != "a/damaged.png"}
+    report = ingest(raw, tmp_path / "m.jsonl").as_dict()
+    build(raw, tmp_path / "p.lmdb", report_out=tmp_path / "built.json")
+    for seen in (report, json.loads((tmp_path / "built.json").read_text())):
+        assert (seen["packed"], seen["skipped_by_reason"]) == (3, {"corrupt": 1})
+        [skipped] = seen["skipped_files"]
+        assert skipped == {
+            "path": "a/damaged.png",
+            "reason": "corrupt",
+            "detail": "damaged PNG: the CRC of its IDAT chunk at byte 33 does not match its "
+            "data; restore the file from a good copy",
+        }
+    with imgpack.open(tmp_path / "p.lmdb") as pack:
+        assert {r.key: r.data for r in pack} == expected

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from dataclasses import dataclass
 
 from imgpack.ingest.outcome import Examined, Failed, Outcome
 from imgpack.ingest.probe import ProbeFailure, probe_image, read_file
 
-__all__ = ["ExamineTask", "examine", "examine_files"]
+__all__ = ["ExamineTask", "examine", "examine_files", "unreadable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,20 @@ class ExamineTask:
     max_pixels: int
     spool: str | None = None  # a file for the accepted bytes: one per task, so a rerun rewrites it
     number: int = 0  # the task's number, recorded with each offset (names its spool file)
+
+
+def unreadable(exc: OSError) -> Failed:
+    """A file the operating system would not give us (permission denied, an I/O error, gone
+    since it was listed): skipped as `corrupt` this run, never remembered (see `Failed`)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "make it readable to the user running imgpack and rerun"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "it was moved or deleted while being read; rerun"
+    else:
+        hint = "check the disk or file system and rerun"
+    detail = f"unreadable ({reason}); skipped this run only, not remembered: {hint}"
+    return Failed("corrupt", detail, transient=True)
 
 
 def examine(
@@ -31,7 +46,7 @@ def examine(
     except ProbeFailure as failure:
         return Failed(failure.kind, failure.detail), None, None
     except OSError as exc:
-        return Failed("corrupt", f"unreadable ({exc.strerror})"), None, None
+        return unreadable(exc), None, None
     digest = new_hash(data).digest()
     examined = Examined(
         len(data), digest.hex(), probe.format, probe.width, probe.height, probe.trailing

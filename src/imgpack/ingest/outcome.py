@@ -24,13 +24,20 @@ class Examined(NamedTuple):
     spooled: tuple[int, int] | None = None  # (spool task, offset) when ingest kept its bytes
 
     ok = True  # a class attribute, not a field
+    transient = False  # likewise: what was learned is the file's own, to remember
 
 
 class Failed(NamedTuple):
-    """A file that cannot be a record: `kind` is an ERROR_KINDS kind, `detail` says why."""
+    """A file that cannot be a record: `kind` is an ERROR_KINDS kind, `detail` says why.
+
+    `transient`: the operating system failed to give its bytes (permission denied, an I/O error,
+    the file gone mid-read), which says nothing of the file itself: reported and handled under
+    `kind` like any other failure this run, but never remembered, so the next run reads it again.
+    """
 
     kind: str
     detail: str
+    transient: bool = False
 
     ok = False  # a class attribute, not a field
 

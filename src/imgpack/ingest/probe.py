@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 __all__ = ["Probe", "ProbeFailure", "probe_image", "digest", "read_file"]
 
-_PNG_END = b"IEND\xaeB`\x82"
 _JPEG_END = b"\xff\xd9"
 
 
@@ -146,26 +145,41 @@ def _checked(data: bytes, fmt: str, width: int, height: int, max_pixels: int) ->
             "too_large", f"header declares {width}x{height} pixels, over max_pixels={max_pixels}"
         )
     end = len(data)
-    if fmt == "PNG" and not data.endswith(_PNG_END):
+    if fmt == "PNG":
         end = _png_end(data)
-        if end is None:
-            raise ProbeFailure("corrupt", "truncated PNG (its chunks end before an IEND chunk)")
-    if fmt == "JPEG" and not data.endswith(_JPEG_END):
+    elif fmt == "JPEG" and not data.endswith(_JPEG_END):
         end = _jpeg_end(data)
         if end is None:
             raise ProbeFailure("corrupt", "truncated JPEG (no end-of-image marker after its scan)")
     return Probe(fmt, width, height, len(data) - end)
 
 
-def _png_end(data: bytes) -> int | None:
-    """Where a PNG's IEND chunk ends, walking chunk lengths; None if the chunks run out first."""
+_CHUNK_HEAD = struct.Struct(">I4s")  # a PNG chunk's length and type
+_CRC = struct.Struct(">I")
+
+
+def _png_end(data: bytes) -> int:
+    """Where a PNG's IEND chunk ends, walking chunk lengths and checking every chunk's CRC on
+    the way (a damaged IDAT passes the header probe and fails only when decoded); raises
+    ProbeFailure when a CRC does not match or the chunks run out before IEND."""
+    view, crc32, head, crc = memoryview(data), zlib.crc32, _CHUNK_HEAD.unpack_from, _CRC.unpack_from
     pos, size = 8, len(data)
     while pos + 12 <= size:
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] == b"IEND":
-            return pos + 12
-        pos += 12 + length
-    return None
+        length, kind = head(data, pos)
+        end = pos + 12 + length
+        if end > size:
+            break
+        if crc32(view[pos + 4 : end - 4]) != crc(data, end - 4)[0]:
+            name = kind.decode("ascii", "backslashreplace")
+            raise ProbeFailure(
+                "corrupt",
+                f"damaged PNG: the CRC of its {name} chunk at byte {pos} does not match its "
+                "data; restore the file from a good copy",
+            )
+        if kind == b"IEND":
+            return end
+        pos = end
+    raise ProbeFailure("corrupt", "truncated PNG (its chunks end before an IEND chunk)")
 
 
 # In entropy-coded data 0xFF is followed by 0x00 (stuffing) or a restart marker; anything else

@@ -80,7 +80,7 @@ def ingest(
             front.report.write(Path(report_out))
         front.report.spill = None
     if snapshot is not None:
-        snapshot.save(front.report.totals())
+        snapshot.save(front.report.totals(), complete=not staged.transient)
     return front.report
 
 
@@ -121,6 +121,7 @@ class _StagedRows:
         self.front = front
         self.path = os.path.join(scratch, "rows.jsonl")
         self.total_bytes = 0
+        self.transient = 0  # files the operating system would not give (see `Failed.transient`)
         # both closed by __exit__
         self.rows = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         self.spool_index = open(spool / INDEX_FILE, "wb") if spool is not None else None  # noqa: SIM115
@@ -140,6 +141,7 @@ class _StagedRows:
         for (found, label, extra), outcome in zip(batch, outcomes, strict=True):
             if not outcome.ok:
                 account(found, outcome.kind, outcome.detail)
+                self.transient += outcome.transient
                 continue
             if outcome.trailing:
                 report.note(trailing_note(found.key, outcome.trailing, outcome.format))

@@ -14,15 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from imgpack import __version__
-from imgpack.ingest.cache import RACY_NS, state_dir
+from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
+from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import walk_sorted
 from imgpack.params import IngestParams
 
 __all__ = ["InputSnapshot"]
 
-_VERSION = 1
+_VERSION = 2  # 2: PNG chunk CRCs checked (a manifest an earlier version wrote is made again once)
 _NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
+_WHAT = "ingest's record of its last run"
+_SUMMARY = set(IngestReport().totals())  # the keys of the summary a record keeps
+
+
+def _well_formed(saved: Any) -> bool:
+    """Whether `saved` has the shape `InputSnapshot.save` writes."""
+    return (
+        isinstance(saved, dict)
+        and isinstance(saved.get("head"), str)
+        and isinstance(saved.get("fingerprint"), str)
+        and isinstance(saved.get("outputs"), dict)
+        and isinstance(saved.get("summary"), dict)
+        and set(saved["summary"]) == _SUMMARY
+    )
 
 
 def _identity(path: str | Path | None) -> list[int] | None:
@@ -93,12 +108,9 @@ class InputSnapshot:
     def unchanged(self) -> dict[str, Any] | None:
         """The last full run's summary when its inputs and outputs are as they were, else None.
         The folder is walked only when the params, the labels table and the outputs are."""
-        try:
-            saved = json.loads(self.record.read_text())
-        except (OSError, ValueError):
-            return None
+        saved = self._load()
         if (
-            not isinstance(saved, dict)
+            saved is None
             or saved.get("head") != self.head
             or saved.get("outputs") != self._outputs()
             or saved["outputs"]["manifest"] is None
@@ -108,11 +120,32 @@ class InputSnapshot:
             pass
         return saved.get("summary") if saved.get("fingerprint") == self.fingerprint else None
 
-    def save(self, summary: dict[str, Any]) -> None:
-        """Remember this run's inputs (walked by `files`) and outputs; not when a file changed
-        too recently to tell a later change from this one by its stat."""
+    def _load(self) -> dict[str, Any] | None:
+        """The record of the last full run; None when there is none. A damaged one (not JSON,
+        or not shaped as `save` writes it) is deleted with a warning: this run writes it anew."""
+        try:
+            text = self.record.read_bytes()
+        except OSError:
+            return None
+        try:
+            saved = json.loads(text)
+            problem = None if _well_formed(saved) else "not the record this imgpack writes"
+        except ValueError as exc:
+            problem = f"not JSON: {exc}"
+        if problem is None:
+            return saved
         with contextlib.suppress(OSError):
-            if self.racy or self.fingerprint is None:
+            self.record.unlink()
+        warn_rebuilt(self.record, _WHAT, problem, "this run does ingest's work in full")
+        return None
+
+    def save(self, summary: dict[str, Any], complete: bool = True) -> None:
+        """Remember this run's inputs (walked by `files`) and outputs; not when a file changed
+        too recently to tell a later change from this one by its stat, nor when the run was not
+        `complete` (a file the operating system would not give it must be read by the next run,
+        whatever its stat)."""
+        with contextlib.suppress(OSError):
+            if self.racy or self.fingerprint is None or not complete:
                 self.record.unlink(missing_ok=True)
                 return
             self.record.parent.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,8 @@ _caches: dict[str, IngestCache] = {}
 
 
 def _remember(task: FreshShardTask, outcomes: list[Outcome]) -> None:
-    """Into the ingest cache, committed now: a build killed later keeps what this task learned."""
+    """Into the ingest cache, committed now: a build killed later keeps what this task learned
+    (but a failure the operating system caused, `Failed.transient`, which the cache never keeps)."""
     build = task.build
     if not build.cache:
         return
