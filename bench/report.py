@@ -248,6 +248,10 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
     if "dvc" in sections:
         speedup = sections["dvc"]["push+pull"]["speedup"]
         out.append(("dvc push+pull: folder / pack", speedup, ">= 50", speedup >= 50))
+    if "stream" in sections:
+        from bench.stream import targets as stream_targets
+
+        out += stream_targets(sections["stream"])
     return out
 
 
@@ -291,6 +295,10 @@ def markdown(results: dict) -> str:
         lines += cluster_table(s["cluster"])
     if "million" in s:
         lines += million_table(s["million"])
+    if "stream" in s:
+        from bench.stream import table as stream_table
+
+        lines += stream_table(s["stream"])
     lines += ["### Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
     for name, value, wanted, met in targets(results):
         lines.append(f"| {name} | {value:.2f} | {wanted} | {'yes' if met else '**no**'} |")

@@ -36,6 +36,7 @@ SECTIONS = (
     "versions",
     "cluster",
     "million",
+    "stream",
 )
 
 
@@ -120,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         s["cluster"] = cluster.measure(mnist, runs)
     if "million" in wanted:  # 16 distinct copies of the 60,000 (quick: 2 of the 3,000)
         s["million"] = million.measure(mnist, runs, factor=2 if args.quick else 16)
+    if "stream" in wanted:  # 3,000 photos (quick: 40) and the MNIST set, streamed over HTTP
+        from bench import stream
+
+        streamed = {"photos": photos if args.quick else data.photos(3000), "mnist": mnist}
+        s["stream"] = stream.measure(streamed, runs)
     results["seconds"] = round(time.time() - started, 1)
     text = report.markdown(results)
     print(text)

@@ -5,39 +5,22 @@ by the real `dvc` CLI."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import hashlib
-import importlib.util
 import json
 import multiprocessing
 import pickle
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from imgpack.errors import InputError, PackCorruptError
 from imgpack.read.remote_files import RemoteFile, RemotePack
-from imgpack.write.build import build
-from tests.conftest import dvc, git, png_bytes, write_tree
-from tests.read.remotes import S3_ENV, http_server, moto_s3
+from tests.conftest import git
+from tests.read.remotes import ONE, PACK, S3
 
 pytestmark = pytest.mark.slow
-# DVC's s3:// remotes are its dvc-s3 plugin's (`pip install dvc-s3`); without it, no S3 remote here
-S3 = importlib.util.find_spec("dvc_s3") is not None
-PACK = "data/packed/images.lmdb"
-ONE = "data/one.lmdb"
-STAGE = {
-    "stages": {
-        "pack": {
-            "cmd": f"python -m imgpack.cli.main build raw {PACK} --shard-mb 0.001",
-            "deps": ["raw"],
-            "outs": [{PACK: {"persist": True}}],  # v2 carries v1's shards over
-        }
-    }
-}
 
 
 def md5(data: bytes) -> str:
@@ -66,71 +49,6 @@ def object_path(file: RemoteFile) -> str:
 
 def cache_objects(project: Path) -> list[Path]:
     return [p for p in (project / ".dvc" / "cache").rglob("*") if p.is_file()]
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A git+DVC project whose pack stage (`imgpack build`) ran twice, v1 (36 images) and v2 (12
-    more), each committed, tagged and pushed to a local folder (the default remote) and to S3; the
-    folder is also the HTTP remote. A one-file pack (`dvc add`) and a plain git file sit beside."""
-    tmp = tmp_path_factory.mktemp("remote-files")
-    root, remote = tmp / "project", tmp / "remote"
-    remote.mkdir()
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {**S3_ENV, "IMGPACK_STATE": str(tmp / "state")}.items():
-            env.setenv(name, value)
-        with contextlib.ExitStack() as servers:
-            http = servers.enter_context(http_server(remote, tmp / "http.log"))
-            s3 = servers.enter_context(moto_s3(tmp / "s3.log", ["store"])) if S3 else None
-            images = {
-                f"{label}/{n}.png": png_bytes(6 + n, 5, label * 40 + n)
-                for label in range(3)
-                for n in range(12)
-            }
-            write_tree(root / "raw", images)
-            build(root / "raw", root / ONE)  # small enough for one file
-            (root / "notes.txt").write_text("a plain git file\n")
-            (root / "dvc.yaml").write_text(yaml.safe_dump(STAGE, sort_keys=False))
-            git("init", "-q", cwd=root)
-            dvc("init", "-q", cwd=root)
-            dvc("config", "core.analytics", "false", cwd=root)
-            dvc("remote", "add", "-d", "local", str(remote), cwd=root)
-            dvc("remote", "add", "http", http.url, cwd=root)
-            if s3:
-                dvc("remote", "add", "s3", "s3://store/dvc", cwd=root)
-                dvc("remote", "modify", "s3", "endpointurl", s3.url, cwd=root)
-            dvc("add", ONE, cwd=root)
-            packs = {}
-            for tag in ("v1", "v2"):
-                if tag == "v2":
-                    write_tree(
-                        root / "raw",
-                        {f"3/{n}.png": png_bytes(5, 6 + n, 200 + n) for n in range(12)},
-                    )
-                dvc("repro", cwd=root)
-                git("add", "-A", cwd=root)
-                git("commit", "-qm", tag, cwd=root)
-                git("tag", tag, cwd=root)
-                dvc("push", cwd=root)
-                if s3:
-                    dvc("push", "-r", "s3", cwd=root)
-                packs[tag] = files_of(root / PACK)
-            yield SimpleNamespace(
-                root=root,
-                remote=remote,
-                http=http,
-                s3=s3,
-                packs=packs,
-                one=(root / ONE).read_bytes(),
-            )
-
-
-@pytest.fixture
-def clone(project, tmp_path) -> Path:
-    """A fresh git clone of the project: no DVC cache, no pack on disk."""
-    out = tmp_path / "clone"
-    git("clone", "-q", str(project.root), str(out), cwd=tmp_path)
-    return out
 
 
 def test_resolve_lists_exactly_the_pack_files_with_the_md5s_dvc_recorded(project):

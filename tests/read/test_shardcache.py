@@ -517,3 +517,69 @@ def test_the_imgpack_cache_command(shards, calls, tmp_path):
         )
         assert done.returncode == 0, done.stderr
         assert shown in done.stdout
+
+
+# -- for streaming: readers let go before waiting, prefetches, ranked hints ------------------------
+def test_before_wait_is_called_on_a_miss_only(shards, root, calls):
+    cache = ShardCache(root, limit=4 * SIZE)
+    a = shards[0]
+    called = []
+    first = cache.get(a.md5, a.size, CopyFetch(a, calls), a.name, lambda: called.append(1))
+    assert called == [1]
+    again = cache.get(a.md5, a.size, CopyFetch(a, calls), a.name, lambda: called.append(2))
+    assert called == [1] and calls_of(calls, a) == [a.md5]
+    first.close()
+    again.close()
+
+
+def test_a_prefetch_fetches_unpinned_and_evicts_only_unhinted_entries(shards, root, calls):
+    cache = ShardCache(root, limit=3 * SIZE)
+    a, b, c, d, e = shards[:5]
+    assert cache.prefetch(a.md5, a.size, CopyFetch(a, calls), a.name)
+    assert entries(root) == {a.md5} and not pinned(root, a.md5)
+    assert cache.prefetch(a.md5, a.size, CopyFetch(a, calls), a.name)  # there: nothing fetched
+    assert calls_of(calls, a) == [a.md5]
+    for shard in (b, c):
+        get(cache, shard, calls).close()
+    reader = ShardCache(root, limit=3 * SIZE)  # another process's handle: its own hint
+    reader.hint([a.md5, b.md5, c.md5])
+    started = time.monotonic()
+    assert not cache.prefetch(d.md5, d.size, CopyFetch(d, calls), d.name, patience=0.2)
+    assert 0.2 <= time.monotonic() - started < 5
+    assert entries(root) == {a.md5, b.md5, c.md5} and calls_of(calls, d) == []
+    reader.hint([a.md5, b.md5])  # c was read: the prefetch may take its room
+    assert cache.prefetch(d.md5, d.size, CopyFetch(d, calls), d.name)
+    assert entries(root) == {a.md5, b.md5, d.md5}
+    get(cache, e, calls).close()  # a reader's own get evicts the unhinted first
+    assert entries(root) == {a.md5, b.md5, e.md5}
+    reader.hint([a.md5, b.md5, e.md5])
+    get(cache, d, calls).close()  # and then, as it must, the hinted one needed last
+    assert entries(root) == {a.md5, b.md5, d.md5}
+    reader.close()
+
+
+def test_a_prefetch_leaves_a_shard_another_process_is_fetching(shards, root, calls):
+    cache = ShardCache(root, limit=4 * SIZE)
+    a = shards[0]
+    worker = threading.Thread(
+        target=lambda: get(ShardCache(root, limit=4 * SIZE), a, calls, delay=0.3).close()
+    )
+    worker.start()
+    wait_for(root / "locks" / a.md5)
+    assert not cache.prefetch(a.md5, a.size, CopyFetch(a, calls), a.name)
+    worker.join()
+    assert calls_of(calls, a) == [a.md5]
+
+
+def test_hints_ranked_after_others_are_evicted_before_them(shards, root, calls):
+    cache = ShardCache(root, limit=3 * SIZE)
+    a, b, c, d = shards[:4]
+    for shard in (a, b, c):
+        get(cache, shard, calls).close()
+    reader, prefetcher = ShardCache(root, limit=3 * SIZE), ShardCache(root, limit=3 * SIZE)
+    reader.hint([a.md5, b.md5])  # being read: ranks 0, 1
+    prefetcher.hint([c.md5], after=4)  # the next window: rank 4
+    get(cache, d, calls).close()  # all hinted: the one needed last goes
+    assert entries(root) == {a.md5, b.md5, d.md5}
+    reader.close()
+    prefetcher.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import json
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Catalog:
         where: str,
         shard_paths: Sequence[Path] = (),
         shard_identities: Sequence[tuple] | None = None,
+        shard_props: Callable[[int], bytes] | None = None,
     ):
         self._txn, self._dbs, self.where = txn, dbs, where
         self.parts = header["catalog_parts"]
@@ -45,6 +46,9 @@ class Catalog:
         self._shard_paths = list(shard_paths)
         # The shard files the pack was opened with: digests never come from a newer version's.
         self._shard_identities = shard_identities or [None] * len(self._shard_paths)
+        # A streamed pack's shards are no local files: `shard_props(n)` gives shard n's props value.
+        self._shard_props = shard_props
+        self._shard_count = len(header["shards"])
         self._props: dict[int, np.ndarray] = {}
         self._columns: list[str] | None = None
         self._json: list[str] = []
@@ -91,15 +95,19 @@ class Catalog:
     def _shard_digests(self, shard: int) -> np.ndarray:
         props = self._props.get(shard)
         if props is None:
-            from imgpack.read.shards import read_props
+            from imgpack.read.shards import props_digests, read_props
 
-            if not 0 <= shard < len(self._shard_paths):
+            if not 0 <= shard < self._shard_count:
                 raise PackFormatError(
                     f"{self.where}: the catalog names shard {shard}, which the header does not "
                     "list: the pack is damaged"
                 )
-            path, identity = self._shard_paths[shard], self._shard_identities[shard]
-            raw = read_props(path, self.algorithm, identity).tobytes()
+            if self._shard_props is not None:
+                where = f"{self.where} shard {shard}"
+                raw = props_digests(self._shard_props(shard), self.algorithm, where).tobytes()
+            else:
+                path, identity = self._shard_paths[shard], self._shard_identities[shard]
+                raw = read_props(path, self.algorithm, identity).tobytes()
             props = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.digest_size)
             self._props[shard] = props
         return props

@@ -6,7 +6,7 @@ import io
 import os
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,10 @@ import pyarrow.compute as pc
 from imgpack.errors import PackChangedError, PackFormatError
 from imgpack.read.pack import Pack
 from imgpack.read.shards import ImageTable
+
+if TYPE_CHECKING:
+    from imgpack.read.sampler import ShardSampler
+    from imgpack.read.stream import StreamSource
 
 __all__ = ["ImageDataset"]
 
@@ -67,6 +71,11 @@ class ImageDataset:
     Picklable for spawn/forkserver workers: only the path, the pack's version and two small
     arrays travel, and each process opens the pack once, lazily, refusing another version
     (PackChangedError). `target` is the label's index in `classes`.
+
+    `stream=True` reads the pack straight from its DVC remote (`rev`, `remote`, `cache_limit`
+    as `imgpack.open` takes them): a shard is fetched into the machine's shard cache the first
+    time one of its records is read; the resolved remote travels to workers with the dataset.
+    `sampler()` gives a DataLoader the shard-aware order that reads each shard once an epoch.
     """
 
     def __init__(
@@ -81,10 +90,20 @@ class ImageDataset:
         indices: Iterable[int] | None = None,
         return_meta: bool = False,
         rev: str | None = None,
+        stream: bool = False,
+        cache_limit: int | str | None = None,
+        remote: str | None = None,
     ):
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
-        if rev is not None:  # train on the dataset as of a git revision, fetched through DVC
+        self._pack: Pack | None = None
+        self._stream: StreamSource | None = None
+        if stream:  # straight from the DVC remote, a shard at a time (see read/stream.py)
+            self._pack = Pack(path, rev, stream=True, cache_limit=cache_limit, remote=remote)
+            self._stream = self._pack.stream
+        elif cache_limit is not None or remote is not None:
+            raise ValueError("cache_limit and remote apply to a streamed pack: pass stream=True")
+        elif rev is not None:  # train on the dataset as of a git revision, fetched through DVC
             from imgpack.read.revisions import fetch_pack
 
             path = fetch_pack(path, rev)
@@ -94,7 +113,6 @@ class ImageDataset:
         self.transform = transform
         self.target_transform = target_transform
         self.return_meta = return_meta
-        self._pack: Pack | None = None
         self._images: ImageTable | None = None
         self._version: str | None = None
         pack = self.pack
@@ -119,7 +137,7 @@ class ImageDataset:
     @property
     def pack(self) -> Pack:
         if self._pack is None:
-            pack = Pack(self.path)
+            pack = Pack(self.path) if self._stream is None else Pack.from_stream(self._stream)
             if self._version is not None and pack.identity != self._version:
                 pack.close()
                 raise self._changed()
@@ -139,6 +157,7 @@ class ImageDataset:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._version = None  # pickled by an imgpack that did not record the version
+        self._stream = None  # nor streamed
         self.__dict__.update(state)
 
     # -- map-style protocol ------------------------------------------------------------------------
@@ -206,6 +225,52 @@ class ImageDataset:
         return clone
 
     def metadata(self, columns: Sequence[str] | None = None):
-        """The catalog of this dataset's records (indexed by record index), without image bytes."""
+        """The catalog of this dataset's records (indexed by record index), without image bytes.
+
+        (Streamed: without `hash` unless named, as `Pack.metadata` says.)"""
         frame = self.pack.metadata(columns=columns)
         return frame.iloc[np.asarray(self._indices, dtype=np.int64)]
+
+    # -- the shard-aware order -----------------------------------------------------------------------
+    def sampler(
+        self,
+        shuffle: bool = True,
+        seed: int = 0,
+        window: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        ahead: int = 1,
+    ) -> ShardSampler:
+        """Positions of this dataset for a DataLoader's `sampler=`, a window of shards at a time.
+
+        Each epoch visits the shards in an order drawn from (seed, epoch), `window` shards at a
+        time, their records shuffled together, so each shard is read once an epoch; rank `rank`
+        of `world_size` (DDP) gets its own equal, disjoint part. Call `set_epoch(epoch)` before
+        each epoch; `state_dict()`/`load_state_dict()` resume one exactly (see
+        read/sampler.py). A background thread of this process works `ahead` windows ahead: for
+        a streamed pack it fetches those shards into the shard cache (and tells the cache which
+        shards are read next, so it keeps them), for a local one it asks the kernel to read them
+        ahead. Streamed, each reading process holds at most `window` shards at once (fewer if
+        the cache_limit is tight); a window the cache cannot hold is refused (InputError).
+        """
+        from imgpack.read.sampler import ShardSampler
+
+        pack = self.pack
+        shard_of = pack.catalog.table(["shard"]).column("shard").to_numpy()
+        shards = shard_of[np.asarray(self._indices, dtype=np.int64)]
+        sampler = ShardSampler(
+            shards,
+            shuffle=shuffle,
+            seed=seed,
+            window=window,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            ahead=ahead,
+        )
+        pack.check_window(sampler.window)
+        sampler.prefetch = pack.prefetcher(sampler.ahead)
+        if self._stream is not None:
+            self._stream.keep = sampler.window  # travels to the workers with the dataset
+        return sampler

@@ -14,11 +14,13 @@ from imgpack.errors import REFETCH, PackChangedError, PackCorruptError, PackForm
 from imgpack.format.codec import SUBDBS
 
 __all__ = [
+    "IMMUTABLE",
     "MappedImages",
     "acquire_env",
     "check_pack_file",
     "file_identity",
     "forget_envs",
+    "is_immutable",
     "map_images",
     "mapped_props",
     "release_env",
@@ -27,6 +29,9 @@ __all__ = [
 _MIN_PAGES = 2  # LMDB's two meta pages
 _OS_PAGE = 4096
 _ATTEMPTS = 3  # opens of a path that a publish replaced between two steps of the open
+# In an identity's mtime place: a file never modified (a shard cache entry, whose mtime the cache
+# touches to order its evictions), known by device, inode and size alone.
+IMMUTABLE = -1
 
 # One environment per file per process (LMDB must not open a file twice in a process), shared by
 # every Pack on it. Keyed by the file's identity, not its path: after a publish the path names
@@ -59,8 +64,14 @@ def _check_size(path: Path, size: int) -> None:
         )
 
 
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+def file_identity(st: os.stat_result, immutable: bool = False) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime) of a file; with `immutable`, IMMUTABLE in the mtime's place."""
+    return st.st_dev, st.st_ino, st.st_size, IMMUTABLE if immutable else st.st_mtime_ns
+
+
+def is_immutable(identity: tuple | None) -> bool:
+    """Whether `identity` is of a file opened as immutable (see IMMUTABLE)."""
+    return identity is not None and identity[3] == IMMUTABLE
 
 
 def changed_file(path: Path) -> PackChangedError:
@@ -70,18 +81,23 @@ def changed_file(path: Path) -> PackChangedError:
     )
 
 
-def acquire_env(path: Path, expected: tuple | None = None) -> tuple[lmdb.Environment, tuple]:
+def acquire_env(
+    path: Path, expected: tuple | None = None, immutable: bool = False
+) -> tuple[lmdb.Environment, tuple]:
     """The shared read-only environment of `path` and the identity of the file it opened.
 
     With `expected` (the identity seen when the pack was opened) only that file will do: the one
     this process still holds, or `path` if it is that file still; else PackChangedError.
+    `immutable` (or an immutable `expected`): the file is never modified, only its mtime touched
+    (a shard cache entry), so its identity leaves the mtime out.
     """
     if expected is not None and expected in _ENVS:
         return _use(path, expected)
+    immutable = immutable or is_immutable(expected)
     for _ in range(_ATTEMPTS):
         fd = _open_file(path, expected)
         try:
-            identity = file_identity(os.fstat(fd))
+            identity = file_identity(os.fstat(fd), immutable)
             if expected is not None and identity != expected:
                 raise changed_file(path)
             if identity in _ENVS:
@@ -133,8 +149,8 @@ def _open_env(path: Path, identity: tuple) -> lmdb.Environment | None:
         )
     except lmdb.Error as exc:
         raise PackFormatError(f"{path} is not a readable LMDB file ({exc})") from None
-    try:
-        same = file_identity(os.stat(path)) == identity  # LMDB opened the path by name
+    try:  # LMDB opened the path by name
+        same = file_identity(os.stat(path), is_immutable(identity)) == identity
     except OSError:
         same = False
     if not same:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from imgpack.format import tables as cat
 from imgpack.read.catalog import Catalog, SortedKeys
 
 __all__ = ["CatalogLookups"]
@@ -14,19 +15,26 @@ class CatalogLookups:
     """Pack's methods that read the catalog and never an image byte (a mixin of `Pack`).
 
     Pack provides `catalog`, `header` and `_index` (a range-checked record index); the tables
-    cached here are dropped by `_forget_lookups` when the pack closes.
+    cached here are dropped by `_forget_lookups` when the pack closes. With `_lazy_digests` (a
+    pack streamed from its DVC remote) the digests, which live in the shards, are read only when
+    asked for: a record's own with `meta(i)`, every record's with the `hash` column.
     """
 
     catalog: Catalog
     header: dict[str, Any]
     _index: Callable[[Any], int]
+    _lazy_digests = False
 
     def _forget_lookups(self) -> None:
         self._rows = self._keys = self._aliases = self._labels = None
 
     def _full_catalog(self):
         if self._rows is None:
-            self._rows = self.catalog.table()
+            if self._lazy_digests:  # every column but the digests, and where each record lies
+                wanted = [c for c in self.catalog.columns if c != "hash"]
+                self._rows = self.catalog.table(wanted + list(cat.LOCATION_COLUMNS))
+            else:
+                self._rows = self.catalog.table()
         return self._rows
 
     def _sorted_keys(self) -> SortedKeys:
@@ -41,8 +49,19 @@ class CatalogLookups:
         return self._aliases
 
     def meta(self, i: int) -> dict[str, Any]:
-        """Record `i`'s metadata: key, label, hash (hex), size, format, width, height, split, extra."""
-        return self.catalog.row(self._full_catalog(), self._index(i))
+        """Record `i`'s metadata: key, label, hash (hex), size, format, width, height, split, extra.
+
+        (A streamed pack reads the digest from the record's shard, fetching it if need be.)"""
+        i = self._index(i)
+        rows = self._full_catalog()
+        if not self._lazy_digests:
+            return self.catalog.row(rows, i)
+        values = {name: rows.column(name)[i].as_py() for name in rows.column_names}
+        import numpy as np
+
+        shard, slot = (np.array([values[c]], dtype=np.int64) for c in cat.LOCATION_COLUMNS)
+        values["hash"] = self.catalog.digests(shard, slot)[0].as_py()
+        return self.catalog.meta_dict(values)
 
     def label_of(self, i: int) -> str:
         if self._labels is None:  # one column: no digest read from the shards for a label
@@ -102,8 +121,15 @@ class CatalogLookups:
 
         `filters` selects rows like `pandas.read_parquet`'s: `[("label", "==", "3")]`, a list of
         such lists (OR of ANDs), or a `pyarrow.compute.Expression`. No image byte is read.
+
+        A pack streamed from its DVC remote keeps its digests in its shards: there `columns=None`
+        gives every column but `hash`, fetching nothing beyond the catalog; name `hash` among
+        `columns` to have it, which fetches every shard the rows lie in (each is cached).
         """
         from imgpack.read.metadata import metadata_chunks, metadata_frame
+
+        if columns is None and self._lazy_digests:
+            columns = [c for c in self.catalog.columns if c != "hash"]
 
         if chunksize is None:
             return metadata_frame(self.catalog, columns, filters)

@@ -12,6 +12,7 @@ API:
     pack.remote_name  # the remote chosen (remote=, else the output's `remote:`, else the default)
     pack.url(file)    # where the file lives: /srv/remote/files/md5/ab/..., s3://..., http://...
     pack.fetch(file, to)  # download exactly that object into `to` (atomic, md5 checked)
+    pack.size_of(file)    # its size: as recorded, else asked of the remote (a stat, HEAD, ...)
 
 - `path`: the pack inside a local git+DVC repository, absolute or relative to the working
   directory; the repository's root is the nearest parent folder with a `.dvc/` folder.
@@ -168,22 +169,47 @@ class RemotePack:
                 self._verify(file, part)
             os.replace(part, target)
         except FileNotFoundError:
-            raise InputError(
-                f"{file.name} of {self._described()} (md5 {file.md5}) is missing on remote "
-                f"{self.remote_name!r} ({self.url(file)}); run `dvc push -r {self.remote_name}` "
-                "on a machine that has it"
-            ) from None
+            raise self._missing(file) from None
         except (InputError, PackCorruptError):
             raise
         except Exception as exc:  # network, credentials, permissions
-            raise InputError(
-                f"cannot download {file.name} of {self._described()} from remote "
-                f"{self.remote_name!r} ({self.url(file)}): {_one_line(exc)}; check the remote's "
-                "address and credentials (`dvc remote list`, `dvc remote modify`)"
-            ) from None
+            raise self._unreachable(file, "download", exc) from None
         finally:
             if part.exists():
                 part.unlink()
+
+    def size_of(self, file: RemoteFile) -> int:
+        """`file`'s size in bytes: as DVC recorded it, else asked of the remote (one request for
+        its metadata: a stat, an HTTP HEAD, an S3 HeadObject), nothing downloaded."""
+        if file.size is not None:
+            return file.size
+        odb = self._object_db()
+        try:
+            size = odb.fs.info(odb.oid_to_path(file.md5)).get("size")
+        except FileNotFoundError:
+            raise self._missing(file) from None
+        except Exception as exc:  # network, credentials, permissions
+            raise self._unreachable(file, "ask the size of", exc) from None
+        if size is None:
+            raise InputError(
+                f"remote {self.remote_name!r} does not say the size of {file.name} of "
+                f"{self._described()} ({self.url(file)}); use a remote that reports sizes"
+            )
+        return int(size)
+
+    def _missing(self, file: RemoteFile) -> InputError:
+        return InputError(
+            f"{file.name} of {self._described()} (md5 {file.md5}) is missing on remote "
+            f"{self.remote_name!r} ({self.url(file)}); run `dvc push -r {self.remote_name}` "
+            "on a machine that has it"
+        )
+
+    def _unreachable(self, file: RemoteFile, doing: str, exc: BaseException) -> InputError:
+        return InputError(
+            f"cannot {doing} {file.name} of {self._described()} from remote "
+            f"{self.remote_name!r} ({self.url(file)}): {_one_line(exc)}; check the remote's "
+            "address and credentials (`dvc remote list`, `dvc remote modify`)"
+        )
 
     def _verify(self, file: RemoteFile, part: Path) -> None:
         size = part.stat().st_size
@@ -201,8 +227,13 @@ class RemotePack:
                 f"`dvc push -r {self.remote_name}` on a machine that has a good copy"
             )
 
-    def _described(self) -> str:
+    @property
+    def described(self) -> str:
+        """The pack's path, with `@rev` when it is of a revision: how messages name it."""
         return self.path if self.rev is None else f"{self.path}@{self.rev}"
+
+    def _described(self) -> str:
+        return self.described
 
     def _object_db(self):
         with self._lock:

@@ -20,14 +20,21 @@ API
     Pickles as its arguments (a spawned DataLoader worker gets its own); a forked child keeps the
     parent's pinned handles pinned until it closes them.
 
-    ``get(md5, size, fetch, name="") -> CachedShard``
+    ``get(md5, size, fetch, name="", before_wait=None) -> CachedShard``
         The complete, verified file, fetched first if absent: ``fetch(tmp_path)`` writes the whole
         file at ``tmp_path`` (the caller's DVC download, to a private folder). The cache checks its
         size and md5, fetches once more on a mismatch, then raises ``PackCorruptError`` naming the
         shard (``name``, else the md5). ``size`` and ``md5`` are what DVC recorded.
-    ``hint(md5s)``
+        ``before_wait()`` is called when the entry is absent, before waiting for a download or
+        for room: a reader closes the other entries it holds there.
+    ``prefetch(md5, size, fetch, name="", patience=0.0) -> bool``
+        Fetches the entry if absent and leaves it unpinned, evicting only unhinted entries;
+        False (nothing fetched) when another process is fetching it, or when no room can be made
+        so within ``patience`` seconds.
+    ``hint(md5s, after=0)``
         The shards this process reads next, soonest first (replaces its previous hint); eviction
-        spares them, and of them takes the one needed last.
+        spares them, and of them takes the one needed last. ``after``: their first one's rank
+        (a prefetcher's shards come after the ones readers hint as being read).
     ``info() -> dict``
         ``root``, ``limit``, ``limit_from`` (``given``, ``recorded`` or ``default``), ``entries``,
         ``bytes``, ``pinned``, ``pinned_bytes``, ``downloads``, ``download_bytes``.
@@ -277,23 +284,28 @@ class ShardCache:
 
     # -- the API ---------------------------------------------------------------------------------
     def get(
-        self, md5: str, size: int, fetch: Callable[[Path], object], name: str = ""
+        self,
+        md5: str,
+        size: int,
+        fetch: Callable[[Path], object],
+        name: str = "",
+        before_wait: Callable[[], object] | None = None,
     ) -> CachedShard:
-        """The complete, verified file of `md5`, pinned; fetched with `fetch(tmp_path)` if absent."""
+        """The complete, verified file of `md5`, pinned; fetched with `fetch(tmp_path)` if absent.
+
+        `before_wait()`, if given, is called once when the entry is not there, before this get
+        waits for anything (another process's download, room in the cache): a reader lets go of
+        the other shards it holds there, so readers waiting for room never hold it themselves.
+        """
         md5 = _checked_md5(md5)
         label = name or md5
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InputError(f"shard {label}: size {size!r} is not a number of bytes")
-        if 2 * size > self.limit:
-            raise InputError(
-                f"cache_limit {_exact(self.limit)} cannot hold 2 shards of {_exact(size)}, the "
-                f"size of shard {label}; set cache_limit to at least {format_size(2 * size)}, "
-                "better a few shards more so readers can work ahead"
-            )
+        self._check_size(size, label)
         self._ensure_dirs()
         found = self._pin(md5, size, name)
         if isinstance(found, CachedShard):
             return found
+        if before_wait is not None:
+            before_wait()
         with self._download_lock(md5):
             found = self._pin(md5, size, name)  # fetched by the process we waited for
             if isinstance(found, CachedShard):
@@ -302,13 +314,59 @@ class ShardCache:
                 self._drop_damaged(md5, size, label)
             return self._download(md5, size, fetch, name)
 
-    def hint(self, md5s: Sequence[str]) -> None:
-        """The shards this process reads next, soonest first: eviction spares them."""
+    def prefetch(
+        self,
+        md5: str,
+        size: int,
+        fetch: Callable[[Path], object],
+        name: str = "",
+        patience: float = 0.0,
+    ) -> bool:
+        """Fetch `md5` into the cache if it is absent, leaving it unpinned (a sampler's background
+        fetch of the shards read next). Never waits long: returns False, having fetched nothing,
+        when another process is fetching it already or when room cannot be made within `patience`
+        seconds (readers' pins fill the cache); the reader then fetches it when it needs it.
+        True when the entry is there."""
+        md5 = _checked_md5(md5)
+        label = name or md5
+        self._check_size(size, label)
+        self._ensure_dirs()
+        found = self._pin(md5, size, name)
+        if isinstance(found, CachedShard):
+            found.close()
+            return True
+        with self._download_lock(md5, wait=False) as locked:
+            if not locked:
+                return False
+            found = self._pin(md5, size, name)
+            if found is _WRONG_SIZE:
+                self._drop_damaged(md5, size, label)
+            elif found is None:
+                found = self._download(md5, size, fetch, name, patience, spare_hinted=True)
+            if found is None:
+                return False
+            found.close()
+            return True
+
+    def _check_size(self, size: int, label: str) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InputError(f"shard {label}: size {size!r} is not a number of bytes")
+        if 2 * size > self.limit:
+            raise InputError(
+                f"cache_limit {_exact(self.limit)} cannot hold 2 shards of {_exact(size)}, the "
+                f"size of shard {label}; set cache_limit to at least {format_size(2 * size)}, "
+                "better a few shards more so readers can work ahead"
+            )
+
+    def hint(self, md5s: Sequence[str], after: int = 0) -> None:
+        """The shards this process reads next, soonest first: eviction spares them. `after`:
+        how many shards others read before the first of these (its rank, counting from 0)."""
         wanted = list(dict.fromkeys(_checked_md5(m) for m in md5s))
         if self._hint_fd is None and not wanted:
             return
         self._ensure_dirs()
-        data = "".join(f"{m}\n" for m in wanted).encode()
+        # Ranks count every word of the file: "-" words put these `after` others.
+        data = ("-\n" * (after if wanted else 0) + "".join(f"{m}\n" for m in wanted)).encode()
         with self._cache_lock():
             if self._hint_fd is None:
                 path = self.root / "hints" / f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -432,23 +490,41 @@ class ShardCache:
 
     # -- downloads -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _download_lock(self, md5: str) -> Iterator[None]:
+    def _download_lock(self, md5: str, wait: bool = True) -> Iterator[bool]:
+        """Hold `md5`'s download lock; with `wait=False` yield False at once if another holds it."""
         path = self.root / "locks" / md5
-        fd = self._hold(_lock_file(path, fcntl.LOCK_EX))
+        mode = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
         try:
-            yield
+            fd = self._hold(_lock_file(path, mode))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             # Removed while held: a process that opened it meanwhile finds it gone and reopens.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             self._release(fd)
 
-    def _download(self, md5: str, size: int, fetch: Callable, name: str) -> CachedShard:
-        """Fetch, check and publish `md5` (its download lock held), returning it pinned."""
+    def _download(
+        self,
+        md5: str,
+        size: int,
+        fetch: Callable,
+        name: str,
+        patience: float | None = None,
+        spare_hinted: bool = False,
+    ) -> CachedShard | None:
+        """Fetch, check and publish `md5` (its download lock held), returning it pinned; None if
+        no room was made within `patience` seconds (when given). With `spare_hinted`, room is
+        made by evicting unhinted entries only."""
         label = name or md5
         for stale in (self.root / "tmp").glob(f"{md5}-*"):  # only a holder of the lock downloads
             shutil.rmtree(stale, ignore_errors=True)
-        folder = self._reserve(md5, size, label)
+        folder = self._reserve(md5, size, label, patience, spare_hinted)
+        if folder is None:
+            return None
         try:
             part = folder / f"{md5}.part"
             for _attempt in range(2):
@@ -487,17 +563,28 @@ class ShardCache:
             raise
         return CachedShard(self._entry(md5), md5, size, name, fd)
 
-    def _reserve(self, md5: str, size: int, label: str) -> Path:
-        """Room for `size` bytes, made by evicting and waiting: the new download's folder."""
+    def _reserve(
+        self,
+        md5: str,
+        size: int,
+        label: str,
+        patience: float | None = None,
+        spare_hinted: bool = False,
+    ) -> Path | None:
+        """Room for `size` bytes, made by evicting and waiting: the new download's folder; None
+        once `patience` seconds (when given) have passed without room."""
         folder = self.root / "tmp" / f"{md5}-{size}-{os.getpid()}"
         pause, seen, since = _POLL[0], None, time.monotonic()
+        began = since
         while True:
             with self._cache_lock():
                 state = self._scan()
                 over = state.used + size - self.limit
-                if over <= 0 or self._evict(state, over):
+                if over <= 0 or self._evict(state, over, spare_hinted):
                     folder.mkdir(exist_ok=True)
                     return folder
+            if patience is not None and time.monotonic() - began >= patience:
+                return None
             # Waiting is progress while anything in the cache changes; only a standstill times out.
             now = (
                 frozenset(state.entries),
@@ -511,9 +598,10 @@ class ShardCache:
             time.sleep(pause)
             pause = min(2 * pause, _POLL[1])
 
-    def _evict(self, state: _State, over: int) -> bool:
+    def _evict(self, state: _State, over: int, spare_hinted: bool = False) -> bool:
         """Delete unpinned entries in eviction order until `over` bytes are freed; if they
-        cannot be, delete none (state.pinned then names the pinned ones)."""
+        cannot be, delete none (state.pinned then names the pinned ones). `spare_hinted`: a
+        prefetch, which never evicts what a reader needs soon."""
 
         def order(md5: str):
             soon = state.hints.get(md5)
@@ -523,6 +611,8 @@ class ShardCache:
         freed = 0
         try:
             for md5 in sorted(state.entries, key=order):
+                if spare_hinted and md5 in state.hints:
+                    break  # the hinted come last in the order
                 fd = self._lock_entry(md5)
                 if fd is None:
                     state.pinned[md5] = state.entries[md5][0]

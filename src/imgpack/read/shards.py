@@ -23,7 +23,15 @@ from imgpack.read.handles import (
     release_env,
 )
 
-__all__ = ["ImageTable", "check_shard_files", "locate_pack", "open_shard", "read_props"]
+__all__ = [
+    "ImageTable",
+    "check_shard_files",
+    "locate_pack",
+    "open_shard",
+    "props_digests",
+    "read_props",
+    "shard_value",
+]
 
 
 class ImageTable:
@@ -141,7 +149,7 @@ def check_shard_files(folder: Path, shards: list[dict[str, Any]]) -> tuple[list[
     return paths, identities
 
 
-def _shard_value(env: lmdb.Environment, path: Path, db_name: bytes, key: bytes) -> bytes | None:
+def shard_value(env: lmdb.Environment, path: Path, db_name: bytes, key: bytes) -> bytes | None:
     """One value of a shard's sub-database, read through LMDB."""
     with env.begin() as txn:
         try:
@@ -155,13 +163,13 @@ def _shard_value(env: lmdb.Environment, path: Path, db_name: bytes, key: bytes) 
 
 
 def open_shard(
-    path: Path, expected_count: int, expected: tuple | None = None
+    path: Path, expected_count: int, expected: tuple | None = None, immutable: bool = False
 ) -> tuple[lmdb.Environment, tuple, dict]:
-    """Acquire a shard's environment (the file of identity `expected`, if given) and check its
-    own header against the catalog's count."""
-    env, identity = acquire_env(path, expected)
+    """Acquire a shard's environment (the file of identity `expected`, if given; `immutable`: see
+    handles.acquire_env) and check its own header against the catalog's count."""
+    env, identity = acquire_env(path, expected, immutable)
     try:
-        header = decode_shard_header(_shard_value(env, path, b"shard", b"shard"), str(path))
+        header = decode_shard_header(shard_value(env, path, b"shard", b"shard"), str(path))
         if header["count"] != expected_count:
             raise PackCorruptError(
                 f"{path} holds {header['count']} images but the catalog says {expected_count}; "
@@ -176,19 +184,24 @@ def open_shard(
 def read_props(path: Path, hash_algorithm: str, expected: tuple | None = None) -> DigestColumn:
     """The digests a shard stores for its images, in slot order (to check it on its own); from
     the file of identity `expected` if given (the one its pack was opened with)."""
-    import hashlib
-
-    from imgpack.format import tables as cat
-
     raw = None if expected is None else mapped_props(expected)
     if raw is None:
         env, identity = acquire_env(path, expected)
         try:
-            raw = _shard_value(env, path, b"props", encode_index(0))
+            raw = shard_value(env, path, b"props", encode_index(0))
         finally:
             release_env(identity)
+    return props_digests(raw, hash_algorithm, str(path))
+
+
+def props_digests(raw: bytes | None, hash_algorithm: str, where: str) -> DigestColumn:
+    """The digests column of a shard's `props` value `raw` (read from the shard at `where`)."""
+    import hashlib
+
+    from imgpack.format import tables as cat
+
     schema = cat.props_schema(hashlib.new(hash_algorithm).digest_size)
-    table = cat.decode_table(raw or b"", schema, f"{path} properties", ["hash"])
+    table = cat.decode_table(raw or b"", schema, f"{where} properties", ["hash"])
     return DigestColumn(table.column("hash"))
 
 
