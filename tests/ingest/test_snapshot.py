@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from imgpack.ingest import snapshot
 from imgpack.ingest.run import ingest
+from imgpack.ingest.snapshot import InputSnapshot
 from imgpack.params import IngestParams
 from tests.conftest import png_bytes, write_tree
 
@@ -134,3 +136,22 @@ def test_a_folder_changed_within_the_racy_window_is_checked_again_next_time(tmp_
     before = identity(out / "manifest.jsonl")
     ingest_into(raw, None, out)  # just written: its stat cannot yet tell a later change
     assert identity(out / "manifest.jsonl") != before
+
+
+def test_the_check_for_changes_stops_at_the_first_block_of_files_that_differs(settled, monkeypatch):
+    """Files added anywhere make ingest walk the folder once, not once to check and once to read."""
+    raw, table, out = settled
+    monkeypatch.setattr(snapshot, "_BLOCK", 2)
+    ingest_into(raw, table, out, IngestParams(workers=1))  # params changed: saved in blocks of 2
+
+    def check() -> tuple[bool, int]:
+        """Whether the folder is unchanged, and the blocks of files walked to tell."""
+        look = InputSnapshot(
+            out / "manifest.jsonl", out / "ingest.json", raw, table, IngestParams(workers=1), False
+        )
+        return look.unchanged() is not None, len(look.blocks)
+
+    assert check() == (True, 5)  # 8 files in blocks of 2, and the last, empty, block
+    write_tree(raw, {"1/0a.png": png_bytes(3, 3)})  # the second key of nine
+    time.sleep(2.1)
+    assert check() == (False, 1)

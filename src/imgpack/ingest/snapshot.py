@@ -25,7 +25,8 @@ __all__ = ["InputSnapshot"]
 _VERSION = 2  # 2: PNG chunk CRCs checked (a manifest an earlier version wrote is made again once)
 _NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
 _WHAT = "ingest's record of its last run"
-_SUMMARY = set(IngestReport().totals())  # the keys of the summary a record keeps
+_SUMMARY = set(IngestReport().totals())
+_BLOCK = 4096  # files a block digest covers  # the keys of the summary a record keeps
 
 
 def _well_formed(saved: Any) -> bool:
@@ -80,9 +81,9 @@ class InputSnapshot:
 
     def files(self) -> Iterator[Found]:
         """The folder's files in key order, as `walk_sorted` gives them but with their stat; the
-        fingerprint of all of them is known once the walk is done."""
-        self.fingerprint, self.racy = None, self.labels_racy
-        digest = hashlib.blake2b(self.head.encode(), digest_size=20)
+        fingerprint of all of them is known once the walk is done, and each block's digest
+        (`blocks`) as soon as the walk has passed it."""
+        self.fingerprint, self.racy, self.blocks = None, self.labels_racy, []
         started, lines = self.started, []
         for found in walk_sorted(self.folder, self.exclude, stat=True):
             st = found.stat
@@ -92,12 +93,18 @@ class InputSnapshot:
                 lines.append(f"{found.key}\0{found.problem}\0{st[0]}\0{st[1]}\0{st[2]}\0{st[3]}\n")
                 if st[1] >= started or st[3] >= started:
                     self.racy = True
-            if len(lines) >= 4096:
-                digest.update("".join(lines).encode("utf-8", "surrogateescape"))
-                lines.clear()
+            if len(lines) >= _BLOCK:
+                self._block(lines)
             yield found
-        digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+        self._block(lines)
+        digest = hashlib.blake2b(self.head.encode(), digest_size=20)
+        digest.update("".join(self.blocks).encode())
         self.fingerprint = digest.hexdigest()
+
+    def _block(self, lines: list[str]) -> None:
+        text = "".join(lines).encode("utf-8", "surrogateescape")
+        self.blocks.append(hashlib.blake2b(text, digest_size=16).hexdigest())
+        lines.clear()
 
     def _outputs(self) -> dict[str, Any]:
         return {
@@ -116,8 +123,14 @@ class InputSnapshot:
             or saved["outputs"]["manifest"] is None
         ):
             return None
+        # Files come in key order, so a change shows in the first block that differs: with files
+        # added anywhere, the walk stops there and ingest walks once, not twice.
+        saved_blocks, checked = saved.get("blocks") or [], 0
         for _ in self.files():
-            pass
+            while checked < len(self.blocks):
+                if checked >= len(saved_blocks) or saved_blocks[checked] != self.blocks[checked]:
+                    return None
+                checked += 1
         return saved.get("summary") if saved.get("fingerprint") == self.fingerprint else None
 
     def _load(self) -> dict[str, Any] | None:
@@ -153,6 +166,7 @@ class InputSnapshot:
             record = {
                 "head": self.head,
                 "fingerprint": self.fingerprint,
+                "blocks": self.blocks,
                 "outputs": self._outputs(),
                 "summary": summary,
             }
