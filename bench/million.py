@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from bench import million_versions
 from bench.data import WORK, allocated_bytes, scaled, warm
 from bench.packing import CONTENDERS, count_images
 from bench.timing import IMGPACK, PYTHON, env, median, rounds, run_process
@@ -120,4 +121,6 @@ def measure(base: Path, runs: int, factor: int = 16) -> dict:
         / result["build"]["(a) LMDB bytes, putmulti"]["seconds"],
     }
     shutil.rmtree(out_dir, ignore_errors=True)
+    donors = WORK / "mnist" / "testing"  # new images for the 1% version, made distinct
+    result["versions"] = million_versions.measure(raw, donors, runs, added=images // 100)
     return result

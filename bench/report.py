@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import million_versions
 from bench.timing import fmt_seconds
 
 
@@ -133,6 +134,8 @@ def million_table(section: dict) -> list[str]:
             f"{row['seconds'] / parquet:.2f}x Parquet |"
         )
     lines += [f"| imgpack verify | {fmt_seconds(section['verify_seconds'])} | | |", ""]
+    if "versions" in section:
+        lines += million_versions.table(section["versions"])
     return lines
 
 
@@ -252,6 +255,10 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
         from bench.stream import targets as stream_targets
 
         out += stream_targets(sections["stream"])
+    if "append" in sections:
+        from bench.append import targets as append_targets
+
+        out += append_targets(sections["append"])
     return out
 
 
@@ -299,6 +306,10 @@ def markdown(results: dict) -> str:
         from bench.stream import table as stream_table
 
         lines += stream_table(s["stream"])
+    if "append" in s:
+        from bench.append import table as append_table
+
+        lines += append_table(s["append"])
     lines += ["### Targets", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
     for name, value, wanted, met in targets(results):
         lines.append(f"| {name} | {value:.2f} | {wanted} | {'yes' if met else '**no**'} |")
