@@ -446,16 +446,8 @@ class ShardCache:
     def _lock_entry(self, md5: str) -> int | None:
         """The entry's file locked exclusively, or None if a reader has it pinned (or it is gone)."""
         path = self._entry(md5)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        if not _same_file(fd, path):
+        fd, _ = _try_lock(path)
+        if fd is not None and not _same_file(fd, path):
             os.close(fd)
             return None
         return fd
@@ -675,15 +667,10 @@ class ShardCache:
     def _downloading(self, md5: str) -> bool:
         """Whether a live process holds the download lock of `md5`."""
         path = self.root / "locks" / md5
+        fd, held = _try_lock(path)
+        if fd is None:
+            return held
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        else:
             if _same_file(fd, path):
                 os.unlink(path)  # a killed downloader's: whoever waits on it opens a new one
             return False
@@ -815,6 +802,21 @@ def _lock_file(path: Path, mode: int) -> int:
             os.close(fd)
             raise
         os.close(fd)
+
+
+def _try_lock(path: Path) -> tuple[int | None, bool]:
+    """(a descriptor of the existing file `path` locked exclusively, without waiting, or None;
+    whether another process holds its lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None, True
+    return fd, False
 
 
 def _same_file(fd: int, path: Path) -> bool:
