@@ -144,3 +144,14 @@ def table(section: dict) -> list[str]:
             f"{step['peak_rss_mb']:.0f} MB |"
         )
     return [*lines, ""]
+
+
+def targets(section: dict) -> list[tuple[str, float, str, bool]]:
+    """Issue 25's: each step against the cold build, and every stage's peak RSS."""
+    steps, out = section["steps"], []
+    for name, limit in (("scratch", 1.3), ("nothing changed", 0.3), ("1% added", 0.5)):
+        ratio = steps[name]["over_build"]
+        out.append((f"1M: dvc repro, {name} / imgpack build", ratio, f"<= {limit}", ratio <= limit))
+    peak = max(step["peak_rss_mb"] for step in steps.values())
+    out.append(("1M: peak RSS of any dvc repro process (MB)", peak, "<= 300", peak <= 300))
+    return out

@@ -230,6 +230,8 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
             ("peak RSS 4x / 1x", s["rss_growth"], "<= 1.2", s["rss_growth"] <= 1.2),
             ("peak RSS 4 identical copies / 1x", s["rss_copies"], "<= 1.2", s["rss_copies"] <= 1.2),
         ]
+    if "versions" in sections.get("million", {}):
+        out += million_versions.targets(sections["million"]["versions"])
     if "million" in sections and "scale" in sections:
         one = sections["scale"]["rows"]["1x"]["peak_rss_mb"]
         big = sections["million"]["build"]["imgpack build"]["peak_rss_mb"]
