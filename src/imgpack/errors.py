@@ -17,8 +17,9 @@ __all__ = [
     "REFETCH",
 ]
 
-# The way out of a truncated or damaged pack, ending the messages that report one.
-REFETCH = "fetch it again (dvc pull / dvc checkout) or rebuild it"
+# The way out of a truncated or damaged pack, ending the messages that report one; a reader names
+# the command for its own copy (see `imgpack.read.revisions.refetch_remedy`).
+REFETCH = "restore it (in a DVC project: dvc checkout --force PACK) or rebuild it"
 
 
 class ImgpackError(Exception):

@@ -248,6 +248,27 @@ def test_a_damaged_shard_is_never_carried_into_the_next_version(growing, tmp_pat
     assert dvc("status", cwd=project).stdout.split() == ["ingest:", "always", "changed"]
 
 
+_READ_ALL = "import imgpack, sys; pack = imgpack.open(sys.argv[1]); [r.data for r in pack]"
+
+
+@pytest.mark.parametrize("how", ["python", "verify"])
+def test_a_readers_remedy_for_a_truncated_shard_works_when_followed(growing, how):
+    project, _ = growing
+    shard = sorted((project / PACK).glob("shard-*.lmdb"))[2]
+    os.chmod(shard, 0o644)
+    os.truncate(shard, shard.stat().st_size // 2)
+    command = ["python", "-c", _READ_ALL, PACK] if how == "python" else ["imgpack", "verify", PACK]
+    failed = run(command, project, check=False)
+    assert failed.returncode != 0
+    line = failed.stderr.strip().splitlines()[-1]
+    assert shard.name in line or "truncated" in line or "damaged" in line
+    suggested = re.findall(r"\((dvc [^)]*)\)", line)
+    assert suggested == [f"dvc checkout --force {PACK}"]
+    dvc(*suggested[0].split()[1:], cwd=project)
+    run(command, project)
+    run(["imgpack", "verify", PACK], project)
+
+
 @pytest.mark.parametrize("remedy", ["repro", "checkout"])
 def test_validates_remedy_for_a_damaged_pack_works_when_followed(growing, remedy):
     project, _ = growing

@@ -36,11 +36,22 @@ def cached_copy(path: str | os.PathLike) -> Path | None:
 
 def refetch_remedy(path: str | os.PathLike) -> str:
     """What gives an intact copy of the damaged pack at `path`: for imgpack's copy of a revision,
-    deleting that copy (dvc pull and dvc checkout never touch it), else fetching it again."""
+    deleting that copy (dvc pull and dvc checkout never touch it); in a DVC project, a forced
+    checkout of that path; else restoring or rebuilding it."""
     copy = cached_copy(path)
-    if copy is None:
-        return REFETCH
-    return f"delete imgpack's copy {copy} (the next use of that revision fetches it again)"
+    if copy is not None:
+        return f"delete imgpack's copy {copy} (the next use of that revision fetches it again)"
+    if _in_dvc_project(path):
+        # `dvc pull` and a plain `dvc checkout` refuse to overwrite a modified output
+        shown = os.path.relpath(path)
+        shown = shown if not shown.startswith("..") else os.path.abspath(path)
+        return f"restore it (dvc checkout --force {shown}) or rebuild it"
+    return REFETCH
+
+
+def _in_dvc_project(path: str | os.PathLike) -> bool:
+    folder = Path(os.path.abspath(path)).parent
+    return any((above / ".dvc").is_dir() for above in (folder, *folder.parents))
 
 
 def fetch_pack(path: str | os.PathLike, rev: str) -> Path:
