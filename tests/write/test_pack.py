@@ -97,6 +97,39 @@ def test_dedupe_refuses_identical_images_with_other_labels_or_metadata_naming_bo
         assert p.get("b.png").meta["extra"]["bbox"] == "5 6 7 8"
 
 
+def test_dedupe_refuses_one_image_in_two_split_folders_and_keeps_it_when_told(tmp_path):
+    same = png_bytes(shade=5)
+    raw = write_tree(
+        tmp_path / "raw",
+        {"train/cat/a.png": same, "test/cat/b.png": same, "val/cat/c.png": png_bytes(shade=9)},
+    )
+    manifest = tmp_path / "m.jsonl"
+    ingest(raw, manifest, split_folders=True)
+    out = tmp_path / "p.lmdb"
+    with pytest.raises(InputError) as refused:
+        pack(manifest, raw, out, PackParams(duplicates="dedupe", splits="folders"))
+    message = str(refused.value)
+    assert "train/cat/a.png" in message and "test/cat/b.png" in message and "split" in message
+    assert not out.exists()
+    pack(manifest, raw, out, PackParams(duplicates="keep", splits="folders"))
+    with imgpack.open(out) as p:
+        assert [p.get(k).meta["split"] for k in ("train/cat/a.png", "test/cat/b.png")] == [
+            "train",
+            "test",
+        ]
+
+
+def test_dedupe_in_one_split_folder_stores_the_image_once(tmp_path):
+    same = png_bytes(shade=5)
+    raw = write_tree(tmp_path / "raw", {"train/cat/a.png": same, "train/cat/b.png": same})
+    manifest = tmp_path / "m.jsonl"
+    ingest(raw, manifest, split_folders=True)
+    header = pack(
+        manifest, raw, tmp_path / "p.lmdb", PackParams(duplicates="dedupe", splits="folders")
+    )
+    assert header["aliases"] == 1
+
+
 def test_keep_stores_both_copies_of_identical_bytes(tmp_path):
     raw = write_tree(
         tmp_path / "raw", {"0/a.png": png_bytes(shade=5), "1/b.png": png_bytes(shade=5)}

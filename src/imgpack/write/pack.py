@@ -81,7 +81,7 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
             ):
                 _carry_over(previous, assembler)
                 claimed = match.claims() if match is not None else iter(())
-                aliases = AliasCheck()
+                aliases = AliasCheck(params.splits)
                 planned = _plan(
                     rows, header["count"], planner, (assembler, aliases), claimed, params
                 )
