@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from imgpack.params import PackParams
 from imgpack.sample import make as make_sample
@@ -31,6 +31,29 @@ def mnist(tmp_path_factory) -> Path:
     with tarfile.open(MNIST) as archive:
         archive.extractall(out, filter="data")
     return out
+
+
+def digit_pngs(out: Path, counts: dict[int, int], seed: int = 0) -> Path:
+    """28x28 grayscale PNGs of drawn digits in ImageFolder layout (`counts`: digit -> images),
+    each made distinct by a few random pixels: MNIST's shape, without needing shared/."""
+    import random
+
+    rng = random.Random(seed)
+    for digit, count in counts.items():
+        (out / str(digit)).mkdir(parents=True, exist_ok=True)
+        for n in range(count):
+            image = Image.new("L", (28, 28), 0)
+            ImageDraw.Draw(image).text((rng.randint(6, 16), rng.randint(4, 12)), str(digit), 255)
+            for _ in range(4):
+                image.putpixel((rng.randrange(28), rng.randrange(28)), rng.randrange(256))
+            image.save(out / str(digit) / f"{n:05d}.png", "PNG")
+    return out
+
+
+@pytest.fixture(scope="session")
+def many_digits(tmp_path_factory) -> Path:
+    """10,000 drawn-digit PNGs in 10 folders: a build of them takes a few seconds."""
+    return digit_pngs(tmp_path_factory.mktemp("many-digits"), dict.fromkeys(range(10), 1000))
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""A user's own project: a fresh git + DVC repository, with MNIST digits in its raw folder."""
+"""A user's own project: a fresh git + DVC repository, with digit images in its raw folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dvc, git
+from tests.conftest import digit_pngs, dvc, git
 
 RAW = "data/raw/images"
 
@@ -30,14 +30,9 @@ def new_repository(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def digits(mnist, tmp_path_factory) -> Path:
-    """190 MNIST test PNGs in ImageFolder layout: 10 + 2*d images of digit d, so the bars differ."""
-    out = tmp_path_factory.mktemp("digits")
-    for digit in range(10):
-        (out / str(digit)).mkdir()
-        for png in sorted((mnist / "testing" / str(digit)).iterdir())[: 10 + 2 * digit]:
-            shutil.copyfile(png, out / str(digit) / png.name)
-    return out
+def digits(tmp_path_factory) -> Path:
+    """190 drawn-digit PNGs in ImageFolder layout: 10 + 2*d images of digit d, so the bars differ."""
+    return digit_pngs(tmp_path_factory.mktemp("digits"), {d: 10 + 2 * d for d in range(10)})
 
 
 @pytest.fixture(scope="session")

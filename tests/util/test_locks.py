@@ -18,9 +18,9 @@ def _build(raw, out, *options) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("fresh", [True, False], ids=["one pass", "incremental"])
-def test_a_second_build_into_the_same_output_is_refused_naming_it(mnist, tmp_path, fresh):
+def test_a_second_build_into_the_same_output_is_refused_naming_it(many_digits, tmp_path, fresh):
     out = tmp_path / "digits.lmdb"
-    raw = mnist / "testing"
+    raw = many_digits
     if not fresh:  # a previous version: the second build would be incremental
         subprocess.run(
             [
