@@ -37,6 +37,13 @@ def test_console_script_is_installed():
     )
 
 
+def test_python_dash_m_imgpack_cli_is_the_same_command():
+    ran = subprocess.run(
+        [sys.executable, "-m", "imgpack.cli", "--version"], capture_output=True, text=True
+    )
+    assert ran.returncode == 0 and ran.stdout.startswith("imgpack ")
+
+
 @pytest.mark.parametrize("shard_mb, shards", [(64, 1), (0.0003, 4)])
 def test_build_with_folder_labels_then_info_export_verify(digits_tree, tmp_path, shard_mb, shards):
     out = tmp_path / "out" / "d.lmdb"
