@@ -1,5 +1,6 @@
-"""A file the operating system would not give (permission denied) is skipped and reported for that
-run only: never remembered, so once it is readable again the next run reads it and packs it.
+"""A file the operating system would not give (permission denied, gone, a read error) is
+skipped and reported for that run only: never remembered, so once it is readable again the next
+run reads it and packs it.
 
 The file itself never changes (its stat stays the same, which is what the ingest cache and the
 input snapshot key on): the process does. Its permission bits are 000, and the first run is a
@@ -11,6 +12,7 @@ Either way the first run's open() fails with a real EACCES in a real process.
 """
 
 import ctypes
+import hashlib
 import json
 import os
 import subprocess
@@ -144,3 +146,28 @@ def contents(pack):
     """Each file of a pack, by name inside a folder pack, and a one-file pack's bytes."""
     state = pack_state(pack)
     return {name if pack.is_dir() else "": data for name, (data, _) in state.items()}
+
+
+def test_a_file_gone_since_it_was_listed_is_skipped_this_run_only_with_a_hint(tmp_path):
+    from imgpack.ingest.examine import examine
+
+    gone = tmp_path / "gone.png"  # listed by the walk, then deleted before it was read
+    outcome, digest, data = examine(str(gone), hashlib.sha256, 10**8, size=120)
+    assert (outcome.ok, outcome.kind, outcome.transient, digest, data) == (
+        False,
+        "corrupt",
+        True,
+        None,
+        None,
+    )
+    assert "moved or deleted while being read" in outcome.detail
+
+
+def test_any_other_read_error_is_skipped_this_run_only_naming_the_error(tmp_path):
+    from imgpack.ingest.examine import examine
+
+    folder = tmp_path / "not-a-file.png"  # replaced by a folder since it was listed: EISDIR
+    folder.mkdir()
+    outcome, _, _ = examine(str(folder), hashlib.sha256, 10**8, size=120)
+    assert (outcome.kind, outcome.transient) == ("corrupt", True)
+    assert "Is a directory" in outcome.detail and "check the disk or file system" in outcome.detail
