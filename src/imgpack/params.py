@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError
-from imgpack.format.codec import FORMAT_VERSION, SHARD_VERSION
+from imgpack.format.codec import FORMAT_VERSION, LAYOUT_VERSION, SHARD_VERSION
 from imgpack.util.cores import resolve_workers
 
 __all__ = [
@@ -196,11 +196,11 @@ def init_command(section: str) -> str:
 def written_format() -> dict[str, int]:
     """What decides a pack's bytes besides its inputs and params: the versions this imgpack
     writes. `imgpack init` records it as a param of the pack stage, so a change rebuilds."""
-    return {"pack": FORMAT_VERSION, "shard": SHARD_VERSION}
+    return {"pack": FORMAT_VERSION, "shard": SHARD_VERSION, "layout": LAYOUT_VERSION}
 
 
 def flow(value: Any) -> str:
-    """`value` as one line of YAML, as params.yaml shows it: {pack: 3, shard: 2}."""
+    """`value` as one line of YAML, as params.yaml shows it: {layout: 1, pack: 3, shard: 2}."""
     import yaml
 
     return (

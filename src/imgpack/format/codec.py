@@ -16,6 +16,10 @@ SHARD_FORMAT = "imgpack-shard"
 SHARD_VERSION = (
     2  # shards are the same in formats 2 and 3: version 3 packs carry version 2 shards over
 )
+# The writer's rules that decide the bytes of a pack of given inputs and params within one format
+# (the shard cut, map sizes, catalog parts, header fields): bumped with any change to them, so a
+# project's recorded format (`imgpack init`) makes DVC build its pack again.
+LAYOUT_VERSION = 1
 # A catalog file holds the first three, a shard file the last three, a one-file pack all six.
 CATALOG_DBS = (b"header", b"catalog", b"aliases")
 SHARD_DBS = (b"shard", b"images", b"props")
