@@ -193,7 +193,9 @@ def test_an_imgpack_writing_another_format_fails_on_the_projects_block(repositor
 
     init_project(repository)
     monkeypatch.setattr(imgpack.params, "FORMAT_VERSION", 99)
-    with pytest.raises(InputError, match=r"this imgpack writes format \{layout: 1, pack: 99, shard: 2\}"):
+    with pytest.raises(
+        InputError, match=r"this imgpack writes format \{layout: 1, pack: 99, shard: 2\}"
+    ):
         load_params(repository / "params.yaml", "ingest", "imgpack")
     assert [c.path for c in init_project(repository)] == ["params.yaml"]
     assert load_params(repository / "params.yaml", "ingest", "imgpack").folder == "data/raw/images"
