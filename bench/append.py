@@ -201,7 +201,7 @@ def measure(raw: Path, runs: int, new_images: Path | None = None) -> dict:
 def table(section: dict) -> list[str]:
     if "skipped" in section:
         return ["### Append", "", f"Not measured: {section['skipped']}.", ""]
-    title = f"### Append: {section['added']} images added to MNIST's {section['images']:,}"
+    title = f"#### Append: {section['added']} images added to MNIST's {section['images']:,}"
     s, peak = section["seconds"], section["peak_rss_mb"]
     lance = f"Lance {section['lance_version']}"
     lines = [

@@ -1,16 +1,4 @@
-"""A shard-aware sampler: epochs that read each shard once, a window of shards at a time.
-
-`ShardSampler` knows only the shard number of each dataset index, never where shards come from,
-so it serves a local pack (page-cache-friendly epochs on a pack larger than memory) and a remote
-one alike. An epoch visits the shards in a seeded shuffled order, `window` shards at a time, and
-shuffles the records of a window together; `prefetch(shards)`, if given, is called from a
-background thread with the shards of the next window(s) while the current one is consumed.
-
-The epoch order is a function of (seed, epoch) alone: every DDP rank computes the same one and
-takes its own part. The visited shards' records, in that order, are cut into `world_size`
-consecutive parts of equal length, so a rank reads a run of whole shards (only the shards at a
-cut are shared, each between two neighbouring ranks) and the ranks' parts are disjoint.
-"""
+"""A shard-aware sampler: each shard read once an epoch, a window at a time (spec: README.md)."""
 
 from __future__ import annotations
 

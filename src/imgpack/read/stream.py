@@ -1,30 +1,4 @@
-"""A pack read straight from its DVC remote: the catalog first, each shard when a record of it is read.
-
-`imgpack.open(PACK, rev=REV, stream=True)` and `ImageDataset(PACK, ..., stream=True)` open a
-`Pack` whose files come from here instead of the workspace:
-
-- `StreamSource` is where the pack comes from: the revision's files on the DVC remote
-  (`RemotePack`, resolved once), its catalog file with its size, and the machine's shard cache
-  (`ShardCache`: root and limit). It pickles, so spawned DataLoader workers reopen the pack
-  without running DVC again. The catalog is fetched through the cache first and stays pinned for
-  the Pack's life (a one-file pack is its own catalog: the whole file is fetched and read as it is).
-- `StreamShards` holds one process's shards of a folder pack: a shard is fetched whole into the
-  cache the first time one of its records is read (or its digests are asked for), pinned, mapped
-  read-only and its images located by the same page walk a local pack uses (handles.map_images:
-  the same format checks, no SIGBUS: the file is complete, md5-verified and never modified). At
-  most `keep` shards are held at once (least recently read let go first: unmapped and unpinned);
-  a process that must wait for a shard lets go of every other one first, and one that has read
-  nothing for a second lets go of all of them, so idle processes never hold the cache's room.
-  The page walk is done once per shard and process: a shard let go and read again is only mapped.
-  Each process hints to the cache the last `window` shards it read (its window being read).
-- `StreamImages` is the record-level table `Pack.locate()` returns for a streamed folder pack
-  (record -> (shard, slot) from the catalog's columns), read like `ImageTable`.
-- `ShardPrefetch` is what `ImageDataset.sampler()` hands the sampler: in its background thread
-  it hints the shards of the next window(s) to the cache, ranked after the readers' (eviction
-  spares hinted shards, and of them takes the one needed last), and fetches them into the
-  cache, unpinned, evicting only unhinted entries (windows already read) and never waiting
-  more than a second for room: what it cannot fetch, the reader fetches when it gets there.
-"""
+"""A pack read straight from its DVC remote, each shard when first needed (spec: README.md)."""
 
 from __future__ import annotations
 
