@@ -1,8 +1,8 @@
-"""Ingest's spool, written once here: the bytes a build's ingest read, kept for its pack to store.
+"""Ingest's spool, written once here: the bytes a build's ingest read, kept for its pack to store."""
 
-A spool folder holds `spool-<task>.bin` (each task's accepted files, concatenated) and `index.bin`,
-one fixed-size entry per manifest row in manifest order: (task, offset), or (-1, -1) for a row
-whose bytes were not read by this ingest (the pack reads those from the raw folder)."""
+# A spool folder holds `spool-<task>.bin` (each task's accepted files, concatenated) and
+# `index.bin`, one fixed-size entry per manifest row in manifest order: (task, offset), or (-1, -1)
+# for a row whose bytes were not read by this ingest (the pack reads those from the raw folder).
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The shard layout, written once: how records are cut into shards, each shard's map size and
-transaction size, and the names a shard goes by. Every writer (pack, one pass, compact, convert)
-cuts with `ShardLayout.full`, so a pack's bytes are the same whichever path built it."""
+"""The shard layout, written once: how records are cut into shards, their map and transaction sizes, their names."""
+
+# Every writer (pack, one pass, compact, convert) cuts with `ShardLayout.full`, so a pack's bytes
+# are the same whichever path built it.
 
 from __future__ import annotations
 

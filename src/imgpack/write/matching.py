@@ -1,11 +1,10 @@
-"""Match a version's records to the previous version's images: one merge in key order, then by digest.
+"""Match a version's records to the previous version's images: one merge in key order, then by digest."""
 
-The manifest and the previous catalog are both in key order, so a record keeps its image when the
-previous version has its key with the same digest: one pass over both, nothing indexed. Records
-left over (renamed or copied files) take unclaimed images of the same digest, first come, first
-served by (shard, slot); only those left over go through SQLite. Claims are kept on disk, in manifest
-order, for the planner to read back.
-"""
+# The manifest and the previous catalog are both in key order, so a record keeps its image when the
+# previous version has its key with the same digest: one pass over both, nothing indexed. Records
+# left over (renamed or copied files) take unclaimed images of the same digest, first come, first
+# served by (shard, slot); only those left over go through SQLite. Claims are kept on disk, in
+# manifest order, for the planner to read back.
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""A fresh build in one pass: shards planned from the folder listing, each written by one worker from the raw files.
+"""A fresh build in one pass: shards planned from the folder listing, each written by one worker from the raw files."""
 
-The plan cuts shards by the sizes the files' stat gives, exactly as the pack stage cuts them by the
-sizes ingest measured, so the pack is the pipeline's, byte for byte. A file that does not turn out
-as planned (not an image after all, or changed size) breaks only its shard's task: that part of the
-plan is made again with what the task learned, and tasks planned after it are redone. Tasks commit
-what they learn to the ingest cache, so a rerun after a kill finds its finished shards by name.
-"""
+# The plan cuts shards by the sizes the files' stat gives, exactly as the pack stage cuts them by
+# the sizes ingest measured, so the pack is the pipeline's, byte for byte. A file that does not turn
+# out as planned (not an image after all, or changed size) breaks only its shard's task: that part
+# of the plan is made again with what the task learned, and tasks planned after it are redone. Tasks
+# commit what they learn to the ingest cache, so a rerun after a kill finds its finished shards by
+# name.
 
 from __future__ import annotations
 

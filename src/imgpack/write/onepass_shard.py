@@ -1,9 +1,9 @@
-"""One shard straight from raw files, in one worker: each file read once, hashed, probed, stored and checked.
+"""One shard straight from raw files, in one worker: each file read once, hashed, probed, stored and checked."""
 
-The task carries the plan (which files, and the sizes their stat gave). When a file does not turn
-out as planned (it is no image after all, or its size changed) the shard is not written: the
-task returns what it learned of every file, and the build plans that part again (`imgpack.write.onepass_plan`).
-"""
+# The task carries the plan (which files, and the sizes their stat gave). When a file does not turn
+# out as planned (it is no image after all, or its size changed) the shard is not written: the task
+# returns what it learned of every file, and the build plans that part again
+# (`imgpack.write.onepass_plan`).
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""Plan a version's shards: which shards of the previous version carry over, what new shards hold.
+"""Plan a version's shards: which shards of the previous version carry over, what new shards hold."""
 
-Records are matched to the previous version's stored images by key and digest, then by digest
-alone (a renamed file costs nothing). A previous shard is carried over, byte for byte, while its
-live share is at least `pack.compact_below`; every other record is stored anew, in key order, in
-new shards cut by size exactly as a from-scratch build cuts them.
-"""
+# Records are matched to the previous version's stored images by key and digest, then by digest
+# alone (a renamed file costs nothing). A previous shard is carried over, byte for byte, while its
+# live share is at least `pack.compact_below`; every other record is stored anew, in key order, in
+# new shards cut by size exactly as a from-scratch build cuts them.
 
 from __future__ import annotations
 

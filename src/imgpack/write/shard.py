@@ -1,8 +1,7 @@
-"""One shard file: its images under their slots, then sealed with their properties and its header.
+"""One shard file: its images under their slots, then sealed with their properties and its header."""
 
-Every writer of shards (pack, one pass, the builder) writes them here, so a shard has the same bytes
-whichever path wrote it.
-"""
+# Every writer of shards (pack, one pass, the builder) writes them here, so a shard has the same
+# bytes whichever path wrote it.
 
 from __future__ import annotations
 
