@@ -89,7 +89,7 @@ class Catalog:
                 )
             out[mask] = props[chosen]
         return pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(width), len(shards), [None, pa.py_buffer(out.tobytes())]
+            pa.binary(width), len(shards), [None, pa.py_buffer(out)]
         )
 
     def _shard_digests(self, shard: int) -> np.ndarray:
@@ -150,9 +150,15 @@ class Catalog:
         `each(part)` transforms every part before they are joined."""
         columns = list(self.columns if columns is None else columns)
         self._check(columns)
-        tables = [self.part(n, columns) for n in range(self.parts)]
-        if each is not None:
-            tables = [each(t) for t in tables]
+        cached = set(self._props)
+        tables = []
+        for number in range(self.parts):
+            table = self.part(number, columns)
+            tables.append(each(table) if each is not None else table)
+        # A whole-catalog read needs every shard's digests once: keeping them all would add their
+        # size to the table's own (the cache is for reads of a few records).
+        for shard in set(self._props) - cached:
+            del self._props[shard]
         if not tables:
             empty = cat.catalog_schema(self.digest_size).empty_table()
             return empty.select([c for c in columns if c in empty.column_names])
