@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if "scale" in wanted:
         s["scale"] = scale.measure(mnist, max(1, runs - 1))
     if "versions" in wanted:
-        s["versions"] = versions.measure(mnist, mnist.parent / "testing", runs)
+        s["versions"] = versions.measure(mnist, data.mnist().parent / "testing", runs)
     if "cluster" in wanted:
         from bench import cluster
 
