@@ -14,6 +14,7 @@ from imgpack.errors import InputError, output_failed
 from imgpack.util.jsonfiles import dumps
 
 __all__ = [
+    "manifest_rows",
     "MANIFEST_VERSION",
     "write_manifest",
     "read_manifest",
@@ -101,11 +102,20 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]
 _ROWS_AT_ONCE = 4096  # lines parsed in one call: a JSON array of them costs half as much
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    previous = None
+def manifest_rows(
+    path: Path, start: int = 0, previous: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows from the `start`-th on (those before are skipped unparsed), checked as
+    `read_manifest`'s; `previous`: the key of the row before `start`."""
+    return _rows(Path(path), start, previous)
+
+
+def _rows(path: Path, start: int = 0, previous: str | None = None) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         handle.readline()
-        line_number = 2
+        for _ in itertools.islice(handle, start):
+            pass
+        line_number = 2 + start
         while lines := list(itertools.islice(handle, _ROWS_AT_ONCE)):
             for row in _parsed(path, lines, line_number):
                 if type(row) is not dict or not row.keys() >= ROW_FIELDS:

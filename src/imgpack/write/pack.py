@@ -10,15 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imgpack.errors import InputError
 from imgpack.ingest.manifest import read_manifest
-from imgpack.ingest.splits import split_assigner
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.params import PackParams
 from imgpack.util.cores import resolve_workers
 from imgpack.util.locks import writer_lock
 from imgpack.util.outputs import scratch_dir
-from imgpack.util.progress import progress
 from imgpack.util.text import counted
 from imgpack.util.urls import is_url
 from imgpack.write.assembler import PackAssembler
@@ -26,6 +23,7 @@ from imgpack.write.dedupe import AliasCheck
 from imgpack.write.layout import ShardLayout, params_digest
 from imgpack.write.pack_plan import Planner, damaged_shards, load_previous, match_previous
 from imgpack.write.pack_shard import write_shard
+from imgpack.write.pack_walk import plan_records
 from imgpack.write.shard import ENTRY_FIELDS
 
 
@@ -52,7 +50,7 @@ def pack(
 def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool) -> dict[str, Any]:
     # Paths in tasks are absolute: any worker may run them.
     folder = str(folder) if is_url(folder) else str(Path(folder).absolute())
-    header, rows = read_manifest(Path(manifest))
+    header, _ = read_manifest(Path(manifest))
     algorithm = header["hash_algorithm"]
     layout = ShardLayout.of(params)
     store = out.absolute().with_name(f".{out.name}.resume")
@@ -82,8 +80,8 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
                 _carry_over(previous, assembler)
                 claimed = match.claims() if match is not None else iter(())
                 aliases = AliasCheck(params.splits)
-                planned = _plan(
-                    rows, header["count"], planner, (assembler, aliases), claimed, params
+                planned = plan_records(
+                    Path(manifest), header["count"], planner, (assembler, aliases), claimed, params
                 )
                 for task, entry in ordered_map(write_shard, planned, pool):
                     assembler.add_shard(Path(task.path), entry)
@@ -140,56 +138,3 @@ def _carry_over(previous, assembler: PackAssembler) -> None:
     for old in previous.kept:  # in their old order: new numbers ascend with it
         entry = {k: previous.entries[old][k] for k in ENTRY_FIELDS}
         assembler.add_shard(previous.shard_paths[old], entry, carried=True)
-
-
-def _plan(rows, count: int, planner: Planner, sinks, claimed, params):
-    """Catalog rows in key order, and (task, task) for each new shard as soon as it is cut.
-    `sinks`: the (assembler, alias check) that take rows and aliases."""
-    assembler, aliases = sinks
-    pending = next(claimed, None)
-    assign = split_assigner(params.split_seed, params.splits)
-    columns: list[list] = [[] for _ in range(9)]  # add_row's order; handed over 4,096 at a time
-    keys, labels, splits, formats, widths, heights, sizes, shards, slots = columns
-    extras: list = []
-    for ordinal, row in enumerate(progress(rows, "pack", count)):
-        if params.duplicates == "dedupe" and row["duplicate_of"]:
-            assembler.add_alias(row["key"], row["duplicate_of"])
-            aliases.add(row)
-            planner.skip()
-            continue
-        claim = None
-        if pending is not None and pending[0] == ordinal:
-            claim, pending = pending[1:], next(claimed, None)
-        (shard, slot), done = planner.place(ordinal, row, claim)
-        if done is not None:
-            yield done, done
-        keys.append(row["key"])
-        labels.append(row["label"])
-        splits.append(_split(row["key"], assign))
-        formats.append(row["format"])
-        widths.append(row["width"])
-        heights.append(row["height"])
-        sizes.append(row["size"])
-        shards.append(shard)
-        slots.append(slot)
-        extras.append(row["extra"])
-        if len(extras) >= 4096:
-            assembler.add_rows(columns, extras)
-            for column in columns:
-                column.clear()
-            extras.clear()
-    if extras:
-        assembler.add_rows(columns, extras)
-    last = planner.finish()
-    if last is not None:
-        yield last, last
-
-
-def _split(key: str, assign) -> str:
-    try:
-        return assign(key)
-    except ValueError:
-        raise InputError(
-            f"{key}: pack.splits is 'folders' but its top folder names no split; rerun the "
-            "ingest stage (it reports such files as unknown_split)"
-        ) from None
