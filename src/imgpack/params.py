@@ -15,6 +15,7 @@ __all__ = [
     "IngestParams",
     "PackParams",
     "ValidateParams",
+    "shard_bytes_of",
     "SummarizeParams",
     "ERROR_KINDS",
     "SECTION",
@@ -122,7 +123,12 @@ class PackParams:
 
     @property
     def shard_bytes(self) -> int:
-        return max(1, int(self.shard_mb * (1 << 20)))
+        return shard_bytes_of(self.shard_mb)
+
+
+def shard_bytes_of(shard_mb: float) -> int:
+    """`pack.shard_mb` in bytes, as every shard writer cuts by it."""
+    return max(1, int(shard_mb * (1 << 20)))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from imgpack.format.codec import SHARD_IMAGES, SHARD_VERSION
-from imgpack.params import PackParams
+from imgpack.params import PackParams, shard_bytes_of
 from imgpack.util.jsonfiles import dumps
 
 __all__ = [
@@ -62,7 +62,7 @@ class ShardLayout:
 
     @classmethod
     def for_shard_mb(cls, shard_mb: float, batch_bytes: int) -> ShardLayout:
-        shard_bytes = max(1, int(shard_mb * (1 << 20)))
+        shard_bytes = shard_bytes_of(shard_mb)
         return cls(shard_bytes, default_map_size(shard_bytes), batch_bytes)
 
     @property
