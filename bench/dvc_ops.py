@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,35 @@ def _copy_in(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
         return
     shutil.copytree(source, target, copy_function=os.link)
+
+
+def pipeline_project(project: Path, raw: Path, remote: Path, params_edit, before_wait=None) -> Path:
+    """A git + DVC project of this repository's pipeline (its src/, plots, dvc.yaml) over `raw`
+    (hard links) with a local remote; `params_edit(params)` changes params.yaml's blocks, and
+    `before_wait(project)` writes what else the project needs (a labels table)."""
+    _git_repo(project)
+    shutil.copytree(
+        REPO / "src" / "imgpack",
+        project / "src/imgpack",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copytree(REPO / "plots", project / "plots")
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    shutil.copy(REPO / ".dvcignore", project / ".dvcignore")  # DVC is not to walk the raw folder
+    images = project / "data/raw/images"
+    _copy_in(raw, images)
+    (images / ".DS_Store").unlink(missing_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params_edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if before_wait is not None:
+        before_wait(project)
+    shutil.rmtree(remote, ignore_errors=True)
+    _quiet([*DVC, "remote", "add", "-d", "local", str(remote)], project)
+    # Linking the files in changed their ctime: wait out ingest's racy window (2 s), as any
+    # folder older than a few seconds already has.
+    time.sleep(2.1)
+    return project
 
 
 def _cycle(data: Path, tag: str) -> dict[str, float]:

@@ -12,10 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.data import WORK, _with_text_chunk
-from bench.dvc_ops import DVC, REPO, _git_repo, _quiet
+from bench.dvc_ops import DVC, pipeline_project
 from bench.timing import GNU_TIME, IMGPACK, env, median, run_process
 
 _STAGE = re.compile(r"^Running stage '(\w+)'")
@@ -24,24 +22,11 @@ _STAGE = re.compile(r"^Running stage '(\w+)'")
 def _project(raw: Path) -> Path:
     """A DVC project of this repository's pipeline over `raw` (hard links), labels from folders."""
     project = WORK / "million-versions" / "project"
-    _git_repo(project)
-    shutil.copytree(
-        REPO / "src" / "imgpack",
-        project / "src/imgpack",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    shutil.copytree(REPO / "plots", project / "plots")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, project / name)
-    shutil.copytree(raw, project / "data/raw/images", copy_function=os.link)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["ingest"]["labels"] = ""  # labels from the folder names
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    remote = project.with_name("remote")
-    shutil.rmtree(remote, ignore_errors=True)
-    _quiet([*DVC, "remote", "add", "-d", "local", str(remote)], project)
-    time.sleep(2.1)  # the links changed the files' ctime: wait out ingest's racy window
-    return project
+
+    def folder_labels(params: dict) -> None:
+        params["ingest"]["labels"] = ""
+
+    return pipeline_project(project, raw, project.with_name("remote"), folder_labels)
 
 
 def _add(project: Path, donors: Path, count: int, tag: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from bench.data import WORK
-from bench.dvc_ops import DVC, REPO, _copy_in, _git_repo, _quiet
+from bench.dvc_ops import DVC, _git_repo, _quiet, pipeline_project
 from bench.timing import IMGPACK, compile_imgpack, env, median, run_process
 
 SHARD_MB = 1.5  # the 60,000 MNIST PNGs (15 MB) in 10 shards
@@ -38,29 +38,15 @@ def _write_labels(images: Path, table: Path, relabel: set[str] = frozenset()) ->
 
 def _project(raw: Path, round_number: int) -> Path:
     project = WORK / "versions" / f"project-{round_number}"
-    _git_repo(project)
-    shutil.copytree(
-        REPO / "src" / "imgpack",
-        project / "src/imgpack",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    shutil.copytree(REPO / "plots", project / "plots")
-    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
-    shutil.copy(REPO / ".dvcignore", project / ".dvcignore")  # DVC is not to walk the raw folder
-    images = project / "data/raw/images"
-    _copy_in(raw, images)
-    (images / ".DS_Store").unlink(missing_ok=True)
-    _write_labels(images, project / "data/raw/labels.csv")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["pack"]["shard_mb"] = SHARD_MB
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def shard_mb(params: dict) -> None:
+        params["pack"]["shard_mb"] = SHARD_MB
+
+    def labels(project: Path) -> None:
+        _write_labels(project / "data/raw/images", project / "data/raw/labels.csv")
+
     remote = project.with_name(project.name + "-remote")
-    shutil.rmtree(remote, ignore_errors=True)
-    _quiet([*DVC, "remote", "add", "-d", "local", str(remote)], project)
-    # Linking the files in changed their ctime: wait out ingest's racy window (2 s), as any
-    # folder older than a few seconds already has.
-    time.sleep(2.1)
-    return project
+    return pipeline_project(project, raw, remote, shard_mb, labels)
 
 
 def _timed_push(project: Path) -> int:
