@@ -69,6 +69,16 @@ def test_text_is_not_an_image():
     assert info.value.kind == "corrupt"
 
 
+def test_a_file_no_format_claims_is_reported_the_same_in_every_run(tmp_path):
+    raw = write_tree(tmp_path / "raw", {"cat/a.png": b"hello, world", "cat/b.jpg": jpeg_bytes()})
+    details = []
+    for run in range(2):
+        ingest(raw, tmp_path / f"m{run}.jsonl", tmp_path / f"r{run}.json", cache=False)
+        details.append(json.loads((tmp_path / f"r{run}.json").read_text())["skipped_files"])
+    assert details[0] == details[1]
+    assert "0x" not in json.dumps(details[0]) and "header does not parse" in json.dumps(details[0])
+
+
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536, 1_000_003])
 def test_read_file_returns_every_byte_whatever_the_size(tmp_path, size):
     import os

@@ -132,7 +132,13 @@ def _pillow_probe(data: bytes) -> tuple[str, int, int]:
                 fmt, (width, height) = image.format, image.size
         except Image.DecompressionBombError as exc:
             raise ProbeFailure("too_large", f"decompression bomb: {exc}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except UnidentifiedImageError:
+            # Pillow's own message names the in-memory buffer by its address: a report that
+            # differed from run to run for the same file
+            raise ProbeFailure(
+                "corrupt", "header does not parse (no image format Pillow reads)"
+            ) from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise ProbeFailure("corrupt", f"header does not parse ({exc})") from None
     return fmt, width, height
 
