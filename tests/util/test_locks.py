@@ -1,7 +1,10 @@
 """One writer per output: a second build into the same OUT is refused while the first writes."""
 
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -103,3 +106,29 @@ def test_a_held_lock_refuses_in_this_process_too_when_not_reentered(tmp_path):
     finally:
         held.kill()
         held.wait()
+
+
+def test_a_killed_builds_lock_is_free_at_once_though_its_forked_workers_still_run(tmp_path):
+    out = tmp_path / "p.lmdb"
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        from imgpack.util.locks import writer_lock
+        with writer_lock({str(out)!r}):
+            worker = os.fork()
+            if worker == 0:  # a forked worker, still busy when its build is killed
+                time.sleep(60)
+                os._exit(0)
+            print(worker, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    build = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(build.stdout.readline())
+    try:
+        build.wait()
+        os.kill(worker, 0)  # the worker is alive (this raises if not)
+        with writer_lock(out):  # and the lock is free all the same
+            assert lock_path(out).exists()
+    finally:
+        os.kill(worker, signal.SIGKILL)

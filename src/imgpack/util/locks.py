@@ -12,7 +12,21 @@ from imgpack.errors import OutputError
 
 __all__ = ["writer_lock", "lock_path"]
 
-_HELD: dict[str, int] = {}  # lock path -> depth: build() holds it while pack() takes it again
+_HELD: dict[str, list[int]] = {}  # lock path -> [fd, depth]: build() holds it, pack() again
+
+
+def _drop_in_child() -> None:
+    # A flock belongs to the open file, which a forked worker shares: closing the child's copy
+    # leaves the build's lock held, and the lock goes the moment the build process ends, not
+    # when its last worker has finished dying.
+    for fd, _ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def lock_path(out: Path) -> Path:
@@ -28,19 +42,19 @@ def writer_lock(out: Path) -> Iterator[None]:
     path = lock_path(out)
     key = str(path)
     if key in _HELD:
-        _HELD[key] += 1
+        _HELD[key][1] += 1
         try:
             yield
         finally:
-            _HELD[key] -= 1
+            _HELD[key][1] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(path, out)
-    _HELD[key] = 1
+    _HELD[key] = [fd, 1]
     try:
         yield
     finally:
-        del _HELD[key]
+        _HELD.pop(key, None)
         # Removed while still held: a process that opened it meanwhile finds it gone (below).
         with contextlib.suppress(OSError):
             os.unlink(path)
