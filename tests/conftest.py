@@ -56,6 +56,12 @@ def many_digits(tmp_path_factory) -> Path:
     return digit_pngs(tmp_path_factory.mktemp("many-digits"), dict.fromkeys(range(10), 1000))
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: two test processes on a small machine, at most four on a big one (each test may
+    start a build with workers of its own)."""
+    return max(2, min(4, os.cpu_count() or 1))
+
+
 @pytest.fixture(autouse=True)
 def private_state(tmp_path_factory, monkeypatch):
     """Each test remembers (ingest cache, validated shards) in its own place, never the user's."""

@@ -69,7 +69,7 @@ def cluster(tmp_path):
             process.terminate()
         for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
         logs.close()
