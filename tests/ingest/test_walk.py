@@ -2,8 +2,53 @@
 
 import os
 
-from imgpack.ingest.walk import walk_sorted
+import pytest
+
+from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
 from tests.conftest import write_tree
+
+
+def odd_tree(raw):
+    """Common files, and every entry the walk classifies otherwise."""
+    write_tree(
+        raw,
+        {
+            "a/b/c.png": b"1",
+            "a/b.png": b"22",
+            "a-b.png": b"333",
+            "a.b/x.png": b"4444",
+            "z.png": b"55555",
+            "deep/er/and/deeper/one.png": b"666666",
+            "labels.csv": b"path,label\n",
+            "caf\u00e9/\u00e9t\u00e9.png": b"7",
+            f"long/{'m' * 200}/{'m' * 200}/{'k' * 200}.png": b"8",  # a key over 511 bytes
+        },
+    )
+    (raw / "empty").mkdir()
+    os.symlink("z.png", raw / "link.png")
+    os.symlink("nowhere.png", raw / "dangling.png")
+    os.symlink("a", raw / "folder-link")
+    os.symlink("/", raw / "outside")
+    os.mkfifo(raw / "pipe")
+    return raw
+
+
+@pytest.mark.parametrize("block", [1, 3, 4096])
+def test_the_stat_blocks_are_the_walks_lines_whatever_the_entries(tmp_path, block):
+    raw = odd_tree(tmp_path / "raw")
+    exclude = {str(raw / "labels.csv")}
+    lines = [stat_line(found) for found in walk_sorted(raw, exclude, stat=True)]
+    assert {f.problem for f in walk_sorted(raw, exclude)} == {
+        None,
+        "bad_path",
+        "bad_symlink",
+        "not_image",
+    }
+    whole = len(lines) - len(lines) % block
+    expected = ["".join(lines[n : n + block]) for n in range(0, whole, block)]
+    expected.append("".join(lines[whole:]))  # the rest: shorter, or empty
+    assert list(walk_stat_blocks(raw, exclude, block)) == expected
+    assert "labels.csv" not in "".join(expected)
 
 
 def test_the_walk_with_stats_gives_the_same_entries_in_the_same_order_each_with_its_stat(tmp_path):
@@ -40,12 +85,17 @@ def test_the_walk_with_stats_gives_the_same_entries_in_the_same_order_each_with_
     assert dict((f.key, f.stat[0]) for f in stated if f.stat)["link.png"] == 5
 
 
-def test_a_walk_left_half_way_closes_the_folders_it_opened(tmp_path):
+@pytest.mark.parametrize(
+    "walk_of",
+    [lambda raw: walk_sorted(raw, stat=True), lambda raw: walk_stat_blocks(raw, None, 1)],
+    ids=["walk", "stat blocks"],
+)
+def test_a_walk_left_half_way_closes_the_folders_it_opened(tmp_path, walk_of):
     raw = write_tree(
         tmp_path / "raw", {f"d{i}/e{j}/f.png": b"x" for i in range(3) for j in range(3)}
     )
     before = len(os.listdir("/proc/self/fd"))
-    walk = walk_sorted(raw, stat=True)
+    walk = walk_of(raw)
     next(walk)
     assert len(os.listdir("/proc/self/fd")) > before
     walk.close()

@@ -17,7 +17,7 @@ from imgpack import __version__
 from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
 from imgpack.ingest.report import IngestReport
-from imgpack.ingest.walk import walk_sorted
+from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
 from imgpack.params import IngestParams
 
 __all__ = ["InputSnapshot"]
@@ -25,8 +25,8 @@ __all__ = ["InputSnapshot"]
 _VERSION = 2  # 2: PNG chunk CRCs checked (a manifest an earlier version wrote is made again once)
 _NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
 _WHAT = "ingest's record of its last run"
-_SUMMARY = set(IngestReport().totals())
-_BLOCK = 4096  # files a block digest covers  # the keys of the summary a record keeps
+_SUMMARY = set(IngestReport().totals())  # the keys of the summary a record keeps
+_BLOCK = 4096  # files a block digest covers
 
 
 def _well_formed(saved: Any) -> bool:
@@ -47,6 +47,10 @@ def _identity(path: str | Path | None) -> list[int] | None:
     except OSError:
         return None
     return st and [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _digest(lines: str) -> str:
+    return hashlib.blake2b(lines.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 class InputSnapshot:
@@ -86,25 +90,21 @@ class InputSnapshot:
         self.fingerprint, self.racy, self.blocks = None, self.labels_racy, []
         started, lines = self.started, []
         for found in walk_sorted(self.folder, self.exclude, stat=True):
+            lines.append(stat_line(found))
             st = found.stat
-            if st is None:
-                lines.append(f"{found.key}\0{found.problem}\0-\n")
-            else:
-                lines.append(f"{found.key}\0{found.problem}\0{st[0]}\0{st[1]}\0{st[2]}\0{st[3]}\n")
-                if st[1] >= started or st[3] >= started:
-                    self.racy = True
+            if st is not None and (st[1] >= started or st[3] >= started):
+                self.racy = True
             if len(lines) >= _BLOCK:
-                self._block(lines)
+                self.blocks.append(_digest("".join(lines)))
+                lines.clear()
             yield found
-        self._block(lines)
+        self.blocks.append(_digest("".join(lines)))
+        self.fingerprint = self._fingerprint()
+
+    def _fingerprint(self) -> str:
         digest = hashlib.blake2b(self.head.encode(), digest_size=20)
         digest.update("".join(self.blocks).encode())
-        self.fingerprint = digest.hexdigest()
-
-    def _block(self, lines: list[str]) -> None:
-        text = "".join(lines).encode("utf-8", "surrogateescape")
-        self.blocks.append(hashlib.blake2b(text, digest_size=16).hexdigest())
-        lines.clear()
+        return digest.hexdigest()
 
     def _outputs(self) -> dict[str, Any]:
         return {
@@ -125,12 +125,13 @@ class InputSnapshot:
             return None
         # Files come in key order, so a change shows in the first block that differs: with files
         # added anywhere, the walk stops there and ingest walks once, not twice.
-        saved_blocks, checked = saved.get("blocks") or [], 0
-        for _ in self.files():
-            while checked < len(self.blocks):
-                if checked >= len(saved_blocks) or saved_blocks[checked] != self.blocks[checked]:
-                    return None
-                checked += 1
+        saved_blocks, self.blocks = saved.get("blocks") or [], []
+        for text in walk_stat_blocks(self.folder, self.exclude, _BLOCK):
+            self.blocks.append(_digest(text))
+            walked = len(self.blocks)
+            if walked > len(saved_blocks) or saved_blocks[walked - 1] != self.blocks[-1]:
+                return None
+        self.fingerprint = self._fingerprint()
         return saved.get("summary") if saved.get("fingerprint") == self.fingerprint else None
 
     def _load(self) -> dict[str, Any] | None:
