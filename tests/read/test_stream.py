@@ -274,6 +274,26 @@ def test_a_sampler_epoch_prefetches_the_next_shards_and_fetches_each_once(projec
     assert dataset.pack.stream.keep == 2
 
 
+def test_a_cache_holding_two_windows_fetches_each_shard_once_while_the_next_is_prefetched(
+    project, clone
+):
+    sizes = [len(d) for n, d in project.packs["v2"].items() if n.startswith("shard-")]
+    limit = len(project.packs["v2"]["catalog.lmdb"]) + 4 * max(sizes)  # the window and the next
+    mark = len(project.http.requests())
+    dataset = imgpack.ImageDataset(
+        clone / PACK, rev="v2", stream=True, remote="http", cache_limit=limit
+    )
+    sampler = dataset.sampler(window=2, seed=2)
+    for position in sampler:
+        dataset[position]
+        # training: the prefetcher makes room for the next window while a record is used,
+        # before the reader has opened every prefetched shard of its own window
+        time.sleep(0.02)
+    fetched = gets(project.http, mark)
+    shards = set(shard_objects(project, "v2").values())
+    assert {p: n for p, n in fetched.items() if p in shards} == {p: 1 for p in shards}
+
+
 def test_ranks_epochs_and_resume_on_a_streamed_dataset(project, clone):
     dataset = imgpack.ImageDataset(clone / PACK, rev="v2", stream=True, remote="http")
     parts = [dataset.sampler(window=2, rank=r, world_size=3, seed=1).order() for r in range(3)]

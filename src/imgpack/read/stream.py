@@ -496,12 +496,11 @@ class ShardPrefetch:
         self, source: StreamSource, files: list[RemoteFile], sizes: list[int], ahead: int = 1
     ):
         self._source, self._files, self._sizes = source, files, sizes
-        # The windows ahead of the reader's: prefetch(w) is called once the reader is `ahead`
-        # windows before w. The window being read is not hinted: its shards are the most
-        # recently used, so eviction takes those of windows already read (older) first; hinted,
-        # it would rank after them, and be evicted before them once the epoch's last window is
-        # all that is hinted.
-        self._recent: collections.deque[list[int]] = collections.deque(maxlen=max(ahead, 1))
+        # The window being read and the `ahead` after it: prefetch(w) is called once the reader
+        # is `ahead` windows before w. The window being read stays hinted: its shards fetched
+        # ahead but not yet opened by a reader are older than those of windows already read
+        # (touched when let go), so unhinted they would be evicted first and fetched again.
+        self._recent: collections.deque[list[int]] = collections.deque(maxlen=ahead + 1)
         self.fetched = 0  # shards this prefetcher found or put in the cache
         self.left = 0  # shards it left to the readers
         self.failed: list[str] = []  # why fetches failed (the readers meet the same errors)
