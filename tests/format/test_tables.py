@@ -2,6 +2,7 @@
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -101,3 +102,28 @@ def test_digests_become_lowercase_hex_for_any_slice():
 def test_damaged_or_foreign_parts_are_refused(raw, words):
     with pytest.raises(PackFormatError, match=words):
         cat.decode_table(raw, cat.catalog_schema(32), "part")
+
+
+@pytest.mark.parametrize(
+    "kind", [pa.int8(), pa.int32(), pa.int64(), pa.uint16(), pa.uint64(), pa.float32()]
+)
+def test_numpy_of_equals_arrows_own_conversion_for_every_chunking_and_offset(kind):
+    values = pa.array(list(range(7)), kind)
+    shapes = {
+        "one chunk": pa.chunked_array([values]),
+        "chunks": pa.chunked_array([values[:3], values[3:]]),
+        "a slice": values[2:6],
+        "sliced chunks": pa.chunked_array([values[1:3], values[4:]]),
+        "no rows": pa.chunked_array([], kind),
+        "an empty chunk": pa.chunked_array([values[:0], values[:2]]),
+    }
+    for name, column in shapes.items():
+        got = cat.numpy_of(column)
+        assert got.dtype == column.type.to_pandas_dtype(), name
+        assert got.tolist() == column.to_pylist(), name
+
+
+def test_numpy_of_a_column_with_nulls_or_of_text_is_arrows_own_conversion():
+    with_nulls = cat.numpy_of(pa.chunked_array([pa.array([1, None, 3], pa.int32())]))
+    assert with_nulls[0] == 1 and np.isnan(with_nulls[1]) and with_nulls[2] == 3
+    assert cat.numpy_of(pa.array(["a", "b"])).tolist() == ["a", "b"]

@@ -2,6 +2,9 @@
 
 import multiprocessing
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import imgpack
 from imgpack.ingest.run import ingest
 from imgpack.params import PackParams
 from imgpack.write.pack import pack
-from tests.conftest import png_bytes, source_files, write_tree
+from tests.conftest import png_bytes, source_files, tool_env, write_tree
 
 
 def test_every_image_read_through_the_dataset_equals_its_source(sample_pack, sample_raw):
@@ -162,3 +165,24 @@ def test_a_shuffled_dataloader_over_decoded_images_covers_every_record_once(samp
         assert images.dtype == torch.uint8 and images.shape[1:] == (24, 24, 3)
         seen += len(targets)
     assert seen == len(dataset)
+
+
+def test_the_first_record_and_sample_are_read_without_importing_pandas(sample_pack):
+    """pandas is for `metadata()`: a training job's first batch does not wait 0.3 s for it."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import imgpack
+        pack = imgpack.open({str(sample_pack)!r})
+        assert pack[0].data and pack.get(pack[0].key)
+        train = imgpack.ImageDataset({str(sample_pack)!r}, split="train")
+        image, target = train[0]
+        assert image and target >= 0
+        print("pandas" in sys.modules)
+        """
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=tool_env()
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "False"

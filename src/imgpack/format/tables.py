@@ -25,6 +25,7 @@ __all__ = [
     "unify_parts",
     "hex_digests",
     "json_columns",
+    "numpy_of",
 ]
 
 CORE_COLUMNS = ("key", "label", "split", "format", "width", "height", "size", "hash")
@@ -188,3 +189,36 @@ def hex_digests(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     )
     offsets = np.arange(0, len(text) + 1, 2 * width, dtype=offset_type)
     return pa.Array.from_buffers(kind, len(column), [None, pa.py_buffer(offsets), text])
+
+
+_NUMPY_TYPES = {
+    pa.int8(): np.int8,
+    pa.int16(): np.int16,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint8(): np.uint8,
+    pa.uint16(): np.uint16,
+    pa.uint32(): np.uint32,
+    pa.uint64(): np.uint64,
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}
+
+
+def numpy_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric column without nulls as a read-only numpy array, viewing Arrow's buffers where
+    it is one chunk. Not pyarrow's `to_numpy`: its first call imports pandas (0.3 s), which a
+    reader's first record would wait for."""
+    dtype = _NUMPY_TYPES.get(column.type)
+    chunked = isinstance(column, pa.ChunkedArray)
+    if dtype is None or column.null_count:
+        return column.to_numpy() if chunked else column.to_numpy(zero_copy_only=False)
+    chunks = column.chunks if chunked else [column]
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * dtype().itemsize)
+        for chunk in chunks
+        if len(chunk)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)

@@ -70,7 +70,9 @@ class Catalog:
         wanted = [c for c in stored if c != "hash"]
         read = wanted + [c for c in cat.LOCATION_COLUMNS if c not in wanted]
         table = cat.decode_table(raw, self.schema, where, read)
-        digests = self.digests(table.column("shard").to_numpy(), table.column("slot").to_numpy())
+        digests = self.digests(
+            cat.numpy_of(table.column("shard")), cat.numpy_of(table.column("slot"))
+        )
         table = table.select(wanted)
         at = stored.index("hash") if "hash" in stored else _hash_position(wanted)
         return table.add_column(at, pa.field("hash", digests.type), digests)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imgpack.errors import PackChangedError, PackFormatError
+from imgpack.format import tables as cat
 from imgpack.read.pack import Pack
 from imgpack.read.shards import ImageTable
 
@@ -50,8 +51,12 @@ def _chosen(
     """The records a dataset holds: those of `split` (a column of `columns`), then of `indices`."""
     chosen = None
     if split is not None:
-        mask = pc.equal(columns.column("split"), split).to_numpy(zero_copy_only=False)
-        chosen = array("q", np.flatnonzero(mask).astype(np.int64).tobytes())
+        splits = columns.column("split")
+        present = splits.unique()  # a value set without converting `split` (see targets below)
+        names = present.to_pylist()
+        at = present.slice(names.index(split), 1) if split in names else present.slice(0, 0)
+        where = pc.indices_nonzero(pc.is_in(splits, value_set=at))
+        chosen = array("q", cat.numpy_of(where).astype(np.int64).tobytes())
     if indices is not None:
         wanted = np.fromiter((int(i) for i in indices), dtype=np.int64)
         if split is not None:
@@ -122,10 +127,15 @@ class ImageDataset:
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         # Two catalog columns, never image bytes: each record's class index, and the split.
         columns = pack.catalog.table(["label"] if split is None else ["label", "split"])
-        targets = pc.index_in(columns.column("label"), value_set=pa.array(self.classes))
-        if targets.null_count:
+        # Through the labels present, not pa.array(classes): making Arrow values from Python
+        # objects imports pandas (0.3 s) on the first call, which the first record would wait for.
+        labels = columns.column("label")
+        present = labels.unique()
+        to_class = np.array([self.class_to_idx.get(v, -1) for v in present.to_pylist()], np.int32)
+        targets = to_class[cat.numpy_of(pc.index_in(labels, value_set=present))]
+        if (targets < 0).any():
             raise PackFormatError(f"{pack.path}: a record's label is not in the header's classes")
-        self._all_targets = array("i", targets.to_numpy().astype(np.int32).tobytes())
+        self._all_targets = array("i", targets.tobytes())
         self.split = split
         self._indices = _chosen(columns, split, indices, len(pack))
         # Located here, so forked DataLoader workers inherit the table instead of rebuilding it.
@@ -257,7 +267,7 @@ class ImageDataset:
         from imgpack.read.sampler import ShardSampler
 
         pack = self.pack
-        shard_of = pack.catalog.table(["shard"]).column("shard").to_numpy()
+        shard_of = cat.numpy_of(pack.catalog.table(["shard"]).column("shard"))
         shards = shard_of[np.asarray(self._indices, dtype=np.int64)]
         sampler = ShardSampler(
             shards,

@@ -291,7 +291,9 @@ class Pack(CatalogLookups, ImageReads, Sequence):
                 from imgpack.read.stream import StreamImages
 
                 shards, slots = where.column("shard"), where.column("slot")
-                self._table = StreamImages(self._stream_shards, shards.to_numpy(), slots.to_numpy())
+                self._table = StreamImages(
+                    self._stream_shards, cat.numpy_of(shards), cat.numpy_of(slots)
+                )
                 return self._table
             try:
                 self._table = locate_pack(
@@ -299,8 +301,8 @@ class Pack(CatalogLookups, ImageReads, Sequence):
                     self._shard_paths,
                     self._shard_identities,
                     [shard["count"] for shard in self.header["shards"]],
-                    where.column("shard").to_numpy(),
-                    where.column("slot").to_numpy(),
+                    cat.numpy_of(where.column("shard")),
+                    cat.numpy_of(where.column("slot")),
                 )
             except (PackFormatError, PackChangedError) as exc:
                 if _moved(self.catalog_path, self._identity):  # its shards went with it
