@@ -121,6 +121,7 @@ def test_numpy_of_equals_arrows_own_conversion_for_every_chunking_and_offset(kin
         got = cat.numpy_of(column)
         assert got.dtype == column.type.to_pandas_dtype(), name
         assert got.tolist() == column.to_pylist(), name
+        assert not got.flags.writeable, name  # a view would write into Arrow's memory
 
 
 def test_numpy_of_a_column_with_nulls_or_of_text_is_arrows_own_conversion():

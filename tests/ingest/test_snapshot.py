@@ -155,3 +155,21 @@ def test_the_check_for_changes_stops_at_the_first_block_of_files_that_differs(se
     write_tree(raw, {"1/0a.png": png_bytes(3, 3)})  # the second key of nine
     time.sleep(2.1)
     assert check() == (False, 1)
+
+
+def test_nothing_changed_is_told_over_every_kind_of_entry_with_the_labels_inside(tmp_path):
+    from tests.ingest.test_walk import odd_tree
+
+    raw = odd_tree(tmp_path / "raw")
+    write_tree(raw, {"real/0.png": png_bytes(), "real/1.png": png_bytes(shade=4)})
+    table = raw / "labels.csv"  # inside the folder: never one of its files
+    table.write_text("path,label\nreal/0.png,x\nreal/1.png,y\n")
+    time.sleep(2.1)
+    out = tmp_path / "out"
+    ingest_into(raw, table, out)
+    before = identity(out / "manifest.jsonl")
+    report = ingest_into(raw, table, out)
+    assert report.read == 0 and identity(out / "manifest.jsonl") == before
+    (raw / "real" / "1.png").write_bytes(png_bytes(shade=9))
+    ingest_into(raw, table, out)
+    assert identity(out / "manifest.jsonl") != before

@@ -51,6 +51,21 @@ def test_the_stat_blocks_are_the_walks_lines_whatever_the_entries(tmp_path, bloc
     assert "labels.csv" not in "".join(expected)
 
 
+def test_a_file_whose_stat_fails_has_the_same_line_in_the_stat_blocks(tmp_path, monkeypatch):
+    raw = write_tree(tmp_path / "raw", {"a/1.png": b"1", "a/2.png": b"22", "b/3.png": b"3"})
+    real_stat = os.stat
+
+    def stat(path, *args, **options):  # gone between the listing and the stat, say
+        if os.fspath(path).endswith("2.png"):
+            raise FileNotFoundError(path)
+        return real_stat(path, *args, **options)
+
+    monkeypatch.setattr(os, "stat", stat)
+    lines = [stat_line(found) for found in walk_sorted(raw, stat=True)]
+    assert lines[1] == "a/2.png\0None\0-\n"
+    assert list(walk_stat_blocks(raw, None, 4096)) == ["".join(lines)]
+
+
 def test_the_walk_with_stats_gives_the_same_entries_in_the_same_order_each_with_its_stat(tmp_path):
     raw = write_tree(
         tmp_path / "raw",

@@ -124,11 +124,42 @@ def test_a_killed_builds_lock_is_free_at_once_though_its_forked_workers_still_ru
         """
     )
     build = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    worker = int(build.stdout.readline())
+    shown = build.stdout.readline()
+    build.wait()
+    assert shown.strip().isdigit(), f"the build died before forking (exit {build.returncode})"
+    worker = int(shown)
     try:
-        build.wait()
         os.kill(worker, 0)  # the worker is alive (this raises if not)
         with writer_lock(out):  # and the lock is free all the same
             assert lock_path(out).exists()
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+def test_a_forked_child_leaving_the_lock_leaves_its_parents_lock_held(tmp_path):
+    out = tmp_path / "p.lmdb"
+    child = -1
+    try:
+        with writer_lock(out), writer_lock(out):
+            child = os.fork()
+            if child > 0:
+                assert os.waitpid(child, 0)[1] == 0  # it left both blocks without an error
+                assert lock_path(out).exists()
+                held = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        "from imgpack.util.locks import writer_lock\n"
+                        f"with writer_lock({str(out)!r}): pass",
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+                assert held.returncode == 1 and "another build is writing" in held.stderr
+    except BaseException:
+        if child == 0:
+            os._exit(1)
+        raise
+    if child == 0:  # the child, having unwound both blocks as a forked worker's error would
+        os._exit(0)
+    assert not lock_path(out).exists()

@@ -218,7 +218,7 @@ def numpy_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * dtype().itemsize)
         for chunk in chunks
         if len(chunk)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate(parts) if parts else np.empty(0, dtype)
+    ] or [np.empty(0, dtype)]
+    out = np.concatenate(parts) if len(parts) != 1 else parts[0]
+    out.flags.writeable = False  # a view may share Arrow's memory (a cached catalog table)
+    return out

@@ -12,7 +12,7 @@ from imgpack.ingest.found import MAX_KEY_BYTES, Found, display_path
 from imgpack.ingest.remote import walk_url
 from imgpack.util.urls import is_url
 
-__all__ = ["walk_sorted", "walk_stat_blocks"]
+__all__ = ["walk_sorted", "walk_stat_blocks", "stat_line"]
 
 
 def walk_sorted(

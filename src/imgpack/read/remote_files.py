@@ -282,11 +282,12 @@ def _output(repo, relative: str, at: str):
     from dvc.exceptions import DvcException, OutputNotFoundError
 
     target = repo.fs.join(repo.root_dir, *relative.split("/"))
+    every: list = []
     try:
-        # The outputs as the stages list them, not DVC's graph of them (its default): the graph
-        # checks a pipeline before running it, and reading one output needs none of it (nor
-        # networkx, 0.1-0.2 s to import).
-        every = list(repo.index.outs)
+        # DVC's trie of the outputs (which refuses duplicated and overlapping ones), not its
+        # graph of them (the default): reading one output needs no pipeline graph, nor networkx
+        # (0.1-0.2 s to import).
+        every = list(repo.index.outs_trie.values())
         outs = repo.find_outs_by_path(target, outs=every, strict=True) if every else []
     except OutputNotFoundError:
         outs = []

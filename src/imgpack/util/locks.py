@@ -42,23 +42,25 @@ def writer_lock(out: Path) -> Iterator[None]:
     path = lock_path(out)
     key = str(path)
     if key in _HELD:
-        _HELD[key][1] += 1
+        held = _HELD[key]
+        held[1] += 1
         try:
             yield
         finally:
-            _HELD[key][1] -= 1
+            held[1] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, out)
+    fd, owner = _acquire(path, out), os.getpid()
     _HELD[key] = [fd, 1]
     try:
         yield
     finally:
-        _HELD.pop(key, None)
-        # Removed while still held: a process that opened it meanwhile finds it gone (below).
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
+        if os.getpid() == owner:  # not a forked child unwinding: its copy went at the fork
+            _HELD.pop(key, None)
+            # Removed while still held: a process that opened it meanwhile finds it gone.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
 
 
 def _acquire(path: Path, out: Path) -> int:
