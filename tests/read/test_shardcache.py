@@ -25,7 +25,8 @@ import pytest
 
 from imgpack.cli import cache as cache_cli
 from imgpack.errors import InputError, PackCorruptError
-from imgpack.read.shardcache import ShardCache, format_size, parse_size, stream_cache_root
+from imgpack.read.shardcache import ShardCache, stream_cache_root
+from imgpack.read.sizes import format_size, parse_size
 
 SIZE = 32 * 1024  # every test shard's bytes
 SPAWN = multiprocessing.get_context("spawn")

@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _size(n: int) -> str:
-    from imgpack.read.shardcache import format_size
+    from imgpack.read.sizes import format_size
 
     return format_size(n)

@@ -4,65 +4,41 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import re
 import secrets
 import shutil
-import stat
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 from imgpack.errors import InputError, PackCorruptError
-from imgpack.util.text import counted
+from imgpack.read.cachefiles import empty_folder, examine, file_system, lock_file, same_file
+from imgpack.read.cachespace import (
+    checked_md5,
+    entry_path,
+    evict,
+    is_pinned,
+    lock_entry,
+    no_room,
+    remove_entry,
+    scan,
+)
+from imgpack.read.sizes import exact_size, format_size, parse_size
 
 __all__ = [
     "DEFAULT_LIMIT",
     "CachedShard",
     "ShardCache",
-    "format_size",
-    "parse_size",
     "stream_cache_root",
 ]
 
 DEFAULT_LIMIT = 20 * 10**9  # when neither the reader nor an earlier one on this machine set one
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}
-_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50})
-_SIZE_TEXT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
-_MD5 = re.compile(r"[0-9a-f]{32}")
-_DOWNLOAD = re.compile(r"([0-9a-f]{32})-(\d+)-(\d+)")  # tmp/<md5>-<bytes>-<pid>
 _NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs"}
 _POLL = (0.02, 0.5)  # first and longest pause between attempts to make room
-_BLOCK = 1 << 20
 _WRONG_SIZE = object()  # _pin's answer for an entry whose size is not the one DVC recorded
-
-
-def parse_size(value: int | str, what: str = "cache_limit") -> int:
-    """Bytes from an int or text: "20GB" = 20 * 10**9, "20GiB" = 20 * 2**30, "1000" = 1000."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and (match := _SIZE_TEXT.fullmatch(value)):
-        scale = _UNITS.get(match.group(2).lower() or "b")
-        if scale is not None and (size := int(Fraction(match.group(1)) * scale)) > 0:
-            return size
-    raise InputError(
-        f'{what} {value!r} is not a size: use bytes (an integer) or text such as "20GB" '
-        f'(10^9 bytes each) or "20GiB" (2^30 bytes each)'
-    )
-
-
-def format_size(n: int) -> str:
-    """'20.0 GB', '512 bytes': a size for a message, in decimal units."""
-    for unit, scale in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 1000:.1f} KB" if n >= 1000 else f"{n} bytes"
 
 
 def stream_cache_root() -> Path:
@@ -115,22 +91,6 @@ class CachedShard:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "pinned"
         return f"<CachedShard {self.name or self.md5} {self.path} {state}>"
-
-
-@dataclass
-class _State:
-    """What the cache holds, counted from its folders under the cache lock."""
-
-    entries: dict[str, tuple[int, int]]  # md5 -> (bytes, mtime_ns)
-    downloads: dict[str, tuple[int, int]]  # tmp folder -> (bytes reserved, bytes written)
-    other: int  # bytes of files imgpack did not put there
-    hints: dict[str, int]  # md5 -> how soon a live process needs it (0: next)
-    pinned: dict[str, int] = field(default_factory=dict)  # md5 -> bytes, found while evicting
-
-    @property
-    def used(self) -> int:
-        reserved = sum(max(r, w) for r, w in self.downloads.values())
-        return sum(size for size, _ in self.entries.values()) + reserved + self.other
 
 
 _CACHES: weakref.WeakSet[ShardCache] = weakref.WeakSet()
@@ -201,7 +161,7 @@ class ShardCache:
         waits for anything (another process's download, room in the cache): a reader lets go of
         the other shards it holds there, so readers waiting for room never hold it themselves.
         """
-        md5 = _checked_md5(md5)
+        md5 = checked_md5(md5)
         label = name or md5
         self._check_size(size, label)
         self._ensure_dirs()
@@ -231,7 +191,7 @@ class ShardCache:
         when another process is fetching it already or when room cannot be made within `patience`
         seconds (readers' pins fill the cache); the reader then fetches it when it needs it.
         True when the entry is there."""
-        md5 = _checked_md5(md5)
+        md5 = checked_md5(md5)
         label = name or md5
         self._check_size(size, label)
         self._ensure_dirs()
@@ -257,7 +217,7 @@ class ShardCache:
             raise InputError(f"shard {label}: size {size!r} is not a number of bytes")
         if 2 * size > self.limit:
             raise InputError(
-                f"cache_limit {_exact(self.limit)} cannot hold 2 shards of {_exact(size)}, the "
+                f"cache_limit {exact_size(self.limit)} cannot hold 2 shards of {exact_size(size)}, the "
                 f"size of shard {label}; set cache_limit to at least {format_size(2 * size)}, "
                 "better a few shards more so readers can work ahead"
             )
@@ -265,7 +225,7 @@ class ShardCache:
     def hint(self, md5s: Sequence[str], after: int = 0) -> None:
         """The shards this process reads next, soonest first: eviction spares them. `after`:
         how many shards others read before the first of these (its rank, counting from 0)."""
-        wanted = list(dict.fromkeys(_checked_md5(m) for m in md5s))
+        wanted = list(dict.fromkeys(checked_md5(m) for m in md5s))
         if self._hint_fd is None and not wanted:
             return
         self._ensure_dirs()
@@ -288,8 +248,8 @@ class ShardCache:
         if not (self.root / "entries").is_dir():
             return shown
         with self._cache_lock():
-            state = self._scan()
-            pinned = {m: s for m, (s, _) in state.entries.items() if self._is_pinned(m)}
+            state = scan(self.root)
+            pinned = {m: s for m, (s, _) in state.entries.items() if is_pinned(self.root, m)}
         shown["entries"] = len(state.entries)
         shown["bytes"] = sum(s for s, _ in state.entries.values())
         shown["pinned"], shown["pinned_bytes"] = len(pinned), sum(pinned.values())
@@ -303,10 +263,10 @@ class ShardCache:
             return 0
         removed = 0
         with self._cache_lock():
-            for md5 in self._scan().entries:
-                fd = self._lock_entry(md5)
+            for md5 in scan(self.root).entries:
+                fd = lock_entry(self.root, md5)
                 if fd is not None:
-                    self._remove_entry(md5, fd)
+                    remove_entry(self.root, md5, fd)
                     removed += 1
         return removed
 
@@ -323,7 +283,7 @@ class ShardCache:
 
     # -- entries ---------------------------------------------------------------------------------
     def _entry(self, md5: str) -> Path:
-        return self.root / "entries" / md5
+        return entry_path(self.root, md5)
 
     def _pin(self, md5: str, size: int, name: str):
         """A pinned handle on the entry, None if there is none, _WRONG_SIZE if it is damaged."""
@@ -334,7 +294,7 @@ class ShardCache:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            if not _same_file(fd, path):  # evicted between the open and the lock
+            if not same_file(fd, path):  # evicted between the open and the lock
                 os.close(fd)
                 return None
             if os.fstat(fd).st_size != size:
@@ -347,34 +307,11 @@ class ShardCache:
             raise
         return CachedShard(path, md5, size, name, fd)
 
-    def _lock_entry(self, md5: str) -> int | None:
-        """The entry's file locked exclusively, or None if a reader has it pinned (or it is gone)."""
-        path = self._entry(md5)
-        fd, _ = _try_lock(path)
-        if fd is not None and not _same_file(fd, path):
-            os.close(fd)
-            return None
-        return fd
-
-    def _is_pinned(self, md5: str) -> bool:
-        fd = self._lock_entry(md5)
-        if fd is None:
-            return self._entry(md5).exists()
-        os.close(fd)
-        return False
-
-    def _remove_entry(self, md5: str, fd: int) -> None:
-        """Delete the entry whose exclusive lock `fd` holds (under the cache lock)."""
-        try:
-            os.unlink(self._entry(md5))
-        finally:
-            os.close(fd)
-
     def _drop_damaged(self, md5: str, size: int, label: str) -> None:
         with self._cache_lock():
-            fd = self._lock_entry(md5)
+            fd = lock_entry(self.root, md5)
             if fd is not None:
-                self._remove_entry(md5, fd)
+                remove_entry(self.root, md5, fd)
                 return
             path = self._entry(md5)
             if path.exists():
@@ -391,7 +328,7 @@ class ShardCache:
         path = self.root / "locks" / md5
         mode = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
         try:
-            fd = self._hold(_lock_file(path, mode))
+            fd = self._hold(lock_file(path, mode))
         except BlockingIOError:
             yield False
             return
@@ -424,9 +361,9 @@ class ShardCache:
         try:
             part = folder / f"{md5}.part"
             for _attempt in range(2):
-                _empty(folder)
+                empty_folder(folder)
                 fetch(part)
-                got_size, got_md5 = _examine(part)
+                got_size, got_md5 = examine(part)
                 if (got_size, got_md5) == (size, md5):
                     break
                 if got_md5 == md5:
@@ -474,9 +411,9 @@ class ShardCache:
         began = since
         while True:
             with self._cache_lock():
-                state = self._scan()
+                state = scan(self.root)
                 over = state.used + size - self.limit
-                if over <= 0 or self._evict(state, over, spare_hinted):
+                if over <= 0 or evict(self.root, state, over, spare_hinted):
                     folder.mkdir(exist_ok=True)
                     return folder
             if patience is not None and time.monotonic() - began >= patience:
@@ -490,118 +427,9 @@ class ShardCache:
             if now != seen:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since >= self.wait:
-                raise InputError(self._too_small(state, size, label))
+                raise InputError(no_room(self.root, state, self.limit, self.wait, size, label))
             time.sleep(pause)
             pause = min(2 * pause, _POLL[1])
-
-    def _evict(self, state: _State, over: int, spare_hinted: bool = False) -> bool:
-        """Delete unpinned entries in eviction order until `over` bytes are freed; if they
-        cannot be, delete none (state.pinned then names the pinned ones). `spare_hinted`: a
-        prefetch, which never evicts what a reader needs soon."""
-
-        def order(md5: str):
-            soon = state.hints.get(md5)
-            return (0, state.entries[md5][1], md5) if soon is None else (1, -soon, md5)
-
-        taken: list[tuple[str, int]] = []
-        freed = 0
-        try:
-            for md5 in sorted(state.entries, key=order):
-                if spare_hinted and md5 in state.hints:
-                    break  # the hinted come last in the order
-                fd = self._lock_entry(md5)
-                if fd is None:
-                    state.pinned[md5] = state.entries[md5][0]
-                    continue
-                taken.append((md5, fd))
-                freed += state.entries[md5][0]
-                if freed >= over:
-                    break
-            if freed < over:
-                return False
-            while taken:
-                md5, fd = taken.pop()
-                self._remove_entry(md5, fd)
-            return True
-        finally:
-            for _, fd in taken:
-                os.close(fd)
-
-    def _too_small(self, state: _State, size: int, label: str) -> str:
-        pinned = list(state.pinned.values())
-        downloads = [max(r, w) for r, w in state.downloads.values()]
-        held = [
-            f"held by readers: {counted(len(pinned), 'shard')}, {_sizes(pinned)}",
-            f"downloading: {counted(len(downloads), 'shard')}, {_sizes(downloads)}",
-        ]
-        if state.other:
-            held.append(f"other files: {format_size(state.other)}")
-        return (
-            f"cache_limit {format_size(self.limit)} is too small for the shards being read at "
-            f"once: shard {label} ({format_size(size)}) waited {self.wait:g} s for room in "
-            f"{self.root} ({'; '.join(held)}); raise cache_limit to hold every reader's shards "
-            "at once plus one each, or read with fewer processes"
-        )
-
-    # -- what the folders hold -------------------------------------------------------------------
-    def _scan(self) -> _State:
-        """Count entries and downloads (under the cache lock), removing killed processes' leftovers."""
-        entries: dict[str, tuple[int, int]] = {}
-        other = 0
-        for item in _listing(self.root / "entries"):
-            try:
-                st = item.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if _MD5.fullmatch(item.name) and item.is_file(follow_symlinks=False):
-                entries[item.name] = (st.st_size, st.st_mtime_ns)
-            else:
-                other += _disk_bytes(Path(item.path))
-        downloads: dict[str, tuple[int, int]] = {}
-        for item in _listing(self.root / "tmp"):
-            match = _DOWNLOAD.fullmatch(item.name)
-            if match is None:
-                other += _disk_bytes(Path(item.path))
-            elif self._downloading(match.group(1)):
-                downloads[item.name] = (int(match.group(2)), _disk_bytes(Path(item.path)))
-            else:  # its process was killed: the reservation is free again
-                shutil.rmtree(item.path, ignore_errors=True)
-        return _State(entries, downloads, other, self._read_hints())
-
-    def _downloading(self, md5: str) -> bool:
-        """Whether a live process holds the download lock of `md5`."""
-        path = self.root / "locks" / md5
-        fd, held = _try_lock(path)
-        if fd is None:
-            return held
-        try:
-            if _same_file(fd, path):
-                os.unlink(path)  # a killed downloader's: whoever waits on it opens a new one
-            return False
-        finally:
-            os.close(fd)
-
-    def _read_hints(self) -> dict[str, int]:
-        soon: dict[str, int] = {}
-        for item in _listing(self.root / "hints"):
-            try:
-                fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:  # its process holds it: alive
-                    text = os.pread(fd, os.fstat(fd).st_size, 0).decode("ascii", "replace")
-                else:
-                    os.unlink(item.path)  # a dead process's
-                    continue
-            finally:
-                os.close(fd)
-            for rank, line in enumerate(text.split()):
-                if _MD5.fullmatch(line):
-                    soon[line] = min(rank, soon.get(line, rank))
-        return soon
 
     # -- the folders, the limit and this process's locks -----------------------------------------
     def _ensure_dirs(self) -> None:
@@ -609,7 +437,7 @@ class ShardCache:
             return
         for sub in ("entries", "tmp", "locks", "hints"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        kind = _file_system(self.root)
+        kind = file_system(self.root)
         if kind in _NETWORK_FILE_SYSTEMS:
             raise InputError(
                 f"the shard cache {self.root} is on a network file system ({kind}), where its "
@@ -634,7 +462,7 @@ class ShardCache:
 
     @contextlib.contextmanager
     def _cache_lock(self) -> Iterator[None]:
-        fd = self._hold(_lock_file(self.root / "lock", fcntl.LOCK_EX))
+        fd = self._hold(lock_file(self.root / "lock", fcntl.LOCK_EX))
         try:
             yield
         finally:
@@ -666,131 +494,7 @@ class ShardCache:
         self._hint_fd = self._hint_path = None
 
 
-# -- helpers -------------------------------------------------------------------------------------
-def _checked_md5(md5: str) -> str:
-    text = str(md5).lower()
-    if not _MD5.fullmatch(text):
-        raise InputError(f"{md5!r} is not the md5 DVC records for a file (32 hex digits)")
-    return text
-
-
-def _exact(n: int) -> str:
-    return f"{format_size(n)} ({n:,} bytes)"
-
-
-def _sizes(sizes: list[int], shown: int = 5) -> str:
-    """'192.0 MB (64.0 MB, 64.0 MB, 64.0 MB)': a total and its parts, the largest first."""
-    if not sizes:
-        return "nothing"
-    parts = [format_size(s) for s in sorted(sizes, reverse=True)]
-    more = f" and {len(parts) - shown} more" if len(parts) > shown else ""
-    return f"{format_size(sum(sizes))} ({', '.join(parts[:shown])}{more})"
-
-
 def _described(size: int | None, md5: str | None) -> str:
     if size is None:
         return "not a file (fetch wrote nothing at the path it was given)"
     return f"{size} bytes with md5 {md5}"
-
-
-def _lock_file(path: Path, mode: int) -> int:
-    """A descriptor holding `mode` on the lock file `path` (created if absent), waiting for it;
-    never one on a file that was removed while we waited."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, mode)
-            if _same_file(fd, path):
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
-def _try_lock(path: Path) -> tuple[int | None, bool]:
-    """(a descriptor of the existing file `path` locked exclusively, without waiting, or None;
-    whether another process holds its lock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None, False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None, True
-    return fd, False
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        there = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
-
-
-def _examine(path: Path) -> tuple[int | None, str | None]:
-    """Size and md5 of the regular file at `path`; (None, None) if there is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None, None
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, None
-        digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
-def _empty(folder: Path) -> None:
-    for item in _listing(folder):
-        if item.is_dir(follow_symlinks=False):
-            shutil.rmtree(item.path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(item.path)
-
-
-def _listing(folder: Path) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as items:
-            return list(items)
-    except FileNotFoundError:
-        return []
-
-
-def _disk_bytes(path: Path) -> int:
-    """Bytes of the file at `path`, or of every file under it; what vanishes meanwhile counts 0."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return 0
-    if not stat.S_ISDIR(st.st_mode):
-        return st.st_size
-    return sum(_disk_bytes(Path(item.path)) for item in _listing(path))
-
-
-def _file_system(path: Path) -> str:
-    """The type of the file system holding `path` (Linux's mount table), or ""."""
-    try:
-        table = Path("/proc/self/mounts").read_text()
-    except OSError:
-        return ""
-    target = os.path.realpath(path)
-    best, kind = "", ""
-    for line in table.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[2]
-    return kind

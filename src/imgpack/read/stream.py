@@ -19,14 +19,9 @@ from imgpack.format.codec import CATALOG_FILE, encode_index
 from imgpack.format.spans import UnknownLayout
 from imgpack.read.handles import MappedImages, map_images, release_env
 from imgpack.read.remote_files import RemoteFile, RemotePack
-from imgpack.read.shardcache import (
-    CachedShard,
-    ShardCache,
-    format_size,
-    parse_size,
-    stream_cache_root,
-)
+from imgpack.read.shardcache import CachedShard, ShardCache, stream_cache_root
 from imgpack.read.shards import open_shard
+from imgpack.read.sizes import format_size, parse_size
 
 __all__ = ["KEEP", "ShardPrefetch", "StreamImages", "StreamShards", "StreamSource"]
 
