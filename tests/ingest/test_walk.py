@@ -67,22 +67,7 @@ def test_a_file_whose_stat_fails_has_the_same_line_in_the_stat_blocks(tmp_path, 
 
 
 def test_the_walk_with_stats_gives_the_same_entries_in_the_same_order_each_with_its_stat(tmp_path):
-    raw = write_tree(
-        tmp_path / "raw",
-        {
-            "a/b/c.png": b"1",
-            "a/b.png": b"22",
-            "a-b.png": b"333",
-            "a.b/x.png": b"4444",
-            "z.png": b"55555",
-            "deep/er/and/deeper/one.png": b"666666",
-            "labels.csv": b"path,label\n",
-        },
-    )
-    (raw / "empty").mkdir()
-    os.symlink("z.png", raw / "link.png")
-    os.symlink("nowhere.png", raw / "dangling.png")
-    os.mkfifo(raw / "pipe")
+    raw = odd_tree(tmp_path / "raw")
     exclude = {str(raw / "labels.csv")}
 
     plain = list(walk_sorted(raw, exclude))
