@@ -19,6 +19,7 @@ NOT_BYTES = {
     "imgpack.util.urls",
     "imgpack.util.locks",
     "imgpack.util.outputs",
+    "imgpack.util.projects",  # where ingest's state lives
     "imgpack.parallel.workers",
     "imgpack.parallel.cluster",
     "imgpack.check.validated",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from imgpack.ingest.outcome import Examined, Failed, Outcome
+from imgpack.util.projects import dvc_root
 
 __all__ = ["state_dir", "IngestCache", "FileStat", "open_state", "is_damaged", "warn_rebuilt"]
 
@@ -31,10 +32,9 @@ def state_dir() -> Path:
     directory (beside DVC's own state), else `~/.cache/imgpack/state`."""
     if os.environ.get("IMGPACK_STATE"):
         return Path(os.environ["IMGPACK_STATE"])
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / ".dvc").is_dir():
-            return folder / ".dvc" / "tmp" / "imgpack"
+    root = dvc_root(Path.cwd().resolve())
+    if root is not None:
+        return root / ".dvc" / "tmp" / "imgpack"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(cache) / "imgpack" / "state"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack.errors import InputError, PackCorruptError
+from imgpack.util.projects import dvc_root
 
 __all__ = ["RemoteFile", "RemotePack"]
 
@@ -206,7 +207,7 @@ class RemotePack:
         from dvc.scm import RevError, SCMError
 
         absolute = Path(path).absolute()
-        root = next((p for p in absolute.parents if (p / ".dvc").is_dir()), None)
+        root = dvc_root(absolute.parent)
         if root is None:
             raise InputError(
                 f"{path}: not inside a DVC repository (no .dvc/ folder above it); give the pack's "

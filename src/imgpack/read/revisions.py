@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from imgpack.errors import REFETCH, InputError, PackCorruptError, PackFormatError
+from imgpack.util.projects import dvc_root
 
 __all__ = ["PIPELINE_PACK", "cache_root", "cached_copy", "fetch_pack", "refetch_remedy"]
 
@@ -41,17 +42,12 @@ def refetch_remedy(path: str | os.PathLike) -> str:
     copy = cached_copy(path)
     if copy is not None:
         return f"delete imgpack's copy {copy} (the next use of that revision fetches it again)"
-    if _in_dvc_project(path):
+    if dvc_root(Path(os.path.abspath(path)).parent) is not None:
         # `dvc pull` and a plain `dvc checkout` refuse to overwrite a modified output
         shown = os.path.relpath(path)
         shown = shown if not shown.startswith("..") else os.path.abspath(path)
         return f"restore it (dvc checkout --force {shown}) or rebuild it"
     return REFETCH
-
-
-def _in_dvc_project(path: str | os.PathLike) -> bool:
-    folder = Path(os.path.abspath(path)).parent
-    return any((above / ".dvc").is_dir() for above in (folder, *folder.parents))
 
 
 def fetch_pack(path: str | os.PathLike, rev: str) -> Path:
@@ -64,7 +60,7 @@ def fetch_pack(path: str | os.PathLike, rev: str) -> Path:
     from dvc.api import DVCFileSystem
 
     absolute = Path(path).absolute()
-    root = next((p for p in absolute.parents if (p / ".dvc").is_dir()), None)
+    root = dvc_root(absolute.parent)
     if root is None:
         raise InputError(f"{path}: not inside a DVC repository, so it has no revisions")
     relative = absolute.relative_to(root).as_posix()

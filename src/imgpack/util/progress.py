@@ -10,8 +10,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def _silent() -> bool:
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+
+
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    if os.environ.get("CI") or not sys.stderr.isatty():
+    if _silent():
         return iter(items)
     from tqdm import tqdm
 
@@ -28,7 +32,7 @@ class _Silent:
 
 def counter(desc: str, total: int | None = None):
     """A bar advanced by `update(count)` (records a block at a time); silent where `progress` is."""
-    if os.environ.get("CI") or not sys.stderr.isatty():
+    if _silent():
         return _Silent()
     from tqdm import tqdm
 
