@@ -96,7 +96,7 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]
         raise InputError(
             f"{path}: manifest version {version!r}, expected {MANIFEST_VERSION}; rerun the ingest stage"
         )
-    return header, _rows(path)
+    return header, manifest_rows(path)
 
 
 _ROWS_AT_ONCE = 4096  # lines parsed in one call: a JSON array of them costs half as much
@@ -107,10 +107,6 @@ def manifest_rows(
 ) -> Iterator[dict[str, Any]]:
     """The rows from the `start`-th on (those before are skipped unparsed), checked as
     `read_manifest`'s; `previous`: the key of the row before `start`."""
-    return _rows(Path(path), start, previous)
-
-
-def _rows(path: Path, start: int = 0, previous: str | None = None) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         handle.readline()
         for _ in itertools.islice(handle, start):
