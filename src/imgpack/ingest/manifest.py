@@ -59,17 +59,22 @@ def row_text(
 
 
 def write_manifest(
-    path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str]
+    path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str | bytes | memoryview]
 ) -> None:
-    """Write header and rows; a row given as text is taken as an already canonical JSON line."""
+    """Write header and rows; a row given as text or bytes is taken as already canonical JSON
+    lines (a block of them, each with its newline)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(dumps({"imgpack_manifest": MANIFEST_VERSION, **header}) + "\n")
+        with open(tmp, "wb") as handle:
+            handle.write((dumps({"imgpack_manifest": MANIFEST_VERSION, **header}) + "\n").encode())
             for row in rows:
-                handle.write(row if isinstance(row, str) else dumps(row) + "\n")
+                if isinstance(row, str):
+                    row = row.encode()
+                elif isinstance(row, dict):
+                    row = (dumps(row) + "\n").encode()
+                handle.write(row)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -139,9 +139,12 @@ class Accounting:
         self.report = report
         self.on_error = on_error
         self.refused: dict[str, list[str]] = {}
+        self.trail: list[tuple[str, str, str]] | None = None  # (key, kind, detail), when kept
 
     def __call__(self, found: Found | str, kind: str, detail: str) -> None:
         self.report.skip(found, kind, detail)
+        if self.trail is not None:
+            self.trail.append((getattr(found, "key", found), kind, detail))
         if self.on_error[kind] == "fail":
             offenders = self.refused.setdefault(kind, [])
             if len(offenders) <= LISTED:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
+import hashlib
 import itertools
 import json
 import os
@@ -13,10 +15,12 @@ from pathlib import Path
 
 from imgpack.errors import output_failed
 from imgpack.ingest.cache import file_stat
+from imgpack.ingest.changes import carry_over
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
 from imgpack.ingest.manifest import row_text, write_manifest
 from imgpack.ingest.outcome import Outcome
+from imgpack.ingest.records import full_run, lines_of
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
 from imgpack.ingest.spool import INDEX_FILE, entry_of, spool_file
@@ -50,12 +54,19 @@ def ingest(
     """
     params = params or IngestParams()
     found, snapshot = None, None
+    # Labels from folder names and no spool: what a run made of each file is kept as Arrow
+    # columns, and a run that finds few files changed carries the others over from them.
+    columnar = labels is None and spool is None
     if reuse_unchanged and cache and not is_url(folder):
         outputs = Path(manifest_out), report_out and Path(report_out)
-        snapshot = InputSnapshot(*outputs, folder, labels, params, split_folders)
+        snapshot = InputSnapshot(*outputs, folder, labels, params, split_folders, columnar)
         totals = snapshot.unchanged()
         if totals is not None:
             return IngestReport.from_totals(totals)
+        if snapshot.walk is not None:
+            carried = _carry_over(snapshot, folder, manifest_out, report_out, params, split_folders)
+            if carried is not None:
+                return carried
         found = snapshot.files()  # the walk, its stats also taken for the next run
     workers = resolve_workers(params.workers, "ingest.workers")
     with (
@@ -67,7 +78,10 @@ def ingest(
             folder, scratch, labels, params, found=found, split_folders=split_folders, cache=cache
         ) as front,
     ):
-        staged = _read_all(front, pool, params, scratch, spool)
+        keep = snapshot is not None and columnar
+        if keep:
+            front.account.trail = []
+        staged = _read_all(front, pool, params, scratch, spool, keep)
         front.account.check(folder)
         duplicate_of = front.report_duplicates()
         header = {
@@ -80,17 +94,65 @@ def ingest(
             front.report.write(Path(report_out))
         front.report.spill = None
     if snapshot is not None:
-        snapshot.save(front.report.totals(), complete=not staged.transient)
+        records = None
+        if keep and snapshot.walk is not None:
+            size = hashlib.new(params.hash).digest_size
+            trail = front.account.trail
+            lines = lines_of(snapshot.walk)
+            if lines is not None:
+                records = full_run(lines, staged.digests, size, staged.sizes, trail, staged.notes)
+        snapshot.save(front.report.totals(), complete=not staged.transient, records=records)
     return front.report
 
 
-def _read_all(front: FrontEnd, pool, params: IngestParams, scratch: Path, spool: Path | None):
+def _carry_over(snapshot, folder, manifest_out, report_out, params, split_folders):
+    """The run of `carry_over` (the last run's records carried, the changed files read), when
+    the records are there and the change is one it carries; else None, with nothing written."""
+    workers = resolve_workers(params.workers, "ingest.workers")
+    # The pool first, before any Arrow thread: workers forked from this process.
+    with worker_pool(workers, params.scheduler or None, fork=True) as pool:
+        prev = snapshot.previous_records()
+        if prev is None:
+            return None
+        out = snapshot.records_writer()
+        try:
+            with scratch_dir(Path(manifest_out)) as scratch, _scratch_errors(scratch):
+                carried = carry_over(
+                    prev,
+                    snapshot.walk,
+                    folder,
+                    Path(manifest_out),
+                    params,
+                    split_folders,
+                    scratch,
+                    pool,
+                    snapshot.started,
+                    out,
+                )
+                if carried is None:
+                    out.close()
+                    return None
+                if report_out is not None:
+                    carried.report.write(Path(report_out))
+                carried.report.spill = None
+        except BaseException:
+            out.close()
+            raise
+    snapshot.racy = carried.racy
+    snapshot.save(carried.report.totals(), complete=not carried.transient, records=out)
+    return carried.report
+
+
+def _read_all(
+    front: FrontEnd, pool, params: IngestParams, scratch: Path, spool: Path | None, keep: bool
+):
     """Every candidate read by the workers, or known from the ingest cache, and its manifest row
-    staged; the cache then forgets files no longer in the folder."""
+    staged; the cache then forgets files no longer in the folder. `keep`: each record's digest,
+    size and note kept for the records of this run."""
     remembered = front.cache
     seen_keys = os.path.join(scratch, "seen.txt")
     with (
-        _StagedRows(front, scratch, spool) as staged,
+        _StagedRows(front, scratch, spool, keep) as staged,
         open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
     ):
         tasks = _tasks(progress(front.candidates, "ingest"), params, remembered, spool, seen)
@@ -117,11 +179,13 @@ class _StagedRows:
     """Manifest rows in key order, staged in a file until duplicates are known; with a spool, its
     index entry of each row; the records' hashes, for the duplicate groups."""
 
-    def __init__(self, front: FrontEnd, scratch: Path, spool: Path | None):
+    def __init__(self, front: FrontEnd, scratch: Path, spool: Path | None, keep: bool = False):
         self.front = front
         self.path = os.path.join(scratch, "rows.jsonl")
         self.total_bytes = 0
         self.transient = 0  # files the operating system would not give (see `Failed.transient`)
+        self.keep = keep
+        self.digests, self.sizes, self.notes = bytearray(), array.array("q"), []
         # both closed by __exit__
         self.rows = open(self.path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
         self.spool_index = open(spool / INDEX_FILE, "wb") if spool is not None else None  # noqa: SIM115
@@ -144,7 +208,13 @@ class _StagedRows:
                 self.transient += outcome.transient
                 continue
             if outcome.trailing:
-                report.note(trailing_note(found.key, outcome.trailing, outcome.format))
+                note = trailing_note(found.key, outcome.trailing, outcome.format)
+                report.note(note)
+                if self.keep:
+                    self.notes.append((found.key, note))
+            if self.keep:
+                self.digests += bytes.fromhex(outcome.digest_hex)
+                self.sizes.append(outcome.size)
             texts.append(
                 row_text(
                     found.key,

@@ -16,6 +16,7 @@ from typing import Any
 from imgpack import __version__
 from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
+from imgpack.ingest.records import RecordsFile, RecordsWriter, write_records
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
 from imgpack.params import IngestParams
@@ -27,6 +28,7 @@ _NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not
 _WHAT = "ingest's record of its last run"
 _SUMMARY = set(IngestReport().totals())  # the keys of the summary a record keeps
 _BLOCK = 4096  # files a block digest covers
+_PIECE = 16 << 20  # walk text kept in pieces of about this many bytes
 
 
 def _well_formed(saved: Any) -> bool:
@@ -49,8 +51,35 @@ def _identity(path: str | Path | None) -> list[int] | None:
     return st and [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
-def _digest(lines: str) -> str:
-    return hashlib.blake2b(lines.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+def _digest(lines: bytes) -> str:
+    return hashlib.blake2b(lines, digest_size=16).hexdigest()
+
+
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _Kept:
+    """The walk's text kept in pieces of about _PIECE bytes: each becomes one Arrow chunk as it
+    is (`imgpack.ingest.records.lines_of`), with no copy of the whole."""
+
+    def __init__(self):
+        self.done: list[bytes] = []
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= _PIECE:
+            self.done.append(b"".join(self.pending))
+            self.pending, self.size = [], 0
+
+    def pieces(self) -> list[bytes]:
+        if self.pending:
+            self.done.append(b"".join(self.pending))
+            self.pending, self.size = [], 0
+        return self.done
 
 
 class InputSnapshot:
@@ -65,10 +94,16 @@ class InputSnapshot:
         labels: str | Path | None,
         params: IngestParams,
         splits: bool,
+        keep_walk: bool = False,
     ):
         self.manifest_out, self.report_out = Path(manifest_out), report_out
         name = hashlib.sha256(os.path.realpath(manifest_out).encode()).hexdigest()[:24]
         self.record = state_dir() / f"ingest-outputs-{name}.json"
+        # what the run made of each file (`imgpack.ingest.records`), when `keep_walk`
+        self.records_file = self.record.with_name(f"ingest-records-{name}.arrow")
+        self.keep_walk = keep_walk
+        self.walk: list[bytes] | None = None  # the whole walk's text in blocks, when kept
+        self.saved_tag: str | None = None  # the fingerprint of the run the saved record is of
         self.folder = folder
         self.exclude = {str(labels)} if labels else set()
         self.started = time.time_ns() - RACY_NS
@@ -88,18 +123,25 @@ class InputSnapshot:
         fingerprint of all of them is known once the walk is done, and each block's digest
         (`blocks`) as soon as the walk has passed it."""
         self.fingerprint, self.racy, self.blocks = None, self.labels_racy, []
-        started, lines = self.started, []
+        started, lines, kept = self.started, [], _Kept() if self.keep_walk else None
         for found in walk_sorted(self.folder, self.exclude, stat=True):
             lines.append(stat_line(found))
             st = found.stat
             if st is not None and (st[1] >= started or st[3] >= started):
                 self.racy = True
             if len(lines) >= _BLOCK:
-                self.blocks.append(_digest("".join(lines)))
+                self._add_block("".join(lines), kept)
                 lines.clear()
             yield found
-        self.blocks.append(_digest("".join(lines)))
+        self._add_block("".join(lines), kept)
         self.fingerprint = self._fingerprint()
+        self.walk = kept and kept.pieces()
+
+    def _add_block(self, text: str, kept: _Kept | None) -> None:
+        data = _encoded(text)
+        self.blocks.append(_digest(data))
+        if kept is not None:
+            kept.add(data)
 
     def _fingerprint(self) -> str:
         digest = hashlib.blake2b(self.head.encode(), digest_size=20)
@@ -113,8 +155,10 @@ class InputSnapshot:
         }
 
     def unchanged(self) -> dict[str, Any] | None:
-        """The last full run's summary when its inputs and outputs are as they were, else None.
-        The folder is walked only when the params, the labels table and the outputs are."""
+        """The last run's summary when its inputs and outputs are as they were, else None.
+        The folder is walked only when the params, the labels table and the outputs are; with
+        `keep_walk` and that run's records on disk, the walk is kept whole (`walk`) for
+        `previous_records`, else it stops at the first change."""
         saved = self._load()
         if (
             saved is None
@@ -125,14 +169,31 @@ class InputSnapshot:
             return None
         # Files come in key order, so a change shows in the first block that differs: with files
         # added anywhere, the walk stops there and ingest walks once, not twice.
-        saved_blocks, self.blocks = saved.get("blocks") or [], []
+        saved_blocks, self.blocks, differs = saved.get("blocks") or [], [], False
+        kept = _Kept() if self.keep_walk and self.records_file.exists() else None
         for text in walk_stat_blocks(self.folder, self.exclude, _BLOCK):
-            self.blocks.append(_digest(text))
+            self._add_block(text, kept)
             walked = len(self.blocks)
             if walked > len(saved_blocks) or saved_blocks[walked - 1] != self.blocks[-1]:
-                return None
+                differs = True
+                if kept is None:
+                    return None
         self.fingerprint = self._fingerprint()
-        return saved.get("summary") if saved.get("fingerprint") == self.fingerprint else None
+        if kept is not None:
+            self.walk, self.saved_tag = kept.pieces(), saved["fingerprint"]
+        if differs or saved.get("fingerprint") != self.fingerprint:
+            return None
+        return saved.get("summary")
+
+    def previous_records(self) -> RecordsFile | None:
+        """The records of the run the saved record is of (see `unchanged`), else None."""
+        if self.walk is None or self.saved_tag is None:
+            return None
+        return RecordsFile.open(self.records_file, self.saved_tag)
+
+    def records_writer(self) -> RecordsWriter:
+        """Where this run writes its records; `save` makes them the snapshot's."""
+        return RecordsWriter(self.records_file, self.fingerprint)
 
     def _load(self) -> dict[str, Any] | None:
         """The record of the last full run; None when there is none. A damaged one (not JSON,
@@ -153,15 +214,24 @@ class InputSnapshot:
         warn_rebuilt(self.record, _WHAT, problem, "this run does ingest's work in full")
         return None
 
-    def save(self, summary: dict[str, Any], complete: bool = True) -> None:
-        """Remember this run's inputs (walked by `files`) and outputs; not when a file changed
-        too recently to tell a later change from this one by its stat, nor when the run was not
-        `complete` (a file the operating system would not give it must be read by the next run,
-        whatever its stat)."""
+    def save(self, summary: dict[str, Any], complete: bool = True, records=None) -> None:
+        """Remember this run's inputs (walked by `files`), outputs and `records`; not when a
+        file changed too recently to tell a later change from this one by its stat, nor when
+        the run was not `complete` (a file the operating system would not give it must be read
+        by the next run, whatever its stat)."""
         with contextlib.suppress(OSError):
             if self.racy or self.fingerprint is None or not complete:
                 self.record.unlink(missing_ok=True)
+                self.records_file.unlink(missing_ok=True)
+                if isinstance(records, RecordsWriter):
+                    records.close()
                 return
+            if isinstance(records, RecordsWriter):
+                records.commit()
+            elif records is not None:
+                write_records(self.records_file, records, self.fingerprint)
+            else:
+                self.records_file.unlink(missing_ok=True)
             self.record.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.record.with_name(f".{self.record.name}.tmp-{os.getpid()}")
             record = {

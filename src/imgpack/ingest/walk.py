@@ -6,13 +6,14 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 
 from imgpack.errors import InputError
 from imgpack.ingest.found import MAX_KEY_BYTES, Found, display_path
 from imgpack.ingest.remote import walk_url
 from imgpack.util.urls import is_url
 
-__all__ = ["walk_sorted", "walk_stat_blocks", "stat_line"]
+__all__ = ["walk_sorted", "walk_stat_blocks", "stat_line", "found_at"]
 
 
 def walk_sorted(
@@ -199,3 +200,17 @@ def _symlink_problem(path: str, root_real: str) -> str | None:
     if os.path.isdir(target):
         return "symlink to a folder is not followed"
     return None
+
+
+def found_at(root: str | Path, key: str) -> Found:
+    """The file at `key` under `root` as the walk finds it (its stat, any problem), for a run
+    that looks again at a few files the walk named."""
+    root_real = _checked_root(root)
+    path = os.path.join(root_real, key)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        kind = _FILE  # gone since the walk: reading it will say so
+    else:
+        kind = _LINK if S_ISLNK(mode) else _FILE if S_ISREG(mode) else _OTHER
+    return _classify(key, path, kind, root_real, _stat_in(None, key, path))

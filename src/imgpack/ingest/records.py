@@ -1,0 +1,242 @@
+"""What ingest's last run made of each file, as Arrow columns kept beside its snapshot: a run that
+finds a few files changed carries the others over from these, reading and parsing none of them."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from imgpack.format.tables import numpy_of
+
+__all__ = [
+    "SCHEMA",
+    "BATCH",
+    "lines_of",
+    "keys_of",
+    "key_at",
+    "first_at",
+    "mask_of",
+    "full_run",
+    "RecordsWriter",
+    "RecordsFile",
+]
+
+# One row per walked file, in walk (key) order. A packed file has a digest and size; a skipped
+# one its [kind, detail]; every file is one or the other, as in the report.
+SCHEMA = pa.schema(
+    [
+        ("line", pa.large_binary()),  # its line of `walk_stat_blocks`, newline included
+        ("digest", pa.large_binary()),  # the raw digest of its bytes; null unless packed
+        ("size", pa.int64()),  # null unless packed
+        ("skip", pa.large_string()),  # JSON [kind, detail] when skipped, else null
+        ("note", pa.large_string()),  # JSON of its report note (packed with trailing bytes)
+    ]
+)
+BATCH = 65_536  # rows per record batch: what a run holds in memory at once
+_VERSION = b"1"
+_FIELDS_PER_LINE = (2, 5)  # NULs in a line: `key NUL problem NUL -`, or with the four stats
+
+
+def lines_of(pieces: list[bytes]) -> pa.ChunkedArray | None:
+    """The walk's text (`walk_stat_blocks`, encoded with surrogateescape, in pieces of whole
+    lines) as one value per line, a chunk per piece, without a copy; None when a line is not
+    what the walk writes (a file name with a newline)."""
+    chunks = [_lines(piece) for piece in pieces]
+    if any(chunk is None for chunk in chunks):
+        return None
+    return pa.chunked_array(chunks, pa.large_binary())
+
+
+def _lines(text: bytes) -> pa.LargeBinaryArray | None:
+    buf = np.frombuffer(text, np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    if len(text) and (not len(ends) or ends[-1] != len(text)):
+        return None
+    offsets = np.concatenate([np.zeros(1, np.int64), ends.astype(np.int64)])
+    per_line = np.diff(np.searchsorted(np.flatnonzero(buf == 0), offsets))
+    if not np.isin(per_line, _FIELDS_PER_LINE).all():
+        return None
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(text)]
+    )
+
+
+def keys_of(lines: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Each line's key (its text up to the first NUL), as bytes."""
+    return pc.list_element(pc.split_pattern(lines, "\0", max_splits=1), 0)
+
+
+def key_at(lines: pa.Array | pa.ChunkedArray, i: int) -> bytes:
+    return lines[i].as_py().split(b"\0", 1)[0]
+
+
+def mask_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean column (nulls as False) as a numpy array, without pandas."""
+    return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
+
+
+def full_run(
+    lines: pa.ChunkedArray,
+    digests: bytes,
+    digest_size: int,
+    sizes: np.ndarray,
+    skips: list[tuple[str, str, str]],
+    notes: list[tuple[str, dict]],
+) -> pa.Table | None:
+    """The records of a run that read the folder in full, from its walk's `lines`, the digests
+    (concatenated) and sizes of its records in order, its skipped files (key, kind, detail) and
+    notes (key, note); None when they do not add up to the walk."""
+    n = len(lines)
+    skip_at = _positions(lines, [key for key, _, _ in skips])
+    note_at = _positions(lines, [key for key, _ in notes])
+    if skip_at is None or note_at is None:
+        return None
+    packed = np.ones(n, bool)
+    packed[skip_at] = False
+    count = int(packed.sum())
+    if count != len(sizes) or count * digest_size != len(digests) or n - count != len(skips):
+        return None
+    row = np.cumsum(packed) - 1
+    offsets = np.arange(count + 1, dtype=np.int64) * digest_size
+    digest_values = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(digests)]
+    )
+    return pa.table(
+        [
+            lines,
+            _at(digest_values, row, packed),
+            _at(pa.array(np.asarray(sizes, np.int64)), row, packed),
+            _placed([json.dumps([kind, detail]) for _, kind, detail in skips], skip_at, n),
+            _placed([json.dumps(note, sort_keys=True) for _, note in notes], note_at, n),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def first_at(lines: pa.ChunkedArray, key: bytes) -> int:
+    """The position of the first line whose key is not below `key` (lines are in key order)."""
+    return bisect.bisect_left(range(len(lines)), key, key=lambda i: key_at(lines, i))
+
+
+def line_of(lines: pa.ChunkedArray, key: bytes) -> int | None:
+    """The position of the line of `key`, or None."""
+    at = first_at(lines, key)
+    return at if at < len(lines) and key_at(lines, at) == key else None
+
+
+def _positions(lines: pa.ChunkedArray, wanted: list[str]) -> np.ndarray | None:
+    """Where the line of each wanted key is; None when one is not there."""
+    found = [line_of(lines, key.encode("utf-8", "surrogateescape")) for key in wanted]
+    if None in found:
+        return None
+    return np.asarray(found, np.int64)
+
+
+def _at(values: pa.Array, index: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """values[index[i]] where valid[i], else null."""
+    return values.take(pa.array(index, mask=~valid))
+
+
+def _placed(texts: list[str], at: np.ndarray, n: int) -> pa.Array:
+    """`texts` at positions `at` of a column of `n` nulls."""
+    index = np.zeros(n, np.int64)
+    valid = np.zeros(n, bool)
+    index[at], valid[at] = np.arange(len(texts)), True
+    return _at(pa.array(texts, pa.large_string()), index, valid)
+
+
+class RecordsWriter:
+    """Records written in batches of BATCH rows to a temporary file beside `path`, tagged with
+    the snapshot they go with; `path` appears, whole, on `commit`."""
+
+    def __init__(self, path: Path, tag: str):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        schema = SCHEMA.with_metadata({b"imgpack_records": _VERSION, b"tag": tag.encode()})
+        self.sink = pa.OSFile(str(self.tmp), "wb")
+        self.writer = pa.ipc.new_file(self.sink, schema)
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= BATCH:
+            whole = pa.concat_tables(self.pending)
+            cut = self.rows - self.rows % BATCH
+            self.writer.write_table(whole.slice(0, cut), BATCH)
+            self.pending, self.rows = [whole.slice(cut)], self.rows - cut
+
+    def commit(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.concat_tables(self.pending), BATCH)
+        self.writer.close()
+        self.sink.close()
+        os.replace(self.tmp, self.path)
+
+    def close(self) -> None:
+        """Abandon what was written."""
+        with contextlib.suppress(pa.ArrowException, OSError):
+            self.writer.close()
+        self.sink.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class RecordsFile:
+    """Records on disk, read a batch at a time; `open` gives None for records that are not
+    there, damaged, or of another run than the snapshot `tag`."""
+
+    def __init__(self, path: Path, reader, firsts: list[bytes], starts: list[int]):
+        self.path, self.reader = path, reader
+        self.firsts = firsts  # each batch's first key
+        self.starts = starts  # each batch's first row
+
+    @classmethod
+    def open(cls, path: Path, tag: str) -> RecordsFile | None:
+        with contextlib.suppress(OSError, pa.ArrowException, IndexError):
+            with pa.memory_map(str(path)) as source:  # a peek at each batch's first line
+                reader = pa.ipc.open_file(source)
+                meta = reader.schema.metadata or {}
+                if (
+                    meta.get(b"imgpack_records") != _VERSION
+                    or meta.get(b"tag") != tag.encode()
+                    or not reader.schema.remove_metadata().equals(SCHEMA)
+                ):
+                    return None
+                firsts, starts, at = [], [], 0
+                for b in range(reader.num_record_batches):
+                    batch = reader.get_batch(b)
+                    firsts.append(key_at(batch.column(0), 0))
+                    starts.append(at)
+                    at += batch.num_rows
+                    del batch
+                del reader
+            return cls(path, pa.ipc.open_file(pa.OSFile(str(path))), firsts, [*starts, at])
+        return None
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def batch(self, b: int) -> pa.RecordBatch:
+        return self.reader.get_batch(b)
+
+
+def write_records(path: Path, records: pa.Table, tag: str) -> None:
+    """Write `records` to `path` atomically; on failure, no records (the next run does it all)."""
+    writer = None
+    try:
+        writer = RecordsWriter(path, tag)
+        writer.write(records)
+        writer.commit()
+    except (OSError, pa.ArrowException):
+        if writer is not None:
+            writer.close()
+        path.unlink(missing_ok=True)
