@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
+from imgpack.ingest.walk import found_at, stat_line, walk_sorted, walk_stat_blocks
 from tests.conftest import write_tree
 
 
@@ -100,3 +100,9 @@ def test_a_walk_left_half_way_closes_the_folders_it_opened(tmp_path, walk_of):
     assert len(os.listdir("/proc/self/fd")) > before
     walk.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_file_looked_at_again_by_its_key_is_found_as_the_walk_found_it(tmp_path):
+    raw = odd_tree(tmp_path / "raw")
+    for found in walk_sorted(raw, {str(raw / "labels.csv")}, stat=True):
+        assert found_at(raw, found.key) == found, found.key

@@ -7,6 +7,7 @@ import bisect
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ __all__ = [
     "key_at",
     "first_at",
     "mask_of",
-    "full_run",
+    "write_full_run",
     "RecordsWriter",
     "RecordsFile",
 ]
@@ -82,42 +83,73 @@ def mask_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
 
 
-def full_run(
-    lines: pa.ChunkedArray,
+def write_full_run(
+    out: RecordsWriter,
+    pieces: Iterable[bytes],
     digests: bytes,
-    digest_size: int,
     sizes: np.ndarray,
-    skips: list[tuple[str, str, str]],
+    skips: list[tuple[str, str, str]] | None,
     notes: list[tuple[str, dict]],
-) -> pa.Table | None:
-    """The records of a run that read the folder in full, from its walk's `lines`, the digests
-    (concatenated) and sizes of its records in order, its skipped files (key, kind, detail) and
-    notes (key, note); None when they do not add up to the walk."""
-    n = len(lines)
-    skip_at = _positions(lines, [key for key, _, _ in skips])
-    note_at = _positions(lines, [key for key, _ in notes])
-    if skip_at is None or note_at is None:
-        return None
-    packed = np.ones(n, bool)
-    packed[skip_at] = False
-    count = int(packed.sum())
-    if count != len(sizes) or count * digest_size != len(digests) or n - count != len(skips):
-        return None
-    row = np.cumsum(packed) - 1
-    offsets = np.arange(count + 1, dtype=np.int64) * digest_size
-    digest_values = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(digests)]
-    )
-    return pa.table(
-        [
-            lines,
-            _at(digest_values, row, packed),
-            _at(pa.array(np.asarray(sizes, np.int64)), row, packed),
-            _placed([json.dumps([kind, detail]) for _, kind, detail in skips], skip_at, n),
-            _placed([json.dumps(note, sort_keys=True) for _, note in notes], note_at, n),
-        ],
-        schema=SCHEMA,
-    )
+) -> bool:
+    """Write to `out` the records of a run that read the folder in full: from its walk's text
+    (in pieces of whole lines), the digests (concatenated) and sizes of its records in order,
+    its skipped files (key, kind, detail) and notes (key, note). False, and nothing whole
+    written, when they do not add up to the walk."""
+    count = len(sizes)
+    if skips is None or not count or len(digests) % count:
+        return False
+    size = len(digests) // count
+    skips = sorted((_encoded(key), kind, detail) for key, kind, detail in skips)
+    notes = sorted((_encoded(key), note) for key, note in notes)
+    row = 0  # records written so far
+    for piece in pieces:
+        lines = _lines(piece)
+        if lines is None:
+            return False
+        if not len(lines):
+            continue
+        last = key_at(lines, len(lines) - 1)
+        mine = bisect.bisect_right(skips, (last, "\uffff"))
+        skip_at = _positions(lines, [key for key, _, _ in skips[:mine]])
+        noted = bisect.bisect_right(notes, (last,), key=lambda item: item[:1])
+        note_at = _positions(lines, [key for key, _ in notes[:noted]])
+        if skip_at is None or note_at is None:
+            return False
+        packed = np.ones(len(lines), bool)
+        packed[skip_at] = False
+        here = int(packed.sum())
+        if row + here > count or len(skip_at) != len(np.unique(skip_at)):
+            return False
+        offsets = np.arange(here + 1, dtype=np.int64) * size
+        data = pa.py_buffer(memoryview(digests)[row * size : (row + here) * size])
+        digest_values = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), here, [None, pa.py_buffer(offsets), data]
+        )
+        index = np.cumsum(packed) - 1
+        texts = [json.dumps([kind, detail]) for _, kind, detail in skips[:mine]]
+        out.write(
+            pa.table(
+                [
+                    lines,
+                    _at(digest_values, index, packed),
+                    _at(pa.array(np.asarray(sizes[row : row + here], np.int64)), index, packed),
+                    _placed(texts, skip_at, len(lines)),
+                    _placed(
+                        [json.dumps(n, sort_keys=True) for _, n in notes[:noted]],
+                        note_at,
+                        len(lines),
+                    ),
+                ],
+                schema=SCHEMA,
+            )
+        )
+        row += here
+        del skips[:mine], notes[:noted]
+    return row == count and not skips and not notes
+
+
+def _encoded(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
 
 
 def first_at(lines: pa.ChunkedArray, key: bytes) -> int:
@@ -131,9 +163,9 @@ def line_of(lines: pa.ChunkedArray, key: bytes) -> int | None:
     return at if at < len(lines) and key_at(lines, at) == key else None
 
 
-def _positions(lines: pa.ChunkedArray, wanted: list[str]) -> np.ndarray | None:
+def _positions(lines: pa.Array, wanted: list[bytes]) -> np.ndarray | None:
     """Where the line of each wanted key is; None when one is not there."""
-    found = [line_of(lines, key.encode("utf-8", "surrogateescape")) for key in wanted]
+    found = [line_of(lines, key) for key in wanted]
     if None in found:
         return None
     return np.asarray(found, np.int64)
@@ -165,19 +197,20 @@ class RecordsWriter:
         self.writer = pa.ipc.new_file(self.sink, schema)
         self.pending: list[pa.Table] = []
         self.rows = 0
+        self.batch = BATCH
 
     def write(self, table: pa.Table) -> None:
         self.pending.append(table)
         self.rows += table.num_rows
-        if self.rows >= BATCH:
-            whole = pa.concat_tables(self.pending)
-            cut = self.rows - self.rows % BATCH
-            self.writer.write_table(whole.slice(0, cut), BATCH)
+        if self.rows >= self.batch:
+            whole = pa.concat_tables(self.pending).combine_chunks()
+            cut = self.rows - self.rows % self.batch
+            self.writer.write_table(whole.slice(0, cut), self.batch)
             self.pending, self.rows = [whole.slice(cut)], self.rows - cut
 
     def commit(self) -> None:
         if self.rows:
-            self.writer.write_table(pa.concat_tables(self.pending), BATCH)
+            self.writer.write_table(pa.concat_tables(self.pending).combine_chunks(), self.batch)
         self.writer.close()
         self.sink.close()
         os.replace(self.tmp, self.path)
@@ -227,16 +260,3 @@ class RecordsFile:
 
     def batch(self, b: int) -> pa.RecordBatch:
         return self.reader.get_batch(b)
-
-
-def write_records(path: Path, records: pa.Table, tag: str) -> None:
-    """Write `records` to `path` atomically; on failure, no records (the next run does it all)."""
-    writer = None
-    try:
-        writer = RecordsWriter(path, tag)
-        writer.write(records)
-        writer.commit()
-    except (OSError, pa.ArrowException):
-        if writer is not None:
-            writer.close()
-        path.unlink(missing_ok=True)

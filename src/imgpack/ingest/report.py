@@ -145,6 +145,8 @@ class Accounting:
         self.report.skip(found, kind, detail)
         if self.trail is not None:
             self.trail.append((getattr(found, "key", found), kind, detail))
+            if len(self.trail) > LISTED * 100:  # a folder of junk: no records kept, not 100 MB
+                self.trail = None
         if self.on_error[kind] == "fail":
             offenders = self.refused.setdefault(kind, [])
             if len(offenders) <= LISTED:

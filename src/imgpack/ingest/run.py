@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
-import hashlib
 import itertools
 import json
 import os
@@ -20,7 +19,7 @@ from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
 from imgpack.ingest.manifest import row_text, write_manifest
 from imgpack.ingest.outcome import Outcome
-from imgpack.ingest.records import full_run, lines_of
+from imgpack.ingest.records import RecordsWriter, write_full_run
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
 from imgpack.ingest.spool import INDEX_FILE, entry_of, spool_file
@@ -81,6 +80,7 @@ def ingest(
         keep = snapshot is not None and columnar
         if keep:
             front.account.trail = []
+            snapshot.walk_spill = scratch / "walk.txt"
         staged = _read_all(front, pool, params, scratch, spool, keep)
         front.account.check(folder)
         duplicate_of = front.report_duplicates()
@@ -93,16 +93,28 @@ def ingest(
         if report_out is not None:
             front.report.write(Path(report_out))
         front.report.spill = None
+        records = _records(snapshot, front, staged) if keep else None
     if snapshot is not None:
-        records = None
-        if keep and snapshot.walk is not None:
-            size = hashlib.new(params.hash).digest_size
-            trail = front.account.trail
-            lines = lines_of(snapshot.walk)
-            if lines is not None:
-                records = full_run(lines, staged.digests, size, staged.sizes, trail, staged.notes)
         snapshot.save(front.report.totals(), complete=not staged.transient, records=records)
     return front.report
+
+
+def _records(snapshot, front, staged) -> RecordsWriter | None:
+    """This full run's records, for `save` to keep; None when they cannot be told."""
+    if snapshot.walk is None or snapshot.fingerprint is None:
+        return None
+    out = snapshot.records_writer()
+    try:
+        made = write_full_run(
+            out, snapshot.walk, staged.digests, staged.sizes, front.account.trail, staged.notes
+        )
+    except BaseException:
+        out.close()
+        raise
+    if not made:
+        out.close()
+        return None
+    return out
 
 
 def _carry_over(snapshot, folder, manifest_out, report_out, params, split_folders):

@@ -16,7 +16,7 @@ from typing import Any
 from imgpack import __version__
 from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
-from imgpack.ingest.records import RecordsFile, RecordsWriter, write_records
+from imgpack.ingest.records import RecordsFile, RecordsWriter
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
 from imgpack.params import IngestParams
@@ -60,26 +60,43 @@ def _encoded(text: str) -> bytes:
 
 
 class _Kept:
-    """The walk's text kept in pieces of about _PIECE bytes: each becomes one Arrow chunk as it
-    is (`imgpack.ingest.records.lines_of`), with no copy of the whole."""
+    """The walk's text kept in pieces of about _PIECE bytes, each one Arrow chunk as it is
+    (`imgpack.ingest.records.lines_of`); in memory, or in the file `spill`."""
 
-    def __init__(self):
+    def __init__(self, spill: Path | None = None):
         self.done: list[bytes] = []
         self.pending: list[bytes] = []
         self.size = 0
+        self.spill = spill
+        self.sizes: list[int] = []  # of the pieces spilled
+        if spill is not None:
+            spill.write_bytes(b"")
 
     def add(self, data: bytes) -> None:
         self.pending.append(data)
         self.size += len(data)
         if self.size >= _PIECE:
-            self.done.append(b"".join(self.pending))
-            self.pending, self.size = [], 0
+            self._piece()
 
-    def pieces(self) -> list[bytes]:
+    def _piece(self) -> None:
+        piece = b"".join(self.pending)
+        self.pending, self.size = [], 0
+        if self.spill is None:
+            self.done.append(piece)
+            return
+        with open(self.spill, "ab") as handle:
+            handle.write(piece)
+        self.sizes.append(len(piece))
+
+    def pieces(self) -> list[bytes] | Iterator[bytes]:
         if self.pending:
-            self.done.append(b"".join(self.pending))
-            self.pending, self.size = [], 0
-        return self.done
+            self._piece()
+        return self.done if self.spill is None else self._read_back()
+
+    def _read_back(self) -> Iterator[bytes]:
+        with open(self.spill, "rb") as handle:
+            for size in self.sizes:
+                yield handle.read(size)
 
 
 class InputSnapshot:
@@ -102,7 +119,8 @@ class InputSnapshot:
         # what the run made of each file (`imgpack.ingest.records`), when `keep_walk`
         self.records_file = self.record.with_name(f"ingest-records-{name}.arrow")
         self.keep_walk = keep_walk
-        self.walk: list[bytes] | None = None  # the whole walk's text in blocks, when kept
+        self.walk: list[bytes] | Iterator[bytes] | None = None  # the walk's text, when kept
+        self.walk_spill: Path | None = None  # where `files` keeps it
         self.saved_tag: str | None = None  # the fingerprint of the run the saved record is of
         self.folder = folder
         self.exclude = {str(labels)} if labels else set()
@@ -123,7 +141,8 @@ class InputSnapshot:
         fingerprint of all of them is known once the walk is done, and each block's digest
         (`blocks`) as soon as the walk has passed it."""
         self.fingerprint, self.racy, self.blocks = None, self.labels_racy, []
-        started, lines, kept = self.started, [], _Kept() if self.keep_walk else None
+        started, lines = self.started, []
+        kept = _Kept(self.walk_spill) if self.keep_walk else None
         for found in walk_sorted(self.folder, self.exclude, stat=True):
             lines.append(stat_line(found))
             st = found.stat
@@ -214,7 +233,9 @@ class InputSnapshot:
         warn_rebuilt(self.record, _WHAT, problem, "this run does ingest's work in full")
         return None
 
-    def save(self, summary: dict[str, Any], complete: bool = True, records=None) -> None:
+    def save(
+        self, summary: dict[str, Any], complete: bool = True, records: RecordsWriter | None = None
+    ) -> None:
         """Remember this run's inputs (walked by `files`), outputs and `records`; not when a
         file changed too recently to tell a later change from this one by its stat, nor when
         the run was not `complete` (a file the operating system would not give it must be read
@@ -223,13 +244,11 @@ class InputSnapshot:
             if self.racy or self.fingerprint is None or not complete:
                 self.record.unlink(missing_ok=True)
                 self.records_file.unlink(missing_ok=True)
-                if isinstance(records, RecordsWriter):
+                if records is not None:
                     records.close()
                 return
-            if isinstance(records, RecordsWriter):
+            if records is not None:
                 records.commit()
-            elif records is not None:
-                write_records(self.records_file, records, self.fingerprint)
             else:
                 self.records_file.unlink(missing_ok=True)
             self.record.parent.mkdir(parents=True, exist_ok=True)
