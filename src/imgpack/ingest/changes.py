@@ -35,7 +35,7 @@ from imgpack.params import IngestParams
 
 __all__ = ["Carried", "carry_over"]
 
-_SCAN = 16 << 20  # manifest bytes read at a time
+_SCAN = 4 << 20  # manifest bytes read at a time
 _PATCHED = b'{"duplicate_of":"'  # how a row naming its duplicate begins (keys sort first)
 
 
@@ -73,16 +73,16 @@ def carry_over(
     records `prev`, its manifest (at `manifest`, as that run left it) and the walk's text
     `blocks`; None, having written nothing, when the change is not one it carries over."""
     lines = lines_of(blocks)
+    release_freed_memory()
     if lines is None:
         return None
     n = len(lines)
     bounds = [0, *(first_at(lines, first) for first in prev.firsts[1:]), n]
     size = hashlib.new(params.hash).digest_size
     match = _match(prev, lines, bounds, size)
-    release_freed_memory()  # the batches read: the peak stays that of one
     if match is None:
         return None
-    source, digests, packed, carried_bytes, prev_packed = match
+    source, prefixes, packed, carried_bytes, prev_packed = match
     changed = np.flatnonzero(source < 0)
     keys = [key_at(lines, int(p)).decode("utf-8", "surrogateescape") for p in changed]
     # A name's Unicode twin (NFC beside NFD) decides whether an unchanged file is a bad_path.
@@ -96,31 +96,28 @@ def carry_over(
     got = [fresh[key] for key in keys]
     for p, item in zip(changed.tolist(), got, strict=True):
         if item.digest is not None:
-            digests[p], packed[p] = np.frombuffer(item.digest, np.uint8), True
+            prefixes[p], packed[p] = _prefix(item.digest), True
     report = IngestReport(spill=scratch)
     report.discovered, report.read, report.packed = n, read, int(packed.sum())
-    firsts = _duplicates(digests, packed, lines, report)
+    firsts = _duplicates(prefixes, packed, _Digest(prev, source, changed, got), lines, report)
+    del prefixes
     header = {
         "hash_algorithm": params.hash,
         "count": report.packed,
         "total_bytes": carried_bytes + sum(g.size for g in got if g.size is not None),
     }
-    rows = _Rows(prev, lines, bounds, source, changed, got, (digests, packed), firsts, ends)
+    rows = _Rows(prev, lines, bounds, source, changed, got, firsts, ends)
     write_manifest(manifest, header, rows.body(manifest, out, report, params, folder))
     return Carried(report, _racy(founds, started), transient)
 
 
 def _match(prev: RecordsFile, lines: pa.ChunkedArray, bounds: list[int], size: int):
-    """For each line, the row of the last run's records with the same line, or -1; the digests
-    of those rows (n x size bytes) and whether they were packed, the sum of their sizes, and
-    how many records that run packed. None when a file gone since then has a name that is not
+    """For each line, the row of the last run's records with the same line, or -1; the first 8
+    bytes of their digests and whether they were packed, the sum of their sizes, and how many
+    records that run packed. None when a file gone since then has a name that is not
     ASCII, or a digest is not `size` bytes."""
     n = len(lines)
-    source, digests, packed = (
-        np.full(n, -1, np.int64),
-        np.zeros((n, size), np.uint8),
-        np.zeros(n, bool),
-    )
+    source, prefixes, packed = np.full(n, -1, np.int64), np.zeros(n, np.uint64), np.zeros(n, bool)
     total = prev_packed = 0
     for b in range(len(prev.starts) - 1):
         batch, (i0, i1) = prev.batch(b), bounds[b : b + 2]
@@ -134,7 +131,8 @@ def _match(prev: RecordsFile, lines: pa.ChunkedArray, bounds: list[int], size: i
         values = _values(taken, size)
         if values is None or len(values) != valid.sum():
             return None
-        digests[where[valid]], packed[where[valid]] = values, True
+        prefixes[where[valid]] = np.ascontiguousarray(values[:, :8]).view(np.uint64).ravel()
+        packed[where[valid]] = True
         total += pc.sum(batch.column("size").take(pa.array(hit))).as_py() or 0
         prev_packed += batch.num_rows - batch.column("digest").null_count
         if len(hit) < batch.num_rows:
@@ -143,7 +141,9 @@ def _match(prev: RecordsFile, lines: pa.ChunkedArray, bounds: list[int], size: i
             gone = keys_of(batch.column("line").filter(pa.array(~kept))).to_pylist()
             if not all(key.isascii() for key in gone):
                 return None
-    return source, digests, packed, total, prev_packed
+        del batch, at, taken
+        release_freed_memory()  # the peak stays that of one batch
+    return source, prefixes, packed, total, prev_packed
 
 
 def _values(column: pa.Array, size: int) -> np.ndarray | None:
@@ -213,12 +213,31 @@ def _examine(founds, folder, params: IngestParams, split_folders: bool, pool):
     return fresh, read, transient
 
 
-def _duplicates(digests: np.ndarray, packed: np.ndarray, lines, report: IngestReport) -> dict:
+def _prefix(digest: bytes) -> np.uint64:
+    return np.frombuffer(digest[:8], np.uint64)[0]
+
+
+class _Digest:
+    """The whole digest of the record at a line position: read this run, or in the last run's
+    records (read again: only records whose digests' first 8 bytes agree are asked for)."""
+
+    def __init__(self, prev: RecordsFile, source, changed, got):
+        self.prev, self.source, self.changed, self.got = prev, source, changed, got
+
+    def __call__(self, p: int) -> bytes:
+        row = int(self.source[p])
+        if row < 0:
+            return self.got[int(np.searchsorted(self.changed, p))].digest
+        b = int(np.searchsorted(self.prev.starts, row, "right")) - 1
+        return self.prev.batch(b).column("digest")[row - self.prev.starts[b]].as_py()
+
+
+def _duplicates(prefixes, packed, digest_at, lines, report: IngestReport) -> dict[int, str]:
     """Groups of records with the same digest into the report, in key order; returns the line
     position of every later copy -> the group's first key. Sorted by each digest's first 8
     bytes, then compared whole where those agree."""
     at = np.flatnonzero(packed)
-    prefix = np.ascontiguousarray(digests[at, :8]).view(np.uint64).ravel()
+    prefix = prefixes[at]
     order = np.argsort(prefix, kind="stable")
     ranked = prefix[order]
     same = np.flatnonzero(ranked[1:] == ranked[:-1])
@@ -227,7 +246,7 @@ def _duplicates(digests: np.ndarray, packed: np.ndarray, lines, report: IngestRe
     candidates = np.unique(np.concatenate([order[same], order[same + 1]]))
     groups: dict[bytes, list[int]] = {}
     for p in at[candidates].tolist():  # in key order
-        groups.setdefault(digests[p].tobytes(), []).append(p)
+        groups.setdefault(digest_at(p), []).append(p)
     firsts = {}
     for group in sorted(g for g in groups.values() if len(g) > 1):
         keys = [key_at(lines, p).decode("utf-8", "surrogateescape") for p in group]
@@ -239,10 +258,9 @@ def _duplicates(digests: np.ndarray, packed: np.ndarray, lines, report: IngestRe
 class _Rows:
     """This run's records and manifest rows, a batch of the last run's at a time."""
 
-    def __init__(self, prev, lines, bounds, source, changed, got, digests, firsts, ends):
+    def __init__(self, prev, lines, bounds, source, changed, got, firsts, ends):
         self.prev, self.lines, self.bounds, self.source = prev, lines, bounds, source
         self.changed, self.got, self.firsts, self.ends = changed, got, firsts, ends
-        self.digests, self.packed = digests
 
     def body(self, manifest: Path, out: RecordsWriter, report: IngestReport, params, folder):
         """The manifest's rows, in blocks; the records written to `out` as they go; the
@@ -276,15 +294,16 @@ class _Rows:
         index[~mine] = self.source[i0:i1][~mine] - self.prev.starts[b]
         index[mine] = len(batch) + np.arange(c1 - c0)
         got = self.got[c0:c1]
-        columns = [self.lines.slice(i0, i1 - i0), _digest_column(self.digests, self.packed, i0, i1)]
+        columns = [self.lines.slice(i0, i1 - i0)]
         new = {
+            "digest": pa.array([g.digest for g in got], pa.large_binary()),
             "size": pa.array([g.size for g in got], pa.int64()),
             "skip": pa.array([g.skip and json.dumps(g.skip) for g in got], pa.large_string()),
             "note": pa.array(
                 [g.note and json.dumps(g.note, sort_keys=True) for g in got], pa.large_string()
             ),
         }
-        for name in ("size", "skip", "note"):
+        for name in ("digest", "size", "skip", "note"):
             both = pa.concat_arrays([batch.column(name), new[name]])
             columns.append(both.take(pa.array(index)))
         return pa.table(columns, schema=SCHEMA)
@@ -329,21 +348,6 @@ class _Rows:
 
     def _read(self, fd: int, start: int, stop: int) -> bytes:
         return os.pread(fd, int(self.ends[stop] - self.ends[start]), int(self.ends[start]))
-
-
-def _digest_column(digests: np.ndarray, packed: np.ndarray, i0: int, i1: int) -> pa.Array:
-    """Rows i0:i1 of the digests as a binary column, null where not packed."""
-    valid = packed[i0:i1]
-    size = digests.shape[1]
-    offsets = np.concatenate([[0], np.cumsum(valid.astype(np.int64) * size)])
-    data = np.ascontiguousarray(digests[i0:i1][valid])
-    validity = pa.array(valid).buffers()[1]
-    return pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(),
-        i1 - i0,
-        [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
-        null_count=int((~valid).sum()),
-    )
 
 
 def _account(report, params: IngestParams, folder, lines, skips, notes) -> None:
