@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from imgpack.errors import ImgpackError, InputError
-from imgpack.ingest.manifest import manifest_blocks, read_manifest
+from imgpack.ingest.manifest import read_manifest
 
-__all__ = ["Match", "match_records"]
+__all__ = ["Match", "match_records", "Digests", "PreviousDamaged", "by_digest", "read_triples"]
 
 _FLUSH = 1 << 16  # claims (or left-over records) held before they go to disk
 
@@ -45,10 +45,10 @@ class Match:
 
     def claims(self) -> Iterator[tuple[int, int, int]]:
         """(ordinal, shard, slot) of every claim, in ordinal order."""
-        return heapq.merge(_read_triples(self.claims_path), _read_triples(self.by_digest_path))
+        return heapq.merge(read_triples(self.claims_path), read_triples(self.by_digest_path))
 
 
-class _PreviousDamaged(Exception):
+class PreviousDamaged(Exception):
     """The previous version cannot be a source (keys out of order, places outside a shard)."""
 
 
@@ -57,21 +57,23 @@ def match_records(
 ) -> Match | None:
     """Claims of the manifest's records (aliases skipped when `dedupe`) on the images of `pack`,
     an open previous version; None when that version turns out damaged."""
+    from imgpack.write.match_columns import match_columns, new_records  # it builds on this one
+
     try:
         try:
-            return _match(pack, _new_from_blocks(manifest, dedupe), db, scratch)
+            return match_columns(pack, new_records(manifest, dedupe), db, scratch)
         except (pa.ArrowException, ValueError, TypeError):
             # A damaged manifest: the row-wise reader names what is wrong, and where.
             db.execute("DROP TABLE IF EXISTS left_new")
             return _match(pack, _new_from_rows(manifest, dedupe), db, scratch)
-    except _PreviousDamaged:
+    except PreviousDamaged:
         return None
 
 
 def _match(pack, new_records, db: sqlite3.Connection, scratch: Path) -> Match:
     match = Match(scratch / "claims.bin", scratch / "by-digest.bin")
     match.by_digest_path.write_bytes(b"")
-    digests = _Digests(pack)
+    digests = Digests(pack)
     db.execute("CREATE TABLE left_new (ordinal INTEGER PRIMARY KEY, hash BLOB, size INT)")
     claims, left = array("q"), []
     live, claimed_bytes = match.live, match.claimed_bytes
@@ -103,28 +105,8 @@ def _match(pack, new_records, db: sqlite3.Connection, scratch: Path) -> Match:
     unclaimed_images = digests.total - sum(live.values())
     leftover = match.stored - sum(live.values())
     if leftover and unclaimed_images:  # records and images left unmatched: match by digest
-        _by_digest(db, digests, match)
+        by_digest(db, digests, match)
     return match
-
-
-def _new_from_blocks(manifest: Path, dedupe: bool) -> Iterator[tuple[str, bytes, int, int]]:
-    """(key, digest, size, ordinal) of each record to store, from the manifest's Arrow blocks."""
-    previous, ordinal = None, 0
-    for block in manifest_blocks(manifest, ["key", "hash", "size", "duplicate_of"]):
-        keys = block.column("key").to_pylist()
-        hashes = block.column("hash").to_pylist()
-        sizes = block.column("size").to_pylist()
-        aliases = block.column("duplicate_of").to_pylist() if dedupe else [None] * len(keys)
-        for key, hex_digest, size, alias in zip(keys, hashes, sizes, aliases, strict=True):
-            if key is None or hex_digest is None or size is None:
-                raise TypeError  # a field missing: the row reader names the line
-            digest = bytes.fromhex(hex_digest)
-            if previous is not None and key <= previous:
-                raise InputError(f"{manifest}:{ordinal + 2}: keys are not in ascending order")
-            previous = key
-            if not alias:
-                yield key, digest, size, ordinal
-            ordinal += 1
 
 
 def _new_from_rows(manifest: Path, dedupe: bool) -> Iterator[tuple[str, bytes, int, int]]:
@@ -151,14 +133,14 @@ def _old_records(pack) -> Iterator[tuple[str, int, int]]:
             columns = (part.column(n).to_pylist() for n in ("key", "shard", "slot"))
             for key, shard, slot in zip(*columns, strict=True):
                 if previous is not None and key <= previous:
-                    raise _PreviousDamaged  # a key twice, or out of order
+                    raise PreviousDamaged  # a key twice, or out of order
                 previous = key
                 yield key, shard, slot
     except ImgpackError:
-        raise _PreviousDamaged from None
+        raise PreviousDamaged from None
 
 
-class _Digests:
+class Digests:
     """The digest of each previous image, read from its shard's props once."""
 
     def __init__(self, pack):
@@ -168,23 +150,25 @@ class _Digests:
         try:
             self.raw = [read_props(p, pack.catalog.algorithm).tobytes() for p in pack.shard_paths]
         except ImgpackError:
-            raise _PreviousDamaged from None
+            raise PreviousDamaged from None
         self.counts = [len(raw) // self.width for raw in self.raw]
         self.total = sum(self.counts)
 
     def of(self, shard: int, slot: int) -> bytes:
         if not (0 <= shard < len(self.raw) and 0 <= slot < self.counts[shard]):
-            raise _PreviousDamaged  # the catalog points outside its shards
+            raise PreviousDamaged  # the catalog points outside its shards
         width = self.width
         return self.raw[shard][slot * width : (slot + 1) * width]
 
 
-def _by_digest(db: sqlite3.Connection, digests: _Digests, match: Match) -> None:
+def by_digest(db: sqlite3.Connection, digests: Digests, match: Match) -> None:
     """Left-over records take, in key order, unclaimed images of the same digest; the claims
     go to disk (a renamed folder makes every record one)."""
-    claimed = [np.zeros(count, bool) for count in digests.counts]
-    for _, shard, slot in _read_triples(match.claims_path):
-        claimed[shard][slot] = True
+    starts = np.concatenate([[0], np.cumsum(digests.counts)]).astype(np.int64)
+    taken_anywhere = np.zeros(int(starts[-1]), bool)
+    triples = np.fromfile(match.claims_path, np.int64).reshape(-1, 3)
+    taken_anywhere[starts[triples[:, 1]] + triples[:, 2]] = True
+    claimed = [taken_anywhere[starts[s] : starts[s + 1]] for s in range(len(digests.counts))]
     db.execute("CREATE TABLE left_old (shard INT, slot INT, hash BLOB)")
     width = digests.width
     for shard, taken in enumerate(claimed):
@@ -216,7 +200,7 @@ def _by_digest(db: sqlite3.Connection, digests: _Digests, match: Match) -> None:
         claims.tofile(out)
 
 
-def _read_triples(path: Path) -> Iterator[tuple[int, int, int]]:
+def read_triples(path: Path) -> Iterator[tuple[int, int, int]]:
     with open(path, "rb") as handle:
         while block := handle.read(24 * _FLUSH):
             values = array("q")
