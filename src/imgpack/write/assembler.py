@@ -11,6 +11,7 @@ from typing import Any
 
 import lmdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from imgpack import __version__
 from imgpack.format import tables as cat
@@ -25,7 +26,7 @@ from imgpack.format.codec import (
 from imgpack.util.outputs import publish, remove_stale_temporaries, temporary_path
 from imgpack.write.catalog import CATALOG_BATCH, CatalogRows
 from imgpack.write.layout import default_map_size, shard_name
-from imgpack.write.lmdbfile import LmdbFileWriter, check_key
+from imgpack.write.lmdbfile import LmdbFileWriter, check_key, check_keys
 from imgpack.write.shard import ShardWriter
 
 __all__ = ["PackAssembler", "shard_name", "link_or_copy"]
@@ -96,6 +97,14 @@ class PackAssembler:
         self.classes.update(columns[1])
         self.total_bytes += sum(columns[6])
         self.count += len(extras)
+
+    def add_table(self, table: pa.Table) -> None:
+        """Many rows at once, as a table of the catalog's core columns (no extra columns)."""
+        check_keys(table.column("key"))
+        self._rows.extend_table(table)
+        self.classes.update(pc.unique(table.column("label")).to_pylist())
+        self.total_bytes += pc.sum(table.column("size")).as_py() or 0
+        self.count += table.num_rows
 
     def add_alias(self, alias: str, key: str) -> None:
         """`alias` names the same bytes as the record stored under `key`."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import pyarrow.compute as pc
 
 from imgpack.errors import InputError, OutputError, output_failed
 from imgpack.format.codec import SUBDBS
@@ -135,6 +136,19 @@ class LmdbFileWriter:
                 self.env.close()
             self.env = None
         self.path.unlink(missing_ok=True)
+
+
+def check_keys(keys) -> None:
+    """`check_key` of a column of keys at once: the first that fails raises its error."""
+    lengths = pc.binary_length(keys)
+    if (
+        len(keys)
+        and not pc.all(
+            pc.and_(pc.greater(lengths, 0), pc.less_equal(lengths, _MAX_KEY_BYTES))
+        ).as_py()
+    ):
+        bad = pc.or_(pc.equal(lengths, 0), pc.greater(lengths, _MAX_KEY_BYTES))
+        check_key(keys.filter(bad)[0].as_py())
 
 
 def check_key(key: str) -> bytes:

@@ -60,6 +60,7 @@ class NewRecords:
     digests: np.ndarray  # raw, a row per record
     sizes: np.ndarray
     ordinals: np.ndarray  # each record's row in the manifest (aliases count)
+    rows: int  # the manifest's rows, aliases too
 
 
 def new_records(manifest: Path, dedupe: bool) -> NewRecords:
@@ -90,6 +91,7 @@ def new_records(manifest: Path, dedupe: bool) -> NewRecords:
         np.concatenate([d for d in digests if d is not None] or [np.zeros((0, width), np.uint8)]),
         np.concatenate(sizes or [np.zeros(0, np.int64)]).astype(np.int64),
         np.concatenate(ordinals or [np.zeros(0, np.int64)]).astype(np.int64),
+        start,
     )
 
 
@@ -121,6 +123,8 @@ def match_columns(pack, new: NewRecords, db: sqlite3.Connection, scratch: Path) 
     old_keys, old_shards, old_slots = _old_records(pack, digests)
     at = numpy_of(pc.index_in(new.keys, value_set=old_keys).fill_null(-1)).astype(np.int64)
     found = np.flatnonzero(at >= 0)
+    match.previous_rows = np.full(new.rows, -1, np.int64)
+    match.previous_rows[new.ordinals] = at
     starts = np.concatenate([[0], np.cumsum(digests.counts)]).astype(np.int64)
     every = (
         np.frombuffer(b"".join(digests.raw), np.uint8).reshape(-1, digests.width)

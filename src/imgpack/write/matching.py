@@ -37,6 +37,9 @@ class Match:
     claimed_bytes: dict[int, int] = field(default_factory=dict)
     stored_bytes: int = 0  # of every record to store
     stored: int = 0
+    previous_rows: np.ndarray | None = (
+        None  # each manifest row's row in the previous catalog, or -1
+    )
 
     def to_write(self, kept: dict[int, int]) -> tuple[int, int]:
         """Image bytes and count of the records no kept (carried) shard holds."""
@@ -46,6 +49,16 @@ class Match:
     def claims(self) -> Iterator[tuple[int, int, int]]:
         """(ordinal, shard, slot) of every claim, in ordinal order."""
         return heapq.merge(read_triples(self.claims_path), read_triples(self.by_digest_path))
+
+    def claim_array(self) -> np.ndarray:
+        """Every claim as a row (ordinal, shard, slot), in ordinal order."""
+        both = np.concatenate(
+            [
+                np.fromfile(p, np.int64).reshape(-1, 3)
+                for p in (self.claims_path, self.by_digest_path)
+            ]
+        )
+        return both[np.argsort(both[:, 0], kind="stable")]
 
 
 class PreviousDamaged(Exception):

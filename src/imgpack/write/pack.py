@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from imgpack.ingest.manifest import read_manifest
 from imgpack.parallel.workers import ordered_map, worker_pool
 from imgpack.params import PackParams
@@ -78,10 +81,17 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
                 contextlib.closing(planner),
             ):
                 _carry_over(previous, assembler)
-                claimed = match.claims() if match is not None else iter(())
+                claims = match.claim_array() if match is not None else np.zeros((0, 3), np.int64)
                 aliases = AliasCheck(params.splits)
+                splits = _previous_splits(previous, match, params)
                 planned = plan_records(
-                    Path(manifest), header["count"], planner, (assembler, aliases), claimed, params
+                    Path(manifest),
+                    header["count"],
+                    planner,
+                    (assembler, aliases),
+                    claims,
+                    params,
+                    splits,
                 )
                 for task, entry in ordered_map(write_shard, planned, pool):
                     assembler.add_shard(Path(task.path), entry)
@@ -129,6 +139,22 @@ def _previous_version(out: Path, manifest: Path, algorithm: str, layout, params,
     dedupe = params.duplicates == "dedupe"
     match = match_previous(previous, manifest, dedupe, params.compact_below, *workspace)
     return (previous, match) if match is not None else (None, None)
+
+
+def _previous_splits(previous, match, params: PackParams):
+    """The split each manifest row's key had in the previous version (null where it had none),
+    when that version was built with the same params: a key's split is a function of them."""
+    if previous is None or match is None or match.previous_rows is None:
+        return None
+    if previous.params_digest != params_digest(params):
+        return None
+    from imgpack.read.pack import Pack
+
+    with Pack(previous.path) as opened:
+        parts = [part.column("split") for _, part in opened.catalog.tables(["split"])]
+    old = pa.chunked_array([c for part in parts for c in part.chunks], pa.string())
+    rows = match.previous_rows
+    return old.combine_chunks().take(pa.array(rows, mask=rows < 0))
 
 
 def _carry_over(previous, assembler: PackAssembler) -> None:

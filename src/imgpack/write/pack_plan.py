@@ -33,6 +33,7 @@ class Previous:
     path: Path
     shard_paths: list[Path]
     entries: list[dict[str, Any]]
+    params_digest: str | None = None  # of the params it was built with
     kept: dict[int, int] = field(default_factory=dict)  # old shard number -> new shard number
     live: dict[int, int] = field(default_factory=dict)  # old shard number -> records still in it
 
@@ -51,7 +52,8 @@ def load_previous(out: Path, algorithm: str, layout: str) -> Previous | None:
                 or pack.header.get("layout_params") != layout
             ):
                 return None
-            return Previous(out, pack.shard_paths, list(pack.header["shards"]))
+            shards = list(pack.header["shards"])
+            return Previous(out, pack.shard_paths, shards, pack.header.get("params_digest"))
     except ImgpackError:
         return None  # a damaged previous version is not a source: build from scratch
 

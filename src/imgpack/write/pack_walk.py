@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from imgpack.errors import InputError
+from imgpack.format.tables import catalog_schema, numpy_of
 from imgpack.ingest.manifest import manifest_blocks, manifest_rows
 from imgpack.ingest.splits import split_assigner
 from imgpack.util.progress import counter
@@ -25,11 +28,12 @@ _BATCH = 4096  # catalog rows handed to the assembler at a time by the row-by-ro
 _NO_EXTRA: dict = {}  # shared by every row of a block: a block has no extra columns
 
 
-def plan_records(manifest: Path, count: int, planner, sinks, claimed, params):
+def plan_records(manifest: Path, count: int, planner, sinks, claims, params, splits=None):
     """Catalog rows in key order into the assembler, and (task, task) for each new shard as soon
-    as it is cut. `sinks`: the (assembler, alias check) that take rows and aliases; `claimed`:
-    (ordinal, shard, slot) of the records that keep a previous version's image, in order."""
-    walk = _Walk(planner, sinks, claimed, params, counter("pack", count))
+    as it is cut. `sinks`: the (assembler, alias check) that take rows and aliases; `claims`:
+    rows (ordinal, shard, slot) of the records that keep a previous version's image, in order;
+    `splits`: the split each manifest row had in the previous version (null where none)."""
+    walk = _Walk(planner, sinks, claims, params, counter("pack", count), splits)
     start, previous, rows_from = 0, None, None
     if planner.spool is not None:  # a spool's entries are read row by row, beside the rows
         rows_from = 0
@@ -40,10 +44,10 @@ def plan_records(manifest: Path, count: int, planner, sinks, claimed, params):
                 blocks.close()
                 rows_from = start
                 break
-            block, keys = taken
-            yield from walk.block(block, keys, start)
-            start += len(keys)
-            previous = keys[-1] if keys else previous
+            block, last = taken
+            yield from walk.block(block, start)
+            start += block.num_rows
+            previous = last if last is not None else previous
     if rows_from is not None:
         yield from walk.rows(manifest_rows(manifest, rows_from, previous), rows_from)
     walk.bar.close()
@@ -56,32 +60,43 @@ _END, _ROWS = object(), object()
 
 
 def _next_block(blocks, previous: str | None):
-    """(block, its keys) as the block walk takes them; `_END` after the last; `_ROWS` when the
-    rest must be read row by row (a block that does not parse, a field missing, keys out of order)."""
+    """(block, its last key) as the block walk takes them; `_END` after the last; `_ROWS` when
+    the rest must be read row by row (a block that does not parse, a field missing, keys out of
+    order)."""
     try:
         block = next(blocks, None)
     except (pa.ArrowException, ValueError, TypeError):
         return _ROWS
     if block is None:
         return _END
+    block = block.combine_chunks()
     if any(block.column(name).null_count for name in _REQUIRED):
         return _ROWS
-    keys = block.column("key").to_pylist()
-    ordered = all(a < b for a, b in zip(keys, keys[1:], strict=False))
-    if not ordered or (previous is not None and keys and keys[0] <= previous):
+    if not block.num_rows:
+        return block, None
+    keys = block.column("key").chunk(0)
+    n = len(keys)
+    ordered = n < 2 or bool(pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py())
+    first, last = keys[0].as_py(), keys[n - 1].as_py()
+    if not ordered or (previous is not None and first <= previous):
         return _ROWS
-    return block, keys
+    return block, last
 
 
 class _Walk:
-    """The state both walks share: the next claim, the split rule, the bar."""
+    """The state both walks share: the claims, the split rule, the bar."""
 
-    def __init__(self, planner, sinks, claimed, params, bar):
+    def __init__(self, planner, sinks, claims: np.ndarray, params, bar, splits=None):
         self.planner, (self.assembler, self.aliases) = planner, sinks
-        self.claimed, self.pending = claimed, next(claimed, None)
+        self.claims = claims
         self.assign = split_assigner(params.split_seed, params.splits)
         self.dedupe = params.duplicates == "dedupe"
         self.kept = planner.previous.kept if planner.previous is not None else {}
+        old = max(self.kept, default=-1) + 1
+        self.kept_as = np.full(max(old, int(claims[:, 1].max(initial=-1)) + 1), -1, np.int64)
+        for shard, number in self.kept.items():
+            self.kept_as[shard] = number
+        self.splits = splits
         self.bar = bar
 
     def split(self, key: str) -> str:
@@ -93,44 +108,67 @@ class _Walk:
                 "ingest stage (it reports such files as unknown_split)"
             ) from None
 
-    def block(self, block, keys: list[str], start: int):
-        """One block of rows: a claimed record in a carried shard keeps its place, others are
-        placed by the planner (yielding the shards they complete)."""
-        labels, formats, widths, heights, sizes, hashes = (
-            block.column(name).to_pylist() for name in _REQUIRED[1:]
-        )
-        copies = block.column("duplicate_of").to_pylist() if self.dedupe else None
-        shards, slots, aliased = [0] * len(keys), [0] * len(keys), []
-        pending, claimed, kept, place = self.pending, self.claimed, self.kept, self.planner.place
-        for i, key in enumerate(keys):
-            ordinal = start + i
-            if copies is not None and copies[i]:
-                self._alias(key, labels[i], _NO_EXTRA, copies[i])
-                aliased.append(i)
-                continue
-            claim = None
-            if pending is not None and pending[0] == ordinal:
-                claim, pending = pending[1:], next(claimed, None)
-                if claim[0] in kept:  # in a shard carried over: no row needed
-                    shards[i], slots[i] = kept[claim[0]], claim[1]
-                    continue
-            row = {"key": key, "size": sizes[i], "hash": hashes[i], "format": formats[i]}
-            row["width"], row["height"] = widths[i], heights[i]
-            (shards[i], slots[i]), done = place(ordinal, row, claim)
+    def claim(self, ordinal: int) -> tuple[int, int] | None:
+        """The claim of the record at `ordinal`, if it has one."""
+        at = int(np.searchsorted(self.claims[:, 0], ordinal))
+        if at < len(self.claims) and self.claims[at, 0] == ordinal:
+            return int(self.claims[at, 1]), int(self.claims[at, 2])
+        return None
+
+    def block(self, block: pa.Table, start: int):
+        """One block of rows as columns: a claimed record in a carried shard keeps its place
+        with no Python object made for it; others are placed by the planner one by one
+        (yielding the shards they complete); aliases go to the assembler."""
+        n = block.num_rows
+        stop = start + n
+        c0, c1 = np.searchsorted(self.claims[:, 0], [start, stop])
+        claims = self.claims[c0:c1]
+        shards, slots = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+        new_shard = self.kept_as[claims[:, 1]] if len(claims) else np.zeros(0, np.int64)
+        carried = new_shard >= 0
+        shards[claims[carried, 0] - start] = new_shard[carried]
+        slots[claims[carried, 0] - start] = claims[carried, 2]
+        stored = np.ones(n, bool)
+        if self.dedupe:
+            copies = np.flatnonzero(_valid(block.column("duplicate_of")))
+            for row in _rows(block, copies):
+                self._alias(row["key"], row["label"], _NO_EXTRA, row["duplicate_of"])
+            stored[copies] = False
+        # A record of a compacted shard keeps its claim: its bytes are read from there.
+        others = {int(o) - start: (int(s), int(t)) for o, s, t in claims[~carried]}
+        placed = np.flatnonzero(stored & (shards < 0))
+        for i, row in zip(placed.tolist(), _rows(block, placed), strict=True):
+            (shards[i], slots[i]), done = self.planner.place(start + i, row, others.get(i))
             if done is not None:
-                self.pending = pending
                 yield done, done
-        self.pending = pending
-        columns = [keys, labels, None, formats, widths, heights, sizes, shards, slots]
-        if aliased:
-            skip = set(aliased)
-            columns = [
-                None if c is None else [v for i, v in enumerate(c) if i not in skip]
-                for c in columns
-            ]
-        columns[2] = [self.split(key) for key in columns[0]]
-        self.assembler.add_rows(columns, [_NO_EXTRA] * len(columns[0]))
-        self.bar.update(len(keys))
+        if not stored.all():
+            block, shards, slots = block.filter(pa.array(stored)), shards[stored], slots[stored]
+        columns = [
+            block.column("key"),
+            block.column("label"),
+            self._splits(block.column("key"), np.flatnonzero(stored) + start),
+            block.column("format"),
+            pc.cast(block.column("width"), pa.int32()),
+            pc.cast(block.column("height"), pa.int32()),
+            block.column("size"),
+            pa.array(shards, pa.int32()),
+            pa.array(slots, pa.int32()),
+        ]
+        self.assembler.add_table(pa.Table.from_arrays(columns, schema=catalog_schema()))
+        self.bar.update(n)
+
+    def _splits(self, keys: pa.ChunkedArray, ordinals: np.ndarray) -> pa.Array:
+        """Each record's split: as the previous version had it (same key, same split params),
+        else drawn here."""
+        known = self.splits.take(pa.array(ordinals)) if self.splits is not None else None
+        if known is not None and not known.null_count:
+            return known
+        names = keys.to_pylist()
+        values = known.to_pylist() if known is not None else [None] * len(names)
+        return pa.array(
+            [v if v is not None else self.split(k) for k, v in zip(names, values, strict=True)],
+            pa.string(),
+        )
 
     def rows(self, rows, start: int):
         """The rest of the manifest row by row, from ordinal `start`."""
@@ -142,10 +180,7 @@ class _Walk:
             if self.dedupe and row["duplicate_of"]:
                 self._alias(row["key"], row["label"], row["extra"], row["duplicate_of"])
                 continue
-            claim = None
-            if self.pending is not None and self.pending[0] == ordinal:
-                claim, self.pending = self.pending[1:], next(self.claimed, None)
-            (shard, slot), done = self.planner.place(ordinal, row, claim)
+            (shard, slot), done = self.planner.place(ordinal, row, self.claim(ordinal))
             if done is not None:
                 yield done, done
             keys.append(row["key"])
@@ -170,3 +205,12 @@ class _Walk:
         self.assembler.add_alias(key, copy)
         self.aliases.add({"key": key, "label": label, "extra": extra, "duplicate_of": copy})
         self.planner.skip()
+
+
+def _valid(column) -> np.ndarray:
+    return numpy_of(pc.cast(pc.is_valid(column), pa.int8())).astype(bool)
+
+
+def _rows(block: pa.Table, at: np.ndarray) -> list[dict]:
+    """The rows at positions `at` as dicts, made in one call."""
+    return block.take(pa.array(at, pa.int64())).to_pylist() if len(at) else []
