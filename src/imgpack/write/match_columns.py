@@ -3,6 +3,7 @@ hash table, digests compared as numpy rows; only records left over go through SQ
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,58 +55,53 @@ def _offsets(column: pa.Array) -> np.ndarray:
 
 @dataclass
 class NewRecords:
-    """The manifest's records to store (aliases left out when deduplicating), as columns."""
+    """A block of the manifest's records to store (aliases left out when deduplicating)."""
 
     keys: pa.Array
     digests: np.ndarray  # raw, a row per record
     sizes: np.ndarray
     ordinals: np.ndarray  # each record's row in the manifest (aliases count)
-    rows: int  # the manifest's rows, aliases too
 
 
-def new_records(manifest: Path, dedupe: bool) -> NewRecords:
-    """The manifest's records to store; TypeError or ValueError for a manifest the row reader
-    must name the fault of (a field missing, a digest not hex); InputError for keys out of order."""
-    keys, digests, sizes, ordinals, start = [], [], [], [], 0
+def new_records(manifest: Path, dedupe: bool):
+    """The manifest's records to store, a block at a time; then the number of its rows.
+    TypeError or ValueError for a manifest the row reader must name the fault of (a field
+    missing, a digest not hex); InputError for keys out of order."""
+    start, last = 0, None
     for block in manifest_blocks(manifest, ["key", "hash", "size", "duplicate_of"]):
         block = block.combine_chunks()
         if any(block.column(name).null_count for name in ("key", "hash", "size")):
             raise TypeError("a field is missing")
+        if not block.num_rows:
+            continue
         rows = np.arange(start, start + block.num_rows)
         start += block.num_rows
+        keys = block.column("key").chunk(0)
+        _check_order(keys, last, manifest, rows[0])
+        last = keys[len(keys) - 1].as_py()
         keep = ~_valid(block.column("duplicate_of")) if dedupe else None
         if keep is not None and not keep.all():
             block, rows = block.filter(pa.array(keep)), rows[keep]
-        keys.append(block.column("key").chunk(0) if block.num_rows else pa.array([], pa.string()))
-        digests.append(hex_to_raw(block.column("hash").chunk(0)) if block.num_rows else None)
-        sizes.append(numpy_of(block.column("size")))
-        ordinals.append(rows)
-    all_keys = pa.chunked_array(keys, pa.string()).combine_chunks()
-    _check_order(all_keys, manifest, np.concatenate(ordinals) if ordinals else np.zeros(0, int))
-    widths = {d.shape[1] for d in digests if d is not None and len(d)}
-    if len(widths) > 1:
-        raise ValueError("digests of different lengths")
-    width = widths.pop() if widths else 0
-    return NewRecords(
-        all_keys,
-        np.concatenate([d for d in digests if d is not None] or [np.zeros((0, width), np.uint8)]),
-        np.concatenate(sizes or [np.zeros(0, np.int64)]).astype(np.int64),
-        np.concatenate(ordinals or [np.zeros(0, np.int64)]).astype(np.int64),
-        start,
-    )
+            keys = block.column("key").chunk(0) if block.num_rows else pa.array([], pa.string())
+        digests = hex_to_raw(block.column("hash").chunk(0)) if block.num_rows else None
+        sizes = numpy_of(block.column("size")).astype(np.int64)
+        yield NewRecords(keys, digests, sizes, rows)
+    yield start
 
 
 def _valid(column: pa.ChunkedArray) -> np.ndarray:
     return numpy_of(pc.cast(pc.is_valid(column), pa.int8())).astype(bool)
 
 
-def _check_order(keys: pa.Array, manifest: Path, ordinals: np.ndarray) -> None:
+def _check_order(keys: pa.Array, previous: str | None, manifest: Path, first: int) -> None:
     """Keys in strictly ascending order, as ingest writes them; else the line that is not."""
+    if previous is not None and len(keys) and keys[0].as_py() <= previous:
+        raise InputError(f"{manifest}:{first + 2}: keys are not in ascending order")
     if len(keys) < 2:
         return
     ascending = _valid_true(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)))
     if not ascending.all():
-        line = int(ordinals[int(np.flatnonzero(~ascending)[0]) + 1]) + 2
+        line = first + int(np.flatnonzero(~ascending)[0]) + 1 + 2
         raise InputError(f"{manifest}:{line}: keys are not in ascending order")
 
 
@@ -113,42 +109,71 @@ def _valid_true(column) -> np.ndarray:
     return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
 
 
-def match_columns(pack, new: NewRecords, db: sqlite3.Connection, scratch: Path) -> Match:
-    """Claims of `new` records on the images of `pack`, the open previous version: a record
-    keeps the image its key had when the digest is the same; the records left over take
-    unclaimed images of their digest (`by_digest`)."""
+def match_columns(pack, blocks, db: sqlite3.Connection, scratch: Path) -> Match:
+    """Claims of the new records (`new_records`) on the images of `pack`, the open previous
+    version: a record keeps the image its key had when the digest is the same; the records
+    left over take unclaimed images of their digest (`by_digest`). Both sides are in key
+    order, so each block of records is joined with the previous records of its key range."""
     match = Match(scratch / "claims.bin", scratch / "by-digest.bin")
     match.by_digest_path.write_bytes(b"")
     digests = Digests(pack)
     old_keys, old_shards, old_slots = _old_records(pack, digests)
-    at = numpy_of(pc.index_in(new.keys, value_set=old_keys).fill_null(-1)).astype(np.int64)
-    found = np.flatnonzero(at >= 0)
-    match.previous_rows = np.full(new.rows, -1, np.int64)
-    match.previous_rows[new.ordinals] = at
-    starts = np.concatenate([[0], np.cumsum(digests.counts)]).astype(np.int64)
-    every = (
-        np.frombuffer(b"".join(digests.raw), np.uint8).reshape(-1, digests.width)
-        if digests.total
-        else np.zeros((0, digests.width), np.uint8)
-    )
-    if new.digests.shape[1] != digests.width and len(found):
-        raise PreviousDamaged  # another digest algorithm: nothing can be claimed
-    places = starts[old_shards[at[found]]] + old_slots[at[found]]
-    same = (new.digests[found] == every[places]).all(axis=1)
-    claimed, places = found[same], places[same]
-    shards, slots = old_shards[at[claimed]], old_slots[at[claimed]]
-    np.column_stack([new.ordinals[claimed], shards, slots]).astype(np.int64).tofile(
-        match.claims_path
-    )
-    match.stored, match.stored_bytes = len(new.sizes), int(new.sizes.sum())
-    live = np.bincount(shards, minlength=len(digests.counts))
-    weight = np.bincount(shards, new.sizes[claimed], minlength=len(digests.counts))
+    shard_digests = [np.frombuffer(raw, np.uint8).reshape(-1, digests.width) for raw in digests.raw]
+    db.execute("CREATE TABLE left_new (ordinal INTEGER PRIMARY KEY, hash BLOB, size INT)")
+    live = np.zeros(len(digests.counts), np.int64)
+    weight = np.zeros(len(digests.counts), np.int64)
+    previous_rows, claimed_count = [], 0
+    with open(match.claims_path, "wb") as claims:
+        for new in blocks:
+            if isinstance(new, int):
+                rows = new
+                break
+            if not len(new.keys):
+                continue
+            lo = _first_at(old_keys, new.keys[0].as_py())
+            hi = _first_at(old_keys, new.keys[len(new.keys) - 1].as_py(), lo, right=True)
+            local = pc.index_in(new.keys, value_set=old_keys.slice(lo, hi - lo).combine_chunks())
+            at = numpy_of(local.fill_null(-1)).astype(np.int64)
+            at[at >= 0] += lo
+            same = np.zeros(len(at), bool)
+            found = np.flatnonzero(at >= 0)
+            shards, slots = old_shards[at[found]], old_slots[at[found]]
+            if len(found) and new.digests.shape[1] != digests.width:
+                raise PreviousDamaged  # another digest algorithm: nothing can be claimed
+            for shard in np.unique(shards).tolist():
+                mine = shards == shard
+                kept = shard_digests[shard][slots[mine]] == new.digests[found[mine]]
+                same[found[mine]] = kept.all(axis=1)
+            claimed = np.flatnonzero(same)
+            shards, slots = old_shards[at[claimed]], old_slots[at[claimed]]
+            np.column_stack([new.ordinals[claimed], shards, slots]).astype(np.int64).tofile(claims)
+            live += np.bincount(shards, minlength=len(live))
+            weight += np.bincount(shards, new.sizes[claimed], minlength=len(live)).astype(np.int64)
+            claimed_count += len(claimed)
+            previous_rows.append((new.ordinals, at))
+            match.stored += len(new.sizes)
+            match.stored_bytes += int(new.sizes.sum())
+            left = np.ones(len(new.sizes), bool)
+            left[claimed] = False
+            _left_new(db, new, np.flatnonzero(left))
+        else:
+            rows = 0
+    match.previous_rows = np.full(rows, -1, np.int64)
+    for ordinals, at in previous_rows:
+        match.previous_rows[ordinals] = at
     match.live = {int(s): int(live[s]) for s in np.flatnonzero(live)}
     match.claimed_bytes = {int(s): int(weight[s]) for s in np.flatnonzero(live)}
-    left = np.ones(len(new.sizes), bool)
-    left[claimed] = False
-    db.execute("CREATE TABLE left_new (ordinal INTEGER PRIMARY KEY, hash BLOB, size INT)")
-    rows = np.flatnonzero(left)
+    if match.stored - claimed_count and digests.total - claimed_count:  # both left: by digest
+        by_digest(db, digests, match)
+    return match
+
+
+def _first_at(keys: pa.ChunkedArray, key: str, lo: int = 0, right: bool = False) -> int:
+    find = bisect.bisect_right if right else bisect.bisect_left
+    return find(range(len(keys)), key, lo, key=lambda i: keys[i].as_py())
+
+
+def _left_new(db: sqlite3.Connection, new: NewRecords, rows: np.ndarray) -> None:
     db.executemany(
         "INSERT INTO left_new VALUES (?, ?, ?)",
         zip(
@@ -158,32 +183,34 @@ def match_columns(pack, new: NewRecords, db: sqlite3.Connection, scratch: Path) 
             strict=True,
         ),
     )
-    if len(rows) and digests.total - len(claimed):  # records and images left: by digest
-        by_digest(db, digests, match)
-    return match
 
 
-def _old_records(pack, digests: Digests) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """The previous catalog's keys, shards and slots; PreviousDamaged when keys are not strictly
-    ascending or a place is outside its shard."""
+def _old_records(pack, digests: Digests) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray]:
+    """The previous catalog's keys (a chunk per part), shards and slots; PreviousDamaged when
+    keys are not strictly ascending or a place is outside its shard."""
+    keys, shards, slots, last = [], [], [], None
     try:
-        parts = [part for _, part in pack.catalog.tables(["key", "shard", "slot"])]
+        for _, part in pack.catalog.tables(["key", "shard", "slot"]):
+            if not part.num_rows:
+                continue
+            part = part.combine_chunks()
+            chunk = part.column("key").chunk(0)
+            if last is not None and chunk[0].as_py() <= last:
+                raise PreviousDamaged  # a key twice, or out of order
+            n = len(chunk)
+            if n > 1 and not _valid_true(pc.less(chunk.slice(0, n - 1), chunk.slice(1))).all():
+                raise PreviousDamaged
+            last = chunk[n - 1].as_py()
+            keys.append(chunk)
+            shards.append(numpy_of(part.column("shard")))
+            slots.append(numpy_of(part.column("slot")))
     except ImgpackError:
         raise PreviousDamaged from None
-    table = pa.concat_tables(parts).combine_chunks() if parts else None
-    if table is None or not table.num_rows:
-        return pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    keys = table.column("key").chunk(0)
-    shards = numpy_of(table.column("shard")).astype(np.int64)
-    slots = numpy_of(table.column("slot")).astype(np.int64)
-    if (
-        len(keys) > 1
-        and not _valid_true(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).all()
-    ):
-        raise PreviousDamaged  # a key twice, or out of order
+    shards = np.concatenate(shards or [np.zeros(0, np.int32)]).astype(np.int64)
+    slots = np.concatenate(slots or [np.zeros(0, np.int32)]).astype(np.int64)
     counts = np.asarray(digests.counts, np.int64)
     if (shards < 0).any() or (shards >= len(counts)).any():
         raise PreviousDamaged
     if (slots < 0).any() or (slots >= counts[shards]).any():
         raise PreviousDamaged  # the catalog points outside its shards
-    return keys, shards, slots
+    return pa.chunked_array(keys, pa.string()), shards, slots

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from imgpack.ingest.manifest import read_manifest
-from imgpack.parallel.workers import ordered_map, worker_pool
+from imgpack.parallel.workers import ordered_map, release_freed_memory, worker_pool
 from imgpack.params import PackParams
 from imgpack.util.cores import resolve_workers
 from imgpack.util.locks import writer_lock
@@ -66,6 +66,7 @@ def _pack(manifest, folder, out: Path, params: PackParams, before_publish, spool
         previous, match = _previous_version(
             out, Path(manifest), algorithm, layout, params, (db, scratch)
         )
+        release_freed_memory()  # matching's columns: the walk's peak is its own
         to_write = (header["total_bytes"], header["count"])
         if match is not None:
             to_write = match.to_write(previous.kept)
