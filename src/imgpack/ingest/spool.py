@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
 
-__all__ = ["INDEX_FILE", "spool_file", "entry_of", "read_entry", "skip_entry"]
+__all__ = ["INDEX_FILE", "spool_file", "entry_of", "read_index", "spooled_at"]
 
 INDEX_FILE = "index.bin"
 _ENTRY = struct.Struct("<qq")
@@ -29,14 +28,17 @@ def entry_of(spooled: tuple[int, int] | None) -> bytes:
     return _ENTRY.pack(*spooled)
 
 
-def read_entry(index: BinaryIO, folder: str) -> tuple[str, int] | None:
-    """The next row's spooled bytes as (spool file path, offset), or None if not spooled."""
-    number, offset = _ENTRY.unpack(index.read(_ENTRY.size))
+def read_index(folder: str):
+    """Every row's entry, in manifest order, as rows (task, offset) of a numpy array; (-1, -1)
+    for a row not spooled."""
+    import numpy as np
+
+    return np.fromfile(os.path.join(folder, INDEX_FILE), "<i8").reshape(-1, 2)
+
+
+def spooled_at(index, folder: str, ordinal: int) -> tuple[str, int] | None:
+    """Row `ordinal`'s spooled bytes as (spool file path, offset), or None if not spooled."""
+    number, offset = int(index[ordinal, 0]), int(index[ordinal, 1])
     if number < 0:
         return None
     return os.path.join(folder, spool_file(number)), offset
-
-
-def skip_entry(index: BinaryIO) -> None:
-    """Pass over the next row's entry (a row that is not stored)."""
-    index.read(_ENTRY.size)

@@ -15,7 +15,7 @@ from typing import Any
 
 from imgpack.check.validated import ValidatedShards
 from imgpack.errors import ImgpackError, InputError
-from imgpack.ingest.spool import INDEX_FILE, read_entry, skip_entry
+from imgpack.ingest.spool import read_index, spooled_at
 from imgpack.params import PackParams
 from imgpack.util.digests import file_digest
 from imgpack.util.urls import join
@@ -128,22 +128,21 @@ class Planner:
         self.previous = previous
         self.first_new = len(previous.kept) if previous else 0
         self.spool = spool
-        self._spool_index = open(spool / INDEX_FILE, "rb") if spool else None  # noqa: SIM115
+        # every manifest row has its entry, looked up by the row's ordinal
+        self._spool_index = read_index(str(spool)) if spool else None
         self._sources: list[Source] = []
         self._bytes = 0
         self.new_shards = 0
 
     def close(self) -> None:
-        if self._spool_index is not None:
-            self._spool_index.close()
+        self._spool_index = None
 
     def place(self, ordinal: int, row: dict[str, Any], claim: tuple[int, int] | None):
         """(shard, slot) of one stored record, and the task of a shard it completed, if any."""
         previous = self.previous
         if claim is not None and claim[0] in previous.kept:
-            self._skip_spool()
             return (previous.kept[claim[0]], claim[1]), None
-        source = self._source(row, claim)
+        source = self._source(ordinal, row, claim)
         done = None
         if self.layout.full(len(self._sources), self._bytes, row["size"]):
             done = self.finish()
@@ -151,18 +150,14 @@ class Planner:
         self._bytes += row["size"]
         return (self.first_new + self.new_shards, len(self._sources) - 1), done
 
-    def _skip_spool(self) -> None:
-        if self._spool_index is not None:
-            skip_entry(self._spool_index)
-
     def skip(self) -> None:
-        """A manifest row that is not stored (an alias)."""
-        self._skip_spool()
+        """A manifest row that is not stored (an alias): nothing to do, spool entries are
+        looked up by ordinal."""
 
-    def _source(self, row: dict[str, Any], claim) -> Source:
+    def _source(self, ordinal: int, row: dict[str, Any], claim) -> Source:
         meta = (row["size"], row["hash"], row["format"], row["width"], row["height"])
-        # every manifest row has its spool entry: always take it
-        spooled = read_entry(self._spool_index, self.spool) if self._spool_index else None
+        index = self._spool_index
+        spooled = spooled_at(index, self.spool, ordinal) if index is not None else None
         if spooled is not None:  # read by this build's ingest
             return Source("spool", spooled[0], spooled[1], *meta)
         if claim is not None:  # in a previous shard being compacted: read it from there

@@ -35,19 +35,16 @@ def plan_records(manifest: Path, count: int, planner, sinks, claims, params, spl
     `splits`: the split each manifest row had in the previous version (null where none)."""
     walk = _Walk(planner, sinks, claims, params, counter("pack", count), splits)
     start, previous, rows_from = 0, None, None
-    if planner.spool is not None:  # a spool's entries are read row by row, beside the rows
-        rows_from = 0
-    else:
-        blocks = manifest_blocks(manifest, _FIELDS, _BLOCK_BYTES)
-        while (taken := _next_block(blocks, previous)) is not _END:
-            if taken is _ROWS:
-                blocks.close()
-                rows_from = start
-                break
-            block, last = taken
-            yield from walk.block(block, start)
-            start += block.num_rows
-            previous = last if last is not None else previous
+    blocks = manifest_blocks(manifest, _FIELDS, _BLOCK_BYTES)
+    while (taken := _next_block(blocks, previous)) is not _END:
+        if taken is _ROWS:
+            blocks.close()
+            rows_from = start
+            break
+        block, last = taken
+        yield from walk.block(block, start)
+        start += block.num_rows
+        previous = last if last is not None else previous
     if rows_from is not None:
         yield from walk.rows(manifest_rows(manifest, rows_from, previous), rows_from)
     walk.bar.close()
