@@ -2,12 +2,13 @@
 last run's records, and writes exactly what a fresh ingest of the folder writes."""
 
 import json
+import os
 import time
 
 import pytest
 
 from imgpack.errors import PolicyError
-from imgpack.ingest import records
+from imgpack.ingest import changes, records
 from imgpack.ingest.cache import state_dir
 from imgpack.ingest.run import ingest
 from imgpack.ingest.snapshot import InputSnapshot
@@ -192,3 +193,19 @@ def test_a_manifest_edited_since_is_never_spliced(settled, tmp_path):
     ingest_into(raw, out)
 
     assert manifest.read_bytes() == fresh(raw, tmp_path)[0]
+
+
+def test_a_version_where_most_files_changed_is_read_in_full_and_its_cache_learns_them(
+    settled, tmp_path, monkeypatch
+):
+    raw, out = settled
+    monkeypatch.setattr(changes, "_FEW", 5)
+    for path in raw.rglob("*.png"):
+        os.chmod(path, 0o644)  # a new ctime: every stat line differs
+    settle()
+    assert ingest_into(raw, out).read == 61
+
+    records_file(out).unlink()  # the next change cannot be carried over: a full run
+    write_tree(raw, {"1/new.png": png_bytes(3, 3)})
+    settle()
+    assert ingest_into(raw, out).read == 1  # the others known from the cache

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
+from imgpack.ingest import walk as walk_module
 from imgpack.ingest.walk import found_at, stat_line, walk_sorted, walk_stat_blocks
+from imgpack.parallel.workers import worker_pool
 from tests.conftest import write_tree
 
 
@@ -85,21 +87,35 @@ def test_the_walk_with_stats_gives_the_same_entries_in_the_same_order_each_with_
     assert dict((f.key, f.stat[0]) for f in stated if f.stat)["link.png"] == 5
 
 
-@pytest.mark.parametrize(
-    "walk_of",
-    [lambda raw: walk_sorted(raw, stat=True), lambda raw: walk_stat_blocks(raw, None, 1)],
-    ids=["walk", "stat blocks"],
-)
-def test_a_walk_left_half_way_closes_the_folders_it_opened(tmp_path, walk_of):
+def test_a_walk_left_half_way_closes_the_folders_it_opened(tmp_path):
     raw = write_tree(
         tmp_path / "raw", {f"d{i}/e{j}/f.png": b"x" for i in range(3) for j in range(3)}
     )
     before = len(os.listdir("/proc/self/fd"))
-    walk = walk_of(raw)
+    walk = walk_sorted(raw, stat=True)
     next(walk)
     assert len(os.listdir("/proc/self/fd")) > before
     walk.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_stat_blocks_hold_no_folder_open_between_runs_and_are_the_same_from_workers(
+    tmp_path, workers, monkeypatch
+):
+    monkeypatch.setattr(walk_module, "_RUN", 3)  # folders of five files stat'ed in two runs
+    raw = odd_tree(tmp_path / "raw")
+    write_tree(
+        raw, {f"d{i}/e{j}/{k}.png": b"x" for i in range(3) for j in range(3) for k in range(5)}
+    )
+    before = len(os.listdir("/proc/self/fd"))
+    with worker_pool(workers, fork=True) as pool:
+        walk = walk_stat_blocks(raw, None, 7, pool)
+        first = next(walk)
+        if pool is None:
+            assert len(os.listdir("/proc/self/fd")) == before
+        text = first + "".join(walk)
+    assert text == "".join(stat_line(f) for f in walk_sorted(raw, stat=True))
 
 
 def test_a_file_looked_at_again_by_its_key_is_found_as_the_walk_found_it(tmp_path):

@@ -36,6 +36,7 @@ from imgpack.params import IngestParams
 __all__ = ["Carried", "carry_over"]
 
 _SCAN = 4 << 20  # manifest bytes read at a time
+_FEW = 10_000  # changed files always carried over; above, up to a tenth of the folder
 _PATCHED = b'{"duplicate_of":"'  # how a row naming its duplicate begins (keys sort first)
 
 
@@ -84,6 +85,10 @@ def carry_over(
         return None
     source, prefixes, packed, carried_bytes, prev_packed = match
     changed = np.flatnonzero(source < 0)
+    if len(changed) > max(_FEW, n // 10):
+        # Most files changed (touched, relinked): the full run streams them, and its cache of
+        # each file's outcome learns them for the runs after.
+        return None
     keys = [key_at(lines, int(p)).decode("utf-8", "surrogateescape") for p in changed]
     # A name's Unicode twin (NFC beside NFD) decides whether an unchanged file is a bad_path.
     if not all(key.isascii() for key in keys):

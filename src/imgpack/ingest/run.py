@@ -14,12 +14,10 @@ from pathlib import Path
 
 from imgpack.errors import output_failed
 from imgpack.ingest.cache import file_stat
-from imgpack.ingest.changes import carry_over
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
 from imgpack.ingest.manifest import row_text, write_manifest
 from imgpack.ingest.outcome import Outcome
-from imgpack.ingest.records import RecordsWriter, write_full_run
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
 from imgpack.ingest.spool import INDEX_FILE, entry_of, spool_file
@@ -99,8 +97,11 @@ def ingest(
     return front.report
 
 
-def _records(snapshot, front, staged) -> RecordsWriter | None:
-    """This full run's records, for `save` to keep; None when they cannot be told."""
+def _records(snapshot, front, staged):
+    """This full run's records (a `RecordsWriter`), for `save` to keep; None when they cannot
+    be told."""
+    from imgpack.ingest.records import write_full_run
+
     if snapshot.walk is None or snapshot.fingerprint is None:
         return None
     out = snapshot.records_writer()
@@ -123,6 +124,9 @@ def _carry_over(snapshot, folder, manifest_out, report_out, params, split_folder
     workers = resolve_workers(params.workers, "ingest.workers")
     # The pool first, before any Arrow thread: workers forked from this process.
     with worker_pool(workers, params.scheduler or None, fork=True) as pool:
+        # Arrow and numpy are imported only now: a run with nothing changed never needs them.
+        from imgpack.ingest.changes import carry_over
+
         prev = snapshot.previous_records()
         if prev is None:
             return None

@@ -16,10 +16,11 @@ from typing import Any
 from imgpack import __version__
 from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
-from imgpack.ingest.records import RecordsFile, RecordsWriter
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
+from imgpack.parallel.workers import worker_pool
 from imgpack.params import IngestParams
+from imgpack.util.cores import resolve_workers
 
 __all__ = ["InputSnapshot"]
 
@@ -29,6 +30,7 @@ _WHAT = "ingest's record of its last run"
 _SUMMARY = set(IngestReport().totals())  # the keys of the summary a record keeps
 _BLOCK = 4096  # files a block digest covers
 _PIECE = 16 << 20  # walk text kept in pieces of about this many bytes
+_PARALLEL_FROM = 100_000  # files (at the last run) from which the check stats them in workers
 
 
 def _well_formed(saved: Any) -> bool:
@@ -119,6 +121,7 @@ class InputSnapshot:
         # what the run made of each file (`imgpack.ingest.records`), when `keep_walk`
         self.records_file = self.record.with_name(f"ingest-records-{name}.arrow")
         self.keep_walk = keep_walk
+        self.workers = resolve_workers(params.workers, "ingest.workers")
         self.walk: list[bytes] | Iterator[bytes] | None = None  # the walk's text, when kept
         self.walk_spill: Path | None = None  # where `files` keeps it
         self.saved_tag: str | None = None  # the fingerprint of the run the saved record is of
@@ -190,13 +193,15 @@ class InputSnapshot:
         # added anywhere, the walk stops there and ingest walks once, not twice.
         saved_blocks, self.blocks, differs = saved.get("blocks") or [], [], False
         kept = _Kept() if self.keep_walk and self.records_file.exists() else None
-        for text in walk_stat_blocks(self.folder, self.exclude, _BLOCK):
-            self._add_block(text, kept)
-            walked = len(self.blocks)
-            if walked > len(saved_blocks) or saved_blocks[walked - 1] != self.blocks[-1]:
-                differs = True
-                if kept is None:
-                    return None
+        large = saved["summary"].get("discovered", 0) >= _PARALLEL_FROM
+        with worker_pool(self.workers if large else 1, fork=True) as pool:
+            for text in walk_stat_blocks(self.folder, self.exclude, _BLOCK, pool):
+                self._add_block(text, kept)
+                walked = len(self.blocks)
+                if walked > len(saved_blocks) or saved_blocks[walked - 1] != self.blocks[-1]:
+                    differs = True
+                    if kept is None:
+                        return None
         self.fingerprint = self._fingerprint()
         if kept is not None:
             self.walk, self.saved_tag = kept.pieces(), saved["fingerprint"]
@@ -204,14 +209,20 @@ class InputSnapshot:
             return None
         return saved.get("summary")
 
-    def previous_records(self) -> RecordsFile | None:
-        """The records of the run the saved record is of (see `unchanged`), else None."""
+    def previous_records(self):
+        """The records (a `RecordsFile`) of the run the saved record is of (see `unchanged`),
+        else None."""
+        from imgpack.ingest.records import RecordsFile
+
         if self.walk is None or self.saved_tag is None:
             return None
         return RecordsFile.open(self.records_file, self.saved_tag)
 
-    def records_writer(self) -> RecordsWriter:
-        """Where this run writes its records; `save` makes them the snapshot's."""
+    def records_writer(self):
+        """Where this run writes its records (a `RecordsWriter`); `save` makes them the
+        snapshot's."""
+        from imgpack.ingest.records import RecordsWriter
+
         return RecordsWriter(self.records_file, self.fingerprint)
 
     def _load(self) -> dict[str, Any] | None:
@@ -233,9 +244,7 @@ class InputSnapshot:
         warn_rebuilt(self.record, _WHAT, problem, "this run does ingest's work in full")
         return None
 
-    def save(
-        self, summary: dict[str, Any], complete: bool = True, records: RecordsWriter | None = None
-    ) -> None:
+    def save(self, summary: dict[str, Any], complete: bool = True, records=None) -> None:
         """Remember this run's inputs (walked by `files`), outputs and `records`; not when a
         file changed too recently to tell a later change from this one by its stat, nor when
         the run was not `complete` (a file the operating system would not give it must be read

@@ -63,53 +63,99 @@ def walk_sorted(
                 os.close(fd)
 
 
-def walk_stat_blocks(root: str | Path, exclude: set[str] | None, block: int) -> Iterator[str]:
+def walk_stat_blocks(
+    root: str | Path, exclude: set[str] | None, block: int, pool=None
+) -> Iterator[str]:
     """The walk `walk_sorted(root, exclude, stat=True)` gives, as text in blocks of `block` lines
     (the last one shorter, maybe empty): a line per entry, `key NUL problem NUL size NUL mtime NUL
     inode NUL ctime` (`key NUL problem NUL -` when the stat failed). For telling whether anything
-    changed at 1-3 us a file: no object per file, and the stat taken within its open folder."""
+    changed at 1-3 us a file: no object per file, and the stat taken within its open folder.
+    With a `pool` of worker processes, this process lists the folders and the workers stat their
+    files, a run of them at a time (threads would not help: the GIL is held between stats)."""
+    from imgpack.parallel.workers import ordered_map
+
     root_real = _checked_root(root)
+    runs = ((None, run) for run in _stat_runs(root_real, exclude))
+    pieces: list[str] = []
+    held = 0  # lines in `pieces`
+    for _, (text, count) in ordered_map(stat_run, runs, pool):
+        while held + count >= block:
+            cut = _after_line(text, block - held)
+            pieces.append(text[:cut])
+            yield "".join(pieces)
+            text, count, pieces, held = text[cut:], count - (block - held), [], 0
+        pieces.append(text)
+        held += count
+    yield "".join(pieces)
+
+
+def _after_line(text: str, n: int) -> int:
+    """The offset just past the n-th line of `text` (lines are whole entries: no key holds a
+    NUL, and each line has two or five)."""
+    at = 0
+    for _ in range(n):
+        at = text.index("\n", at) + 1
+    return at
+
+
+_RUN = 2048  # files stat'ed in one task
+
+
+def _stat_runs(root_real: str, exclude: set[str] | None) -> Iterator[tuple]:
+    """The walk's files in key order, as runs (folder, key prefix, root, names and kinds) of at
+    most _RUN files of one folder: the listing, without a stat."""
     exclude = {os.path.realpath(p) for p in (exclude or ())}
+    stack = [(iter(_listing(root_real)), "", os.path.join(root_real, ""))]
+    run: list[tuple[str, int]] = []
+    while stack:
+        entries, prefix, folder = stack[-1]
+        for _, name, kind in entries:
+            if kind == _DIR:
+                if run:
+                    yield folder, prefix, root_real, run
+                    run = []
+                path = folder + name
+                stack.append((iter(_listing(path)), f"{prefix}{name}/", f"{path}/"))
+                break
+            if exclude and folder + name in exclude:
+                continue
+            run.append((name, kind))
+            if len(run) >= _RUN:
+                yield folder, prefix, root_real, run
+                run = []
+        else:
+            if run:
+                yield folder, prefix, root_real, run
+                run = []
+            stack.pop()
+
+
+def stat_run(task: tuple) -> tuple[str, int]:
+    """The walk's lines of a run of files of one folder (see `_stat_runs`), and how many."""
+    folder, prefix, root_real, run = task
     stat, lines = os.stat, []
-    stack = [(iter(_listing(root_real)), "", os.path.join(root_real, ""), _open_folder(root_real))]
+    fd = _open_folder(folder)
     try:
-        while stack:
-            entries, prefix, folder, fd = stack[-1]
-            for _, name, kind in entries:
-                if kind == _DIR:
-                    path = folder + name
-                    listing = iter(_listing(path))
-                    stack.append((listing, f"{prefix}{name}/", f"{path}/", _open_folder(path)))
-                    break
-                if exclude and folder + name in exclude:
-                    continue
-                key = prefix + name
-                if kind == _FILE and len(key) <= MAX_KEY_BYTES and key.isascii():
-                    try:  # _classify's common case, inline: the line `stat_line` would give
-                        st = stat(name, dir_fd=fd) if fd is not None else stat(folder + name)
-                    except OSError:
-                        lines.append(f"{key}\0None\0-\n")
-                    else:
-                        lines.append(
-                            f"{key}\0None\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0"
-                            f"{st.st_ctime_ns}\n"
-                        )
+        for name, kind in run:
+            key = prefix + name
+            if kind == _FILE and len(key) <= MAX_KEY_BYTES and key.isascii():
+                try:  # _classify's common case, inline: the line `stat_line` would give
+                    st = stat(name, dir_fd=fd) if fd is not None else stat(folder + name)
+                except OSError:
+                    lines.append(f"{key}\0None\0-\n")
                 else:
-                    path = folder + name
-                    found = _classify(key, path, kind, root_real, _stat_in(fd, name, path))
-                    lines.append(stat_line(found))
-                if len(lines) >= block:
-                    yield "".join(lines)
-                    lines.clear()
+                    lines.append(
+                        f"{key}\0None\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0"
+                        f"{st.st_ctime_ns}\n"
+                    )
             else:
-                stack.pop()
-                if fd is not None:
-                    os.close(fd)
+                path = folder + name
+                found = _classify(key, path, kind, root_real, _stat_in(fd, name, path))
+                lines.append(stat_line(found))
     finally:
-        for *_, fd in stack:
-            if fd is not None:
-                os.close(fd)
-    yield "".join(lines)
+        if fd is not None:
+            os.close(fd)
+    return "".join(lines), len(lines)
 
 
 def stat_line(found: Found) -> str:
