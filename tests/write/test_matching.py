@@ -11,8 +11,8 @@ from imgpack.errors import InputError
 from imgpack.ingest.run import ingest
 from imgpack.params import PackParams
 from imgpack.read.pack import Pack
-from imgpack.write.match_columns import hex_to_raw
-from imgpack.write.matching import match_records
+from imgpack.write.match_columns import hex_to_raw, match_records
+from imgpack.write.matching import match_rows
 from imgpack.write.pack import pack
 from tests.conftest import png_bytes, write_pack, write_tree
 
@@ -88,13 +88,10 @@ def test_a_previous_version_with_a_key_twice_is_no_source(tmp_path):
 
 def row_wise(tmp_path, out, manifest, dedupe):
     """The row-by-row merge the columnar match replaces, kept for damaged manifests."""
-    from imgpack.write import matching
-
     scratch = tmp_path / "rows"
     scratch.mkdir(exist_ok=True)
     with Pack(out) as opened:
-        records = matching._new_from_rows(manifest, dedupe)
-        return matching._match(opened, records, sqlite3.connect(":memory:"), scratch)
+        return match_rows(opened, manifest, dedupe, sqlite3.connect(":memory:"), scratch)
 
 
 @pytest.mark.parametrize("dedupe", [False, True], ids=["keep", "dedupe"])

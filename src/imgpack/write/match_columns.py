@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 from imgpack.errors import ImgpackError, InputError
 from imgpack.format.tables import numpy_of
 from imgpack.ingest.manifest import manifest_blocks
-from imgpack.write.matching import Digests, Match, PreviousDamaged, by_digest
+from imgpack.write.matching import Digests, Match, PreviousDamaged, by_digest, match_rows
 
-__all__ = ["NewRecords", "new_records", "match_columns", "hex_to_raw"]
+__all__ = ["match_records", "NewRecords", "new_records", "match_columns", "hex_to_raw"]
 
 _NIBBLE = np.full(256, 255, np.uint8)
 for _n, _c in enumerate(b"0123456789abcdef"):
@@ -51,6 +51,20 @@ def _offsets(column: pa.Array) -> np.ndarray:
     return np.frombuffer(
         column.buffers()[1], kind, len(column) + 1, column.offset * np.dtype(kind).itemsize
     ).astype(np.int64)
+
+
+def match_records(
+    pack, manifest: Path, dedupe: bool, db: sqlite3.Connection, scratch: Path
+) -> Match | None:
+    """Claims of the manifest's records (aliases skipped when `dedupe`) on the images of `pack`,
+    an open previous version; None when that version turns out damaged."""
+    try:
+        try:
+            return match_columns(pack, new_records(manifest, dedupe), db, scratch)
+        except (pa.ArrowException, ValueError, TypeError):
+            return match_rows(pack, manifest, dedupe, db, scratch)
+    except PreviousDamaged:
+        return None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Match a version's records to the previous version's images: one merge in key order, then by digest."""
+"""Match a version's records to the previous version's images row by row: one merge in key order, then by digest."""
 
 # The manifest and the previous catalog are both in key order, so a record keeps its image when the
 # previous version has its key with the same digest: one pass over both, nothing indexed. Records
@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from imgpack.errors import ImgpackError, InputError
 from imgpack.ingest.manifest import read_manifest
 
-__all__ = ["Match", "match_records", "Digests", "PreviousDamaged", "by_digest", "read_triples"]
+__all__ = ["Match", "match_rows", "Digests", "PreviousDamaged", "by_digest", "read_triples"]
 
 _FLUSH = 1 << 16  # claims (or left-over records) held before they go to disk
 
@@ -65,22 +64,11 @@ class PreviousDamaged(Exception):
     """The previous version cannot be a source (keys out of order, places outside a shard)."""
 
 
-def match_records(
-    pack, manifest: Path, dedupe: bool, db: sqlite3.Connection, scratch: Path
-) -> Match | None:
-    """Claims of the manifest's records (aliases skipped when `dedupe`) on the images of `pack`,
-    an open previous version; None when that version turns out damaged."""
-    from imgpack.write.match_columns import match_columns, new_records  # it builds on this one
-
-    try:
-        try:
-            return match_columns(pack, new_records(manifest, dedupe), db, scratch)
-        except (pa.ArrowException, ValueError, TypeError):
-            # A damaged manifest: the row-wise reader names what is wrong, and where.
-            db.execute("DROP TABLE IF EXISTS left_new")
-            return _match(pack, _new_from_rows(manifest, dedupe), db, scratch)
-    except PreviousDamaged:
-        return None
+def match_rows(pack, manifest: Path, dedupe: bool, db: sqlite3.Connection, scratch: Path) -> Match:
+    """`imgpack.write.match_columns.match_records` row by row, for a manifest whose blocks do
+    not parse: the row reader names what is wrong, and where."""
+    db.execute("DROP TABLE IF EXISTS left_new")
+    return _match(pack, _new_from_rows(manifest, dedupe), db, scratch)
 
 
 def _match(pack, new_records, db: sqlite3.Connection, scratch: Path) -> Match:

@@ -20,7 +20,8 @@ from imgpack.params import PackParams
 from imgpack.util.digests import file_digest
 from imgpack.util.urls import join
 from imgpack.write.layout import ShardLayout
-from imgpack.write.matching import Match, match_records
+from imgpack.write.match_columns import match_records
+from imgpack.write.matching import Match
 from imgpack.write.pack_shard import ShardTask, Source
 
 __all__ = ["Previous", "load_previous", "damaged_shards", "match_previous", "Planner"]
