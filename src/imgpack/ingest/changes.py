@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from imgpack.format.tables import numpy_of
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.labeljoin import in_split_folders, labelled
-from imgpack.ingest.manifest import dumps, row_text, write_manifest
+from imgpack.ingest.manifest import dumps, examined_row, write_manifest
 from imgpack.ingest.records import (
     SCHEMA,
     RecordsFile,
@@ -200,18 +200,8 @@ def _examine(founds, folder, params: IngestParams, split_folders: bool, pool):
                 skip(found, outcome.kind, outcome.detail)
                 transient += outcome.transient
                 continue
-            text = row_text(
-                found.key,
-                outcome.size,
-                outcome.digest_hex,
-                outcome.format,
-                outcome.width,
-                outcome.height,
-                label,
-                extra,
-            )
             item = fresh[found.key]
-            item.row = (text + "\n").encode()
+            item.row = (examined_row(found.key, outcome, label, extra) + "\n").encode()
             item.digest, item.size = bytes.fromhex(outcome.digest_hex), outcome.size
             if outcome.trailing:
                 item.note = trailing_note(found.key, outcome.trailing, outcome.format)

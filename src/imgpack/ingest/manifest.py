@@ -20,6 +20,7 @@ __all__ = [
     "read_manifest",
     "manifest_blocks",
     "row_text",
+    "examined_row",
     "dumps",
 ]
 
@@ -56,6 +57,12 @@ def row_text(
         f'"height":{height},"key":{_text(key)},"label":{_text(label)},"size":{size},'
         f'"width":{width}}}'
     )
+
+
+def examined_row(key: str, examined, label: str, extra: dict) -> str:
+    """`row_text` of a file ingest examined (an `Examined`)."""
+    e = examined
+    return row_text(key, e.size, e.digest_hex, e.format, e.width, e.height, label, extra)
 
 
 def write_manifest(

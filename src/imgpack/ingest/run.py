@@ -16,7 +16,7 @@ from imgpack.errors import output_failed
 from imgpack.ingest.cache import file_stat
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
-from imgpack.ingest.manifest import row_text, write_manifest
+from imgpack.ingest.manifest import examined_row, write_manifest
 from imgpack.ingest.outcome import Outcome
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
@@ -231,18 +231,7 @@ class _StagedRows:
             if self.keep:
                 self.digests += bytes.fromhex(outcome.digest_hex)
                 self.sizes.append(outcome.size)
-            texts.append(
-                row_text(
-                    found.key,
-                    outcome.size,
-                    outcome.digest_hex,
-                    outcome.format,
-                    outcome.width,
-                    outcome.height,
-                    label,
-                    extra,
-                )
-            )
+            texts.append(examined_row(found.key, outcome, label, extra))
             if spool_index is not None:
                 spool_index.write(entry_of(outcome.spooled))
             hashes.append((outcome.digest_hex, found.key, packed))
