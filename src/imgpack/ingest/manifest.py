@@ -19,6 +19,7 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "manifest_blocks",
+    "ALL_FIELDS",
     "row_text",
     "examined_row",
     "dumps",
@@ -156,11 +157,27 @@ def _parsed(path: Path, lines: list[str], first_line: int) -> list[Any]:
     return values
 
 
+ALL_FIELDS = ["key", "label", "format", "width", "height", "size", "hash", "duplicate_of", "extra"]
+
+
 def manifest_blocks(path: Path, fields: list[str], block_bytes: int = 8 << 20):
     """The manifest's rows as Arrow tables of `fields`, a block of whole lines at a time: memory
     stays flat. With `extra` among the fields (as an empty struct), a row with extra columns or a
     field not asked for raises; without it, the rest of each line is skipped unparsed. A line
-    that does not parse raises too: the row-wise `read_manifest` names it."""
+    that does not parse raises too: the row-wise `read_manifest` names it. The first reader
+    that asks for every field (`ALL_FIELDS`) keeps them as Arrow columns, which the readers of
+    the same manifest file after it read instead of parsing it again."""
+    from imgpack.ingest.manifest_columns import keeping, kept_blocks
+
+    kept = kept_blocks(path, fields)
+    if kept is not None:
+        return kept
+    if sorted(fields) != sorted(ALL_FIELDS):
+        return _parsed_blocks(path, fields, block_bytes)
+    return keeping(path, _parsed_blocks(path, ALL_FIELDS, block_bytes), fields)
+
+
+def _parsed_blocks(path: Path, fields: list[str], block_bytes: int):
     import pyarrow as pa
     import pyarrow.json as pj
 

@@ -4,6 +4,7 @@ hash table, digests compared as numpy rows; only records left over go through SQ
 from __future__ import annotations
 
 import bisect
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow.compute as pc
 
 from imgpack.errors import ImgpackError, InputError
 from imgpack.format.tables import numpy_of
-from imgpack.ingest.manifest import manifest_blocks
+from imgpack.ingest.manifest import ALL_FIELDS, manifest_blocks
 from imgpack.write.matching import Digests, Match, PreviousDamaged, by_digest, match_rows
 
 __all__ = ["match_records", "NewRecords", "new_records", "match_columns", "hex_to_raw"]
@@ -59,10 +60,13 @@ def match_records(
     """Claims of the manifest's records (aliases skipped when `dedupe`) on the images of `pack`,
     an open previous version; None when that version turns out damaged."""
     try:
-        try:
-            return match_columns(pack, new_records(manifest, dedupe), db, scratch)
-        except (pa.ArrowException, ValueError, TypeError):
-            return match_rows(pack, manifest, dedupe, db, scratch)
+        # Every field first (the readers after this one then need not parse the manifest);
+        # rows with extra columns refuse that, and are read for the four fields a match needs.
+        for fields in (ALL_FIELDS, _FIELDS):
+            with contextlib.suppress(pa.ArrowException, ValueError, TypeError):
+                return match_columns(pack, new_records(manifest, dedupe, fields), db, scratch)
+            db.execute("DROP TABLE IF EXISTS left_new")
+        return match_rows(pack, manifest, dedupe, db, scratch)
     except PreviousDamaged:
         return None
 
@@ -77,12 +81,15 @@ class NewRecords:
     ordinals: np.ndarray  # each record's row in the manifest (aliases count)
 
 
-def new_records(manifest: Path, dedupe: bool):
+_FIELDS = ["key", "hash", "size", "duplicate_of"]
+
+
+def new_records(manifest: Path, dedupe: bool, fields: list[str] = _FIELDS):
     """The manifest's records to store, a block at a time; then the number of its rows.
     TypeError or ValueError for a manifest the row reader must name the fault of (a field
     missing, a digest not hex); InputError for keys out of order."""
     start, last = 0, None
-    for block in manifest_blocks(manifest, ["key", "hash", "size", "duplicate_of"]):
+    for block in manifest_blocks(manifest, fields):
         block = block.combine_chunks()
         if any(block.column(name).null_count for name in ("key", "hash", "size")):
             raise TypeError("a field is missing")

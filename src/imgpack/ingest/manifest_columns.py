@@ -1,0 +1,83 @@
+"""The manifest's rows parsed once as Arrow columns and kept in imgpack's state, for the readers
+after the first: pack walks the manifest twice and validate once, each a JSON parse otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from imgpack.ingest.cache import state_dir
+
+__all__ = ["kept_blocks", "keeping"]
+
+_VERSION = b"1"
+
+
+def _place(manifest: Path) -> Path:
+    name = hashlib.sha256(os.path.realpath(manifest).encode()).hexdigest()[:24]
+    return state_dir() / f"manifest-columns-{name}.arrow"
+
+
+def _identity(manifest: Path) -> bytes:
+    """The manifest file's size, mtime, inode and ctime: a manifest written again (ingest
+    replaces it whole) is another file."""
+    st = os.stat(manifest)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}".encode()
+
+
+def kept_blocks(manifest: Path, fields: list[str]) -> Iterator[pa.Table] | None:
+    """The manifest's blocks of `fields` from its kept columns, when those are of this very
+    file; else None."""
+    with contextlib.suppress(OSError, pa.ArrowException):
+        identity = _identity(manifest)
+        source = pa.OSFile(str(_place(manifest)))
+        reader = pa.ipc.open_file(source)
+        meta = reader.schema.metadata or {}
+        if meta.get(b"imgpack_manifest_columns") == _VERSION and meta.get(b"of") == identity:
+            return _batches(source, reader, fields)
+        source.close()
+    return None
+
+
+def _batches(source, reader, fields: list[str]) -> Iterator[pa.Table]:
+    with source:
+        for b in range(reader.num_record_batches):
+            yield pa.Table.from_batches([reader.get_batch(b)]).select(fields)
+
+
+def keeping(manifest: Path, blocks: Iterator[pa.Table], fields: list[str]) -> Iterator[pa.Table]:
+    """`blocks` (every field of the manifest, as parsed) passed on as `fields`, and kept whole
+    for the readers after this one once the last has passed; nothing kept from a parse that
+    fails or is left half way."""
+    place = _place(manifest)
+    tmp = place.with_name(f".{place.name}.tmp-{os.getpid()}")
+    writer = sink = schema = None
+    try:
+        identity = _identity(manifest)
+        for block in blocks:
+            if writer is None:
+                place.parent.mkdir(parents=True, exist_ok=True)
+                schema = block.schema.with_metadata(
+                    {b"imgpack_manifest_columns": _VERSION, b"of": identity}
+                )
+                sink = pa.OSFile(str(tmp), "wb")
+                writer = pa.ipc.new_file(sink, schema)
+            writer.write_table(block.replace_schema_metadata(schema.metadata))
+            yield block.select(fields)
+        if writer is not None:
+            writer.close()
+            sink.close()
+            writer = None
+            os.replace(tmp, place)
+    finally:
+        if writer is not None:
+            with contextlib.suppress(pa.ArrowException, OSError):
+                writer.close()
+        if sink is not None:
+            sink.close()
+        tmp.unlink(missing_ok=True)
