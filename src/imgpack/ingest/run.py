@@ -39,21 +39,23 @@ def ingest(
     spool: Path | None = None,
     cache: bool = True,
     reuse_unchanged: bool = False,
+    spool_budget: int | None = None,
 ) -> IngestReport:
     """Build the manifest of `folder`; labels from `labels` or, without a table, from folder names.
 
     `split_folders` (pack.splits: folders): a file whose top folder names no split is accounted
     for as `unknown_split`. Files whose stat is unchanged since an earlier run are not read again
     (see `imgpack.ingest.cache`); `spool`: a folder where the bytes read are kept for the pack.
-    `reuse_unchanged`: when no file's stat, nor the labels table, nor the params changed since
+    `spool_budget`: the spool keeps at most about this many bytes (the pack reads the others
+    from the folder). `reuse_unchanged`: when no file's stat, nor the labels table, nor the params changed since
     the run that wrote `manifest_out` and `report_out` (and they are as it left them), they are
     left as they are and nothing is read (see `imgpack.ingest.snapshot`).
     """
     params = params or IngestParams()
     found, snapshot = None, None
-    # Labels from folder names and no spool: what a run made of each file is kept as Arrow
-    # columns, and a run that finds few files changed carries the others over from them.
-    columnar = labels is None and spool is None
+    # Labels from folder names: what a run made of each file is kept as Arrow columns, and a
+    # run that finds few files changed carries the others over from them (spooling nothing).
+    columnar = labels is None
     if reuse_unchanged and cache and not is_url(folder):
         outputs = Path(manifest_out), report_out and Path(report_out)
         snapshot = InputSnapshot(*outputs, folder, labels, params, split_folders, columnar)
@@ -79,7 +81,7 @@ def ingest(
         if keep:
             front.account.trail = []
             snapshot.walk_spill = scratch / "walk.txt"
-        staged = _read_all(front, pool, params, scratch, spool, keep)
+        staged = _read_all(front, pool, params, scratch, (spool, spool_budget), keep)
         front.account.check(folder)
         duplicate_of = front.report_duplicates()
         header = {
@@ -159,19 +161,19 @@ def _carry_over(snapshot, folder, manifest_out, report_out, params, split_folder
     return carried.report
 
 
-def _read_all(
-    front: FrontEnd, pool, params: IngestParams, scratch: Path, spool: Path | None, keep: bool
-):
+def _read_all(front: FrontEnd, pool, params: IngestParams, scratch: Path, spooling, keep: bool):
     """Every candidate read by the workers, or known from the ingest cache, and its manifest row
     staged; the cache then forgets files no longer in the folder. `keep`: each record's digest,
     size and note kept for the records of this run."""
     remembered = front.cache
+    spool, budget = spooling
     seen_keys = os.path.join(scratch, "seen.txt")
     with (
         _StagedRows(front, scratch, spool, keep) as staged,
         open(seen_keys, "w", encoding="utf-8", errors="surrogateescape") as seen,
     ):
-        tasks = _tasks(progress(front.candidates, "ingest"), params, remembered, spool, seen)
+        candidates = progress(front.candidates, "ingest")
+        tasks = _tasks(candidates, params, remembered, (spool, budget), seen)
         examined = ordered_map(examine_files, tasks, pool, local=_nothing_to_read)
         for (batch, known, stats), fresh in examined:
             outcomes = _merge(known, fresh)
@@ -244,8 +246,10 @@ class _StagedRows:
         self.front.add_hashes(hashes)
 
 
-def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, seen):
-    """Batches of candidates with their stat and what the cache knows; the rest is read by workers."""
+def _tasks(candidates, params: IngestParams, remembered, spooling, seen):
+    """Batches of candidates with their stat and what the cache knows; the rest is read by
+    workers, and kept in the spool while its budget lasts."""
+    spool, budget = spooling
     for number, batch in enumerate(batched(candidates, 256)):
         keys = [found.key for found, _, _ in batch]
         stats = [found.stat or file_stat(found.path) for found, _, _ in batch]
@@ -253,6 +257,10 @@ def _tasks(candidates, params: IngestParams, remembered, spool: Path | None, see
         known = [None] * len(batch) if remembered is None else remembered.lookup(keys, stats)
         paths = tuple(f.path for (f, _, _), k in zip(batch, known, strict=True) if k is None)
         spooled = str(spool / spool_file(number)) if spool else None
+        if spool and budget is not None:  # a task is spooled while the budget is not spent
+            if budget <= 0:
+                spooled = None
+            budget -= sum(st[0] for st, k in zip(stats, known, strict=True) if k is None and st)
         task = ExamineTask(paths, params.hash, params.max_pixels, spooled, number)
         yield (batch, known, stats), task
 

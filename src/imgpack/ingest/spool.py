@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 import struct
 
-__all__ = ["INDEX_FILE", "spool_file", "entry_of", "read_index", "spooled_at"]
+__all__ = [
+    "INDEX_FILE",
+    "spool_file",
+    "entry_of",
+    "read_index",
+    "spooled_at",
+    "stage_spool",
+    "spool_for",
+    "mark_spool",
+]
 
 INDEX_FILE = "index.bin"
 _ENTRY = struct.Struct("<qq")
@@ -42,3 +51,37 @@ def spooled_at(index, folder: str, ordinal: int) -> tuple[str, int] | None:
     if number < 0:
         return None
     return os.path.join(folder, spool_file(number)), offset
+
+
+# The pipeline's stages hand a spool over too: ingest keeps the bytes it read (up to a budget, a
+# file at a time: the rest the pack reads from the raw folder) in imgpack's state, marked with the
+# identity of the manifest it wrote; pack uses it only for that very manifest, then deletes it.
+_FOR = "manifest-identity"
+
+
+def _identity(manifest) -> str:
+    st = os.stat(manifest)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def stage_spool(manifest, state) -> str:
+    """The spool folder of the pipeline's `manifest`, under the state folder `state`."""
+    import hashlib
+
+    name = hashlib.sha256(os.path.realpath(manifest).encode()).hexdigest()[:24]
+    return os.path.join(state, f"spool-{name}")
+
+
+def mark_spool(folder: str, manifest) -> None:
+    """Say that the spool at `folder` holds the bytes of `manifest`, as just written."""
+    with open(os.path.join(folder, _FOR), "w") as out:
+        out.write(_identity(manifest))
+
+
+def spool_for(folder: str, manifest) -> str | None:
+    """`folder` when it is the spool of this very manifest file, else None."""
+    try:
+        with open(os.path.join(folder, _FOR)) as marked:
+            return folder if marked.read() == _identity(manifest) else None
+    except OSError:
+        return None

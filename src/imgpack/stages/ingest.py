@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from imgpack.util.entry import run_stage  # first: Arrow's allocator, no BLAS threads
 
 # isort: split
+from imgpack.ingest.cache import state_dir
 from imgpack.ingest.run import ingest
 from imgpack.ingest.splits import FOLDERS
+from imgpack.ingest.spool import INDEX_FILE, mark_spool, stage_spool
 from imgpack.parallel.workers import without_pandas
 from imgpack.params import load_params
 
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if not params.scheduler:  # Dask needs pandas; nothing else here does
             without_pandas()
         split_folders = load_params(args.params, "pack", args.section).splits == FOLDERS
+        spool, budget = _spool(args.manifest)
         report = ingest(
             params.folder,
             args.manifest,
@@ -38,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             params.labels or None,
             params,
             split_folders,
+            spool=spool,
+            spool_budget=budget,
             reuse_unchanged=True,
         )
+        if (spool / INDEX_FILE).exists():  # read in full: the pack stage takes these bytes
+            mark_spool(str(spool), args.manifest)
+        else:
+            shutil.rmtree(spool, ignore_errors=True)
         print(
             f"ingested {report.packed} of {report.discovered} files from {params.folder}: "
             f"{report.read} read, the others unchanged since an earlier run; "
@@ -47,6 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     return run_stage(run)
+
+
+SPOOL_BYTES = 2 << 30  # image bytes ingest keeps for the pack stage, at most
+
+
+def _spool(manifest: str) -> tuple[Path, int]:
+    """The spool the pack stage takes this run's bytes from (emptied), and its budget: at most
+    SPOOL_BYTES, and half the free space there."""
+    spool = Path(stage_spool(manifest, state_dir()))
+    shutil.rmtree(spool, ignore_errors=True)
+    spool.mkdir(parents=True)
+    return spool, min(SPOOL_BYTES, shutil.disk_usage(spool).free // 2)
 
 
 if __name__ == "__main__":

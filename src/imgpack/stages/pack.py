@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from imgpack.util.entry import run_stage  # first: Arrow's allocator, no BLAS threads
 
 # isort: split
+from imgpack.ingest.cache import state_dir
+from imgpack.ingest.spool import spool_for, stage_spool
 from imgpack.parallel.workers import without_pandas
 from imgpack.params import load_params
 from imgpack.write.pack import pack
@@ -30,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, "pack", args.section)
         if not params.scheduler:  # Dask needs pandas; nothing else here does
             without_pandas()
-        header = pack(args.manifest, folder, args.out, params)
+        # The bytes the ingest stage read for this very manifest, if it kept them: read once.
+        spool = spool_for(stage_spool(args.manifest, state_dir()), args.manifest)
+        header = pack(args.manifest, folder, args.out, params, spool=spool and Path(spool))
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
         print(
             f"packed {header['count']} records into {args.out}: {header['carried_shards']} "
             f"shards carried over, {header['new_shards']} new, {header['compacted_shards']} "
