@@ -26,6 +26,8 @@ __all__ = [
     "hex_digests",
     "json_columns",
     "numpy_of",
+    "bools_of",
+    "rising",
 ]
 
 CORE_COLUMNS = ("key", "label", "split", "format", "width", "height", "size", "hash")
@@ -222,3 +224,20 @@ def numpy_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     out = np.concatenate(parts) if len(parts) != 1 else parts[0]
     out.flags.writeable = False  # a view may share Arrow's memory (a cached catalog table)
     return out
+
+
+def bools_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean column (nulls as False) as a numpy array, without pandas (see `numpy_of`)."""
+    import pyarrow.compute as pc
+
+    return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
+
+
+def rising(keys: pa.Array) -> np.ndarray:
+    """For each key but the first, whether it is above the one before it."""
+    import pyarrow.compute as pc
+
+    n = len(keys)
+    if n < 2:
+        return np.ones(0, bool)
+    return bools_of(pc.less(keys.slice(0, n - 1), keys.slice(1)))

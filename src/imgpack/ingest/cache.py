@@ -39,6 +39,11 @@ def state_dir() -> Path:
     return Path(cache) / "imgpack" / "state"
 
 
+def changed_since(stat: FileStat | None, started: int) -> bool:
+    """Whether the file of `stat` was modified or had its inode changed at `started` or later."""
+    return stat is not None and (stat[1] >= started or stat[3] >= started)
+
+
 def file_stat(path: str) -> FileStat | None:
     try:
         st = os.stat(path)
@@ -238,7 +243,7 @@ class IngestCache:
         rows = [
             (key, *stat, *_columns(outcome))
             for key, stat, outcome in items
-            if stat is not None and stat[1] < fresh and stat[3] < fresh and not outcome.transient
+            if stat is not None and not changed_since(stat, fresh) and not outcome.transient
         ]
         for _ in range(2):  # once more into a cache rebuilt because it was found damaged
             try:

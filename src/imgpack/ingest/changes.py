@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from imgpack.format.tables import numpy_of
+from imgpack.format.tables import bools_of, numpy_of
+from imgpack.ingest.cache import changed_since
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.labeljoin import in_split_folders, labelled
 from imgpack.ingest.manifest import dumps, examined_row, write_manifest
@@ -26,7 +27,6 @@ from imgpack.ingest.records import (
     key_at,
     keys_of,
     lines_of,
-    mask_of,
 )
 from imgpack.ingest.report import Accounting, IngestReport, trailing_note
 from imgpack.ingest.walk import found_at
@@ -132,7 +132,7 @@ def _match(prev: RecordsFile, lines: pa.ChunkedArray, bounds: list[int], size: i
         where = np.flatnonzero(local >= 0) + i0
         source[where] = hit + prev.starts[b]
         taken = batch.column("digest").take(pa.array(hit))
-        valid = mask_of(pc.is_valid(taken))
+        valid = bools_of(pc.is_valid(taken))
         values = _values(taken, size)
         if values is None or len(values) != valid.sum():
             return None
@@ -270,10 +270,10 @@ class _Rows:
                 table = self._records(b, batch, i0, i1)
                 out.write(table)
                 for name, into in (("skip", skips), ("note", notes)):
-                    at = np.flatnonzero(mask_of(pc.is_valid(table[name])))
+                    at = np.flatnonzero(bools_of(pc.is_valid(table[name])))
                     texts = table[name].take(pa.array(at)).to_pylist()
                     into.extend(zip((at + i0).tolist(), texts, strict=True))
-                packed_before = np.cumsum(mask_of(pc.is_valid(batch.column("digest")))) - 1
+                packed_before = np.cumsum(bools_of(pc.is_valid(batch.column("digest")))) - 1
                 yield from self._manifest_rows(fd, table, i0, packed_before + prev_row, b)
                 prev_row += len(batch) - batch.column("digest").null_count
                 del batch, table
@@ -306,7 +306,7 @@ class _Rows:
     def _manifest_rows(self, fd: int, table, i0: int, prev_rows: np.ndarray, b: int):
         """The rows of this batch's packed records: runs of the old manifest's bytes, rows
         read this run, and rows whose duplicate_of is not what it was."""
-        packed = np.flatnonzero(mask_of(pc.is_valid(table["digest"])))
+        packed = np.flatnonzero(bools_of(pc.is_valid(table["digest"])))
         src = np.full(len(packed), -1, np.int64)
         carried = self.source[packed + i0]
         src[carried >= 0] = prev_rows[carried[carried >= 0] - self.prev.starts[b]]
@@ -316,7 +316,7 @@ class _Rows:
         cut = np.flatnonzero((src[1:] != src[:-1] + 1) | (src[1:] < 0) | (src[:-1] < 0)) + 1
         for a, z in zip([0, *cut.tolist()], [*cut.tolist(), len(src)], strict=True):
             if src[a] >= 0:
-                yield from self._carried(fd, int(src[a]), int(src[z - 1]) + 1, packed[a] + i0)
+                yield from self._carried(fd, int(src[a]), int(src[z - 1]) + 1)
             elif src[a] == -1:
                 row = self.got[int(np.searchsorted(self.changed, packed[a] + i0))].row
                 first = self.firsts.get(packed[a] + i0)
@@ -325,7 +325,7 @@ class _Rows:
                 row = -2 - int(src[a])
                 yield _with_first(self._read(fd, row, row + 1), self.firsts[packed[a] + i0])
 
-    def _carried(self, fd: int, start: int, stop: int, position: int):
+    def _carried(self, fd: int, start: int, stop: int):
         """The old manifest's rows start:stop, read a piece at a time; one that named a
         duplicate that no longer is one is rewritten (the others of a group are in `firsts`)."""
         while start < stop:
@@ -363,6 +363,4 @@ def _with_first(text: bytes, first: str | None) -> bytes:
 
 def _racy(founds, started: int) -> bool:
     """Whether a changed file's stat is too recent to tell a later change from this one by."""
-    return any(
-        f.stat is not None and (f.stat[1] >= started or f.stat[3] >= started) for f in founds
-    )
+    return any(changed_since(f.stat, started) for f in founds)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from imgpack.ingest.cache import state_dir
+from imgpack.ingest.cache import file_stat, state_dir
 
 __all__ = ["kept_blocks", "keeping"]
 
@@ -26,8 +26,10 @@ def _place(manifest: Path) -> Path:
 def _identity(manifest: Path) -> bytes:
     """The manifest file's size, mtime, inode and ctime: a manifest written again (ingest
     replaces it whole) is another file."""
-    st = os.stat(manifest)
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}".encode()
+    stat = file_stat(str(manifest))
+    if stat is None:
+        raise FileNotFoundError(manifest)
+    return repr(stat).encode()
 
 
 def kept_blocks(manifest: Path, fields: list[str]) -> Iterator[pa.Table] | None:

@@ -14,8 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from imgpack.format.tables import numpy_of
-
 __all__ = [
     "SCHEMA",
     "BATCH",
@@ -23,7 +21,6 @@ __all__ = [
     "keys_of",
     "key_at",
     "first_at",
-    "mask_of",
     "write_full_run",
     "RecordsWriter",
     "RecordsFile",
@@ -76,11 +73,6 @@ def keys_of(lines: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 def key_at(lines: pa.Array | pa.ChunkedArray, i: int) -> bytes:
     return lines[i].as_py().split(b"\0", 1)[0]
-
-
-def mask_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A boolean column (nulls as False) as a numpy array, without pandas."""
-    return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
 
 
 def write_full_run(

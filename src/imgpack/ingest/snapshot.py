@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack import __version__
-from imgpack.ingest.cache import RACY_NS, state_dir, warn_rebuilt
+from imgpack.ingest.cache import RACY_NS, changed_since, file_stat, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
@@ -46,11 +46,8 @@ def _well_formed(saved: Any) -> bool:
 
 
 def _identity(path: str | Path | None) -> list[int] | None:
-    try:
-        st = os.stat(path) if path else None
-    except OSError:
-        return None
-    return st and [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    stat = file_stat(str(path)) if path else None
+    return list(stat) if stat else None
 
 
 def _digest(lines: bytes) -> str:
@@ -148,8 +145,7 @@ class InputSnapshot:
         kept = _Kept(self.walk_spill) if self.keep_walk else None
         for found in walk_sorted(self.folder, self.exclude, stat=True):
             lines.append(stat_line(found))
-            st = found.stat
-            if st is not None and (st[1] >= started or st[3] >= started):
+            if changed_since(found.stat, started):
                 self.racy = True
             if len(lines) >= _BLOCK:
                 self._add_block("".join(lines), kept)

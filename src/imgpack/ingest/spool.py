@@ -60,8 +60,9 @@ _FOR = "manifest-identity"
 
 
 def _identity(manifest) -> str:
-    st = os.stat(manifest)
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+    from imgpack.ingest.cache import file_stat
+
+    return repr(file_stat(str(manifest)))
 
 
 def stage_spool(manifest, state) -> str:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imgpack.errors import ImgpackError, InputError
-from imgpack.format.tables import numpy_of
+from imgpack.format.tables import bools_of, numpy_of, rising
 from imgpack.ingest.manifest import ALL_FIELDS, manifest_blocks
 from imgpack.write.matching import Digests, Match, PreviousDamaged, by_digest, match_rows
 
@@ -100,7 +100,7 @@ def new_records(manifest: Path, dedupe: bool, fields: list[str] = _FIELDS):
         keys = block.column("key").chunk(0)
         _check_order(keys, last, manifest, rows[0])
         last = keys[len(keys) - 1].as_py()
-        keep = ~_valid(block.column("duplicate_of")) if dedupe else None
+        keep = ~bools_of(pc.is_valid(block.column("duplicate_of"))) if dedupe else None
         if keep is not None and not keep.all():
             block, rows = block.filter(pa.array(keep)), rows[keep]
             keys = block.column("key").chunk(0) if block.num_rows else pa.array([], pa.string())
@@ -110,24 +110,14 @@ def new_records(manifest: Path, dedupe: bool, fields: list[str] = _FIELDS):
     yield start
 
 
-def _valid(column: pa.ChunkedArray) -> np.ndarray:
-    return numpy_of(pc.cast(pc.is_valid(column), pa.int8())).astype(bool)
-
-
 def _check_order(keys: pa.Array, previous: str | None, manifest: Path, first: int) -> None:
     """Keys in strictly ascending order, as ingest writes them; else the line that is not."""
     if previous is not None and len(keys) and keys[0].as_py() <= previous:
         raise InputError(f"{manifest}:{first + 2}: keys are not in ascending order")
-    if len(keys) < 2:
-        return
-    ascending = _valid_true(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)))
+    ascending = rising(keys)
     if not ascending.all():
         line = first + int(np.flatnonzero(~ascending)[0]) + 1 + 2
         raise InputError(f"{manifest}:{line}: keys are not in ascending order")
-
-
-def _valid_true(column) -> np.ndarray:
-    return numpy_of(pc.cast(column.fill_null(False), pa.int8())).astype(bool)
 
 
 def match_columns(pack, blocks, db: sqlite3.Connection, scratch: Path) -> Match:
@@ -219,7 +209,7 @@ def _old_records(pack, digests: Digests) -> tuple[pa.ChunkedArray, np.ndarray, n
             if last is not None and chunk[0].as_py() <= last:
                 raise PreviousDamaged  # a key twice, or out of order
             n = len(chunk)
-            if n > 1 and not _valid_true(pc.less(chunk.slice(0, n - 1), chunk.slice(1))).all():
+            if not rising(chunk).all():
                 raise PreviousDamaged
             last = chunk[n - 1].as_py()
             keys.append(chunk)

@@ -151,10 +151,6 @@ class Planner:
         self._bytes += row["size"]
         return (self.first_new + self.new_shards, len(self._sources) - 1), done
 
-    def skip(self) -> None:
-        """A manifest row that is not stored (an alias): nothing to do, spool entries are
-        looked up by ordinal."""
-
     def _source(self, ordinal: int, row: dict[str, Any], claim) -> Source:
         meta = (row["size"], row["hash"], row["format"], row["width"], row["height"])
         index = self._spool_index

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imgpack.errors import InputError
-from imgpack.format.tables import catalog_schema, numpy_of
+from imgpack.format.tables import bools_of, catalog_schema, rising
 from imgpack.ingest.manifest import manifest_blocks, manifest_rows
 from imgpack.ingest.splits import split_assigner
 from imgpack.util.progress import counter
@@ -72,9 +72,8 @@ def _next_block(blocks, previous: str | None):
     if not block.num_rows:
         return block, None
     keys = block.column("key").chunk(0)
-    n = len(keys)
-    ordered = n < 2 or bool(pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py())
-    first, last = keys[0].as_py(), keys[n - 1].as_py()
+    ordered = rising(keys).all()
+    first, last = keys[0].as_py(), keys[len(keys) - 1].as_py()
     if not ordered or (previous is not None and first <= previous):
         return _ROWS
     return block, last
@@ -127,7 +126,7 @@ class _Walk:
         slots[claims[carried, 0] - start] = claims[carried, 2]
         stored = np.ones(n, bool)
         if self.dedupe:
-            copies = np.flatnonzero(_valid(block.column("duplicate_of")))
+            copies = np.flatnonzero(bools_of(pc.is_valid(block.column("duplicate_of"))))
             for row in _rows(block, copies):
                 self._alias(row["key"], row["label"], _NO_EXTRA, row["duplicate_of"])
             stored[copies] = False
@@ -157,15 +156,14 @@ class _Walk:
     def _splits(self, keys: pa.ChunkedArray, ordinals: np.ndarray) -> pa.Array:
         """Each record's split: as the previous version had it (same key, same split params),
         else drawn here."""
-        known = self.splits.take(pa.array(ordinals)) if self.splits is not None else None
-        if known is not None and not known.null_count:
+        if self.splits is None:
+            return pa.array([self.split(k) for k in keys.to_pylist()], pa.string())
+        known = self.splits.take(pa.array(ordinals))
+        if not known.null_count:
             return known
-        names = keys.to_pylist()
-        values = known.to_pylist() if known is not None else [None] * len(names)
-        return pa.array(
-            [v if v is not None else self.split(k) for k, v in zip(names, values, strict=True)],
-            pa.string(),
-        )
+        missing = pc.is_null(known)
+        drawn = [self.split(k) for k in keys.filter(missing).to_pylist()]
+        return pc.replace_with_mask(known, missing, pa.array(drawn, pa.string()))
 
     def rows(self, rows, start: int):
         """The rest of the manifest row by row, from ordinal `start`."""
@@ -201,11 +199,6 @@ class _Walk:
     def _alias(self, key: str, label: Any, extra: dict, copy: str) -> None:
         self.assembler.add_alias(key, copy)
         self.aliases.add({"key": key, "label": label, "extra": extra, "duplicate_of": copy})
-        self.planner.skip()
-
-
-def _valid(column) -> np.ndarray:
-    return numpy_of(pc.cast(pc.is_valid(column), pa.int8())).astype(bool)
 
 
 def _rows(block: pa.Table, at: np.ndarray) -> list[dict]:
