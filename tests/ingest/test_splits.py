@@ -77,3 +77,24 @@ def test_a_top_folder_that_names_no_split_can_be_refused(split_tree, tmp_path):
 def test_hash_splits_ignore_the_folders_by_default(split_tree, tmp_path):
     result = build(split_tree, tmp_path / "p.lmdb")
     assert result.report.packed == 25  # nothing skipped: the top folder is only a path
+
+
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        {"train": 0.8, "val": 0.1, "test": 0.1},
+        {"train": 1 / 3, "val": 1 / 3, "test": 1 / 3},  # a rounding sliver past the last bound
+        {"train": 0.5, "none": 0.0, "val": 0.25},  # an empty split; a quarter left over
+        {"only": 0.5},
+    ],
+)
+def test_splits_drawn_as_a_column_are_each_keys_own_draw(fractions):
+    from imgpack.ingest.splits import split_assigner, splits_drawn
+
+    keys = [f"{label}/{n}é.png" for label in "abc" for n in range(4000)]
+    for seed in (0, 11):
+        one_by_one = list(map(split_assigner(seed, fractions), keys))
+        assert splits_drawn(keys, seed, fractions).to_pylist() == one_by_one
+        assert len(set(one_by_one)) == len([f for f in fractions.values() if f]) or (
+            len(fractions) == 1
+        )

@@ -115,10 +115,13 @@ def test_a_killed_builds_lock_is_free_at_once_though_its_forked_workers_still_ru
         import os, signal, sys, time
         from imgpack.util.locks import writer_lock
         with writer_lock({str(out)!r}):
+            started, ready = os.pipe()
             worker = os.fork()
             if worker == 0:  # a forked worker, still busy when its build is killed
+                os.write(ready, b"!")  # (its fork hooks have run by now)
                 time.sleep(60)
                 os._exit(0)
+            os.read(started, 1)
             print(worker, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         """

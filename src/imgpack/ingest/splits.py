@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["FOLDERS", "assign_split", "split_assigner", "folder_split"]
+__all__ = ["FOLDERS", "assign_split", "split_assigner", "splits_drawn", "folder_split"]
 
 FOLDERS = "folders"  # pack.splits value: the first path component names the split
 _FOLDER_NAMES = {
@@ -48,6 +48,23 @@ def split_assigner(seed: int, fractions: dict[str, float] | str):
         return last  # rounding left the last sliver: it belongs to the last split
 
     return assign
+
+
+def splits_drawn(keys: list[str], seed: int, fractions: dict[str, float]):
+    """`assign_split` of many keys drawn by hash, as an Arrow string column: the same draws,
+    compared as one numpy array (a float64 of the 64-bit point divided by 2**64 is the very
+    float Python's division gives: scaling by a power of two rounds nothing)."""
+    import numpy as np
+    import pyarrow as pa
+
+    prefix, sha256 = f"{seed}\0".encode(), hashlib.sha256
+    heads = b"".join([sha256(prefix + key.encode()).digest()[:8] for key in keys])
+    points = np.frombuffer(heads, ">u8").astype(np.float64) / 2.0**64
+    names = list(fractions) or [""]
+    bounds = np.cumsum(np.array(list(fractions.values()), np.float64))
+    # the first bound above the point, as `assign` finds it; past the last: the last split
+    chosen = np.minimum(np.searchsorted(bounds, points, "right"), len(names) - 1)
+    return pa.DictionaryArray.from_arrays(pa.array(chosen, pa.int32()), names).cast(pa.string())
 
 
 def _by_folder(key: str) -> str:

@@ -20,6 +20,8 @@ __all__ = [
     "default_map_size",
     "shard_name",
     "task_id",
+    "resume_at",
+    "image_text",
     "params_digest",
 ]
 
@@ -83,10 +85,25 @@ class ShardLayout:
     def task_id(self, hash_algorithm: str, images: Iterable[tuple]) -> str:
         return task_id(hash_algorithm, self.map_size, self.batch_bytes, images)
 
+    def task_hash(self, hash_algorithm: str):
+        """`task_id`'s running digest before any image: each image's text (`image_text`) is
+        added in order, and `resume_at` names the finished shard by it."""
+        return _task_hash(hash_algorithm, self.map_size, self.batch_bytes)
+
     def resume_path(self, store: str, hash_algorithm: str, images: Iterable[tuple]) -> str:
         """Where the finished shard of `images` (as `task_id` takes them) waits in the resume
         folder `store` for a run killed before its publish."""
-        return os.path.join(str(store), f"{self.task_id(hash_algorithm, images)[:32]}.lmdb")
+        return resume_at(store, self.task_id(hash_algorithm, images))
+
+
+def resume_at(store: str, task: str) -> str:
+    """The resume folder's file of the shard whose `task_id` is `task`."""
+    return os.path.join(str(store), f"{task[:32]}.lmdb")
+
+
+def image_text(digest: str, size: int, fmt: str, width: int, height: int) -> str:
+    """What an image adds to its shard's task id."""
+    return f"\n{digest}:{size}:{fmt}:{width}:{height}"
 
 
 def shard_name(sha256_hex: str) -> str:
@@ -97,10 +114,14 @@ def shard_name(sha256_hex: str) -> str:
 def task_id(hash_algorithm: str, map_size: int, batch_bytes: int, images) -> str:
     """A digest of everything that decides the shard's bytes (not where the bytes come from):
     `images` gives (hex digest, size, format, width, height) of each image in order."""
-    sha = hashlib.sha256(f"{SHARD_VERSION}:{hash_algorithm}:{map_size}:{batch_bytes}".encode())
-    for digest, size, fmt, width, height in images:
+    sha = _task_hash(hash_algorithm, map_size, batch_bytes)
+    for digest, size, fmt, width, height in images:  # each `image_text`, inlined: per record
         sha.update(f"\n{digest}:{size}:{fmt}:{width}:{height}".encode())
     return sha.hexdigest()
+
+
+def _task_hash(hash_algorithm: str, map_size: int, batch_bytes: int):
+    return hashlib.sha256(f"{SHARD_VERSION}:{hash_algorithm}:{map_size}:{batch_bytes}".encode())
 
 
 _NOT_RECORDS = ("workers", "scheduler", "incremental", "compact_below")  # not the records

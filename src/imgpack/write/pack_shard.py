@@ -17,17 +17,22 @@ from imgpack.write.shard import ShardWriter, shard_entry
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """Where one image's bytes are, and what they must be: `kind` is file, spool or shard."""
+class Sources:
+    """A shard's images in order, as columns: where each one's bytes are (`kinds`, a byte each:
+    f a raw file, s ingest's spool, o an older shard; `wheres`: that file's path; `offsets`: the
+    spool offset or the older shard's slot, 0 for a raw file) and what they must be."""
 
-    kind: str
-    where: str  # raw file path, spool file path, or older shard path
-    offset: int  # spool offset or older shard's slot; 0 for a raw file
-    size: int
-    hash: str  # hex digest the bytes must have
-    format: str
-    width: int
-    height: int
+    kinds: bytes
+    wheres: list[str]
+    offsets: list[int]
+    sizes: list[int]
+    hashes: list[str]  # hex digests the bytes must have
+    formats: list[str]
+    widths: list[int]
+    heights: list[int]
+
+    def __len__(self) -> int:
+        return len(self.kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +41,10 @@ class ShardTask:
     hash_algorithm: str
     layout: ShardLayout
     error_path: str
-    sources: tuple[Source, ...]
+    sources: Sources
+
+
+_FILE, _SPOOL = ord("f"), ord("s")
 
 
 class _Reader:
@@ -46,26 +54,26 @@ class _Reader:
         self.fds: dict[str, int] = {}
         self.envs: dict[str, tuple[lmdb.Environment, lmdb.Transaction, Any]] = {}
 
-    def read(self, source: Source) -> bytes | None:
-        if source.kind == "file":
+    def read(self, kind: int, where: str, offset: int, size: int) -> bytes | None:
+        if kind == _FILE:
             from imgpack.ingest.probe import read_file
 
             try:
-                return read_file(source.where)
+                return read_file(where)
             except OSError:
                 return None
-        if source.kind == "spool":
-            fd = self.fds.get(source.where)
+        if kind == _SPOOL:
+            fd = self.fds.get(where)
             if fd is None:
-                fd = self.fds[source.where] = os.open(source.where, os.O_RDONLY)
-            return os.pread(fd, source.size, source.offset)
-        opened = self.envs.get(source.where)
+                fd = self.fds[where] = os.open(where, os.O_RDONLY)
+            return os.pread(fd, size, offset)
+        opened = self.envs.get(where)
         if opened is None:
             # Read-only and lock-free: an older shard may be a DVC cache object itself.
-            env = lmdb.open(source.where, subdir=False, readonly=True, lock=False, max_dbs=8)
+            env = lmdb.open(where, subdir=False, readonly=True, lock=False, max_dbs=8)
             txn = env.begin(buffers=False)
-            opened = self.envs[source.where] = (env, txn, env.open_db(b"images", txn=txn))
-        return opened[1].get(encode_index(source.offset), db=opened[2])
+            opened = self.envs[where] = (env, txn, env.open_db(b"images", txn=txn))
+        return opened[1].get(encode_index(offset), db=opened[2])
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -80,7 +88,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     path = Path(task.path)
     if not path.exists():
         _write(task, path)
-    return shard_entry(path, len(task.sources), sum(s.size for s in task.sources))
+    return shard_entry(path, len(task.sources), sum(task.sources.sizes))
 
 
 def _write(task: ShardTask, path: Path) -> None:
@@ -90,23 +98,25 @@ def _write(task: ShardTask, path: Path) -> None:
     )
     reader = _Reader()
     try:
-        for source in task.sources:
-            data = reader.read(source)
-            if source.kind == "file" and (
+        s = task.sources
+        columns = (s.kinds, s.wheres, s.offsets, s.sizes, s.hashes, s.formats, s.widths, s.heights)
+        for kind, where, offset, size, digest, fmt, width, height in zip(*columns, strict=True):
+            data = reader.read(kind, where, offset, size)
+            if kind == _FILE and (
                 data is None
-                or len(data) != source.size
-                or hashlib.new(task.hash_algorithm, data).hexdigest() != source.hash
+                or len(data) != size
+                or hashlib.new(task.hash_algorithm, data).hexdigest() != digest
             ):
                 raise InputError(
-                    f"{source.where} changed since ingest ({task.hash_algorithm} or size "
+                    f"{where} changed since ingest ({task.hash_algorithm} or size "
                     "differs, or it is gone); rerun the ingest stage"
                 )
-            if data is None or len(data) != source.size:
+            if data is None or len(data) != size:
                 raise InputError(
-                    f"{source.where}: image {source.offset} is not what the plan expected; "
+                    f"{where}: image {offset} is not what the plan expected; "
                     "the older pack or the build's spool is damaged: rebuild from scratch"
                 )
-            shard.add(data, bytes.fromhex(source.hash), source.format, source.width, source.height)
+            shard.add(data, bytes.fromhex(digest), fmt, width, height)
         shard.seal(task.hash_algorithm)
         shard.file.close()
         os.replace(partial, path)  # only a whole, synced shard ever has the final name

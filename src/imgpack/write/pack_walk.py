@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from imgpack.errors import InputError
 from imgpack.format.tables import bools_of, catalog_schema, rising
 from imgpack.ingest.manifest import manifest_blocks, manifest_rows
-from imgpack.ingest.splits import split_assigner
+from imgpack.ingest.splits import FOLDERS, split_assigner, splits_drawn
 from imgpack.util.progress import counter
 
 __all__ = ["plan_records"]
@@ -86,6 +86,7 @@ class _Walk:
         self.planner, (self.assembler, self.aliases) = planner, sinks
         self.claims = claims
         self.assign = split_assigner(params.split_seed, params.splits)
+        self.seed, self.fractions = params.split_seed, params.splits
         self.dedupe = params.duplicates == "dedupe"
         self.kept = planner.previous.kept if planner.previous is not None else {}
         old = max(self.kept, default=-1) + 1
@@ -112,9 +113,9 @@ class _Walk:
         return None
 
     def block(self, block: pa.Table, start: int):
-        """One block of rows as columns: a claimed record in a carried shard keeps its place
-        with no Python object made for it; others are placed by the planner one by one
-        (yielding the shards they complete); aliases go to the assembler."""
+        """One block of rows as columns: a claimed record in a carried shard keeps its place;
+        the others are placed by the planner as columns (yielding the shards they complete);
+        aliases go to the assembler. No Python object is made per record but for aliases."""
         n = block.num_rows
         stop = start + n
         c0, c1 = np.searchsorted(self.claims[:, 0], [start, stop])
@@ -130,12 +131,19 @@ class _Walk:
             for row in _rows(block, copies):
                 self._alias(row["key"], row["label"], _NO_EXTRA, row["duplicate_of"])
             stored[copies] = False
-        # A record of a compacted shard keeps its claim: its bytes are read from there.
-        others = {int(o) - start: (int(s), int(t)) for o, s, t in claims[~carried]}
         placed = np.flatnonzero(stored & (shards < 0))
-        for i, row in zip(placed.tolist(), _rows(block, placed), strict=True):
-            (shards[i], slots[i]), done = self.planner.place(start + i, row, others.get(i))
-            if done is not None:
+        if len(placed):
+            # A record of a compacted shard keeps its claim: its bytes are read from there.
+            compacted = claims[~carried]
+            at = np.minimum(np.searchsorted(placed, compacted[:, 0] - start), len(placed) - 1)
+            compacted = compacted[placed[at] == compacted[:, 0] - start]
+            at = np.searchsorted(placed, compacted[:, 0] - start)
+            older = np.full((len(placed), 2), -1, np.int64)
+            older[at] = compacted[:, 1:]
+            taken = block.take(pa.array(placed))
+            got = self.planner.place_block(placed + start, taken, older)
+            shards[placed], slots[placed] = got[0], got[1]
+            for done in got[2]:
                 yield done, done
         if not stored.all():
             block, shards, slots = block.filter(pa.array(stored)), shards[stored], slots[stored]
@@ -157,13 +165,17 @@ class _Walk:
         """Each record's split: as the previous version had it (same key, same split params),
         else drawn here."""
         if self.splits is None:
-            return pa.array([self.split(k) for k in keys.to_pylist()], pa.string())
+            return self._drawn(keys.to_pylist())
         known = self.splits.take(pa.array(ordinals))
         if not known.null_count:
             return known
         missing = pc.is_null(known)
-        drawn = [self.split(k) for k in keys.filter(missing).to_pylist()]
-        return pc.replace_with_mask(known, missing, pa.array(drawn, pa.string()))
+        return pc.replace_with_mask(known, missing, self._drawn(keys.filter(missing).to_pylist()))
+
+    def _drawn(self, keys: list[str]) -> pa.Array:
+        if self.fractions == FOLDERS:
+            return pa.array([self.split(k) for k in keys], pa.string())
+        return splits_drawn(keys, self.seed, self.fractions)
 
     def rows(self, rows, start: int):
         """The rest of the manifest row by row, from ordinal `start`."""
