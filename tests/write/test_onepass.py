@@ -202,3 +202,30 @@ print(os.getpid(), result.header["new_shards"], result.validation["ok"])
     imported = [line.split() for line in log.read_text().splitlines()]
     assert {name for _, name in imported} == {"pyarrow", "numpy"}  # by the build's process
     assert {p for p, _ in imported} == {pid}
+
+
+def test_a_fresh_builds_shards_are_known_validated_and_not_hashed_again_by_the_next_version(
+    tmp_path,
+):
+    from imgpack.check.validate import validate
+
+    files = {f"{n % 3}/{n:03d}.png": png_bytes(8 + n % 13, 7, shade=n) for n in range(90)}
+    raw, out = write_tree(tmp_path / "raw", files), tmp_path / "p.lmdb"
+    fresh = build(raw, out, pack_params=PackParams(shard_mb=0.002))
+    shards = len(fresh.header["shards"])
+    assert shards > 3 and out.is_dir()
+
+    write_tree(raw, {"2/zz.png": png_bytes(9, 9, shade=7)})
+    grown = build(raw, out, pack_params=PackParams(shard_mb=0.002)).validation
+    assert grown["ok"] and grown["shards_known"] == shards  # the carried ones, by their record
+    assert grown["shards_hashed"] == grown["shards"] - shards == 1
+
+    # a shard damaged after the build is no longer the file that was validated: hashed again
+    victim = sorted(out.glob("shard-*.lmdb"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.unlink()
+    victim.write_bytes(bytes(data))
+    manifest = tmp_path / "m.jsonl"
+    ingest(raw, manifest)
+    assert validate(out, manifest, remember=False)["shards_known"] == grown["shards"] - 1

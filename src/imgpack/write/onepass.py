@@ -127,7 +127,25 @@ def _write(
             params_digest=params_digest(params),
             layout_params=build.layout.params_text,
         )
+    _remember_validated(Path(build.out), header["shards"], records.resumed)
     return header, validation
+
+
+def _remember_validated(out: Path, shards: list[dict[str, Any]], resumed: list[bool]) -> None:
+    """The shards of a folder pack this build wrote, as validated: their workers read each image
+    back against its digest (`check`), as validate would. A next version carries them without
+    hashing them again; shards resumed from a killed run were not read back here."""
+    if not out.is_dir():
+        return
+    from imgpack.check.validated import ValidatedShards
+
+    validated = ValidatedShards()
+    try:
+        for entry, was_resumed in zip(shards, resumed, strict=True):
+            if not was_resumed:
+                validated.add(out / entry["name"], entry)
+    finally:
+        validated.close()
 
 
 class _Records:
@@ -141,6 +159,7 @@ class _Records:
         self.digests = open(scratch / "digests.bin", "w+b")  # noqa: SIM115 - closed in groups
         self.keys = open(scratch / "keys.bin", "w+b")  # noqa: SIM115 - NUL-separated, in order
         self.count = 0  # records whose digests are in the file
+        self.resumed: list[bool] = []  # of each shard: taken whole from a killed run's store
         self.keys_sha = hashlib.sha256()
 
     @property
@@ -153,6 +172,7 @@ class _Records:
         rows = [window.row(o) for o in ordinals]
         keys = [r.key for r in rows]
         shard = self.assembler.add_shard(Path(result.path), result.entry)
+        self.resumed.append(result.resumed)
         self.assembler.add_rows(
             [
                 keys,
