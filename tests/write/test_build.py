@@ -177,3 +177,37 @@ def test_a_build_that_rewrites_a_thinned_shard_keeps_every_record_whole(many_ima
     assert result.header["compacted_shards"] >= 1 and result.header["carried_shards"] >= 1
     with imgpack.open(out) as pack:
         assert {r.key: r.data for r in pack} == source_files(many_images)
+
+
+def test_an_incremental_build_carries_the_last_ones_records_and_reads_only_what_changed(
+    tmp_path,
+):
+    import glob
+    import json
+    import shutil
+
+    from tests.write.test_versions import same_records
+
+    files = {f"c{n % 4}/{n:03d}.png": png_bytes(8 + n % 9, 6, shade=n) for n in range(160)}
+    raw = write_tree(tmp_path / "raw", {**files, "c1/notes.txt": b"not an image"})
+    out = tmp_path / "p.lmdb"
+    params = PackParams(shard_mb=0.003)
+    build(raw, out, pack_params=params)  # fresh: one pass
+    write_tree(raw, {"c0/a-new.png": png_bytes(9, 9, shade=1)})
+    time.sleep(2.1)  # out of the racy window: the next build's stats tell the next change
+    build(raw, out, pack_params=params)  # incremental: its records kept in the state
+    for cache in glob.glob(os.path.join(os.environ["IMGPACK_STATE"], "ingest-*.sqlite")):
+        os.unlink(cache)  # only the kept records can spare the unchanged files now
+
+    write_tree(raw, {"c2/b-new.png": png_bytes(7, 9, shade=2), "c3/zz.png": png_bytes(6, 6)})
+    (raw / "c1/001.png").unlink()
+    report = tmp_path / "report.json"
+    result = build(raw, out, pack_params=params, report_out=report)
+
+    assert result.report.read == 2 and result.report.packed == 162
+    assert json.loads(report.read_text())["skipped_files"][0]["path"] == "c1/notes.txt"
+    assert result.header["new_shards"] == 1 and result.validation["ok"]
+    fresh = tmp_path / "fresh.lmdb"
+    shutil.rmtree(os.environ["IMGPACK_STATE"])
+    build(raw, fresh, pack_params=params)
+    assert same_records(out, fresh)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgpack.ingest.report import IngestReport
+from imgpack.ingest.cache import state_dir
+from imgpack.ingest.report import LISTED, IngestReport
 from imgpack.ingest.splits import FOLDERS
+from imgpack.ingest.spool import INDEX_FILE
 from imgpack.params import IngestParams, PackParams
 from imgpack.util.locks import writer_lock
 from imgpack.util.outputs import scratch_dir
@@ -61,17 +67,55 @@ def _build(raw_dir, out: Path, labels, ingest_params, pack_params, report_out) -
     from imgpack.write.pack import pack
 
     with scratch_dir(Path(out)) as scratch:
-        manifest = scratch / "manifest.jsonl"
         spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store
         spool.mkdir()
         split_folders = pack_params.splits == FOLDERS
+        kept = None if is_url(raw_dir) else _kept_outputs(Path(out))
+        manifest = kept[0] if kept else scratch / "manifest.jsonl"
         report = ingest(
-            raw_dir, manifest, report_out, labels, ingest_params, split_folders, spool=spool
+            raw_dir,
+            manifest,
+            kept[1] if kept else report_out,
+            labels,
+            ingest_params,
+            split_folders,
+            spool=spool,
+            reuse_unchanged=kept is not None,
         )
+        if kept:
+            report = _listed(report, kept[1])
+            if report_out is not None:
+                shutil.copyfile(kept[1], report_out)
         result = BuildResult(report, {})
 
         def check(tmp: Path) -> None:
             result.validation = validate(tmp, manifest)
 
-        result.header = pack(manifest, raw_dir, out, pack_params, before_publish=check, spool=spool)
+        # Files carried over from the last run were not read now: pack reads them from the folder.
+        spooled = spool if (spool / INDEX_FILE).exists() else None
+        result.header = pack(
+            manifest, raw_dir, out, pack_params, before_publish=check, spool=spooled
+        )
     return result
+
+
+def _kept_outputs(out: Path) -> tuple[Path, Path]:
+    """Where an incremental build of `out` keeps ingest's manifest and report in imgpack's
+    state, so that the next one reads only the files changed since (`ingest`'s
+    `reuse_unchanged`); made if new."""
+    name = hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]
+    folder = state_dir() / f"build-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "manifest.jsonl", folder / "report.json"
+
+
+def _listed(report: IngestReport, written: Path) -> IngestReport:
+    """`report`, with the lists the report file `written` holds when the run found nothing
+    changed (it then reports its totals only)."""
+    if report.read or not (report.total("skipped") or report.total("notes")):
+        return report
+    with open(written, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    report.skipped = saved["skipped_files"][:LISTED]
+    report.notes = saved["notes_list"][:LISTED]
+    return report
