@@ -229,3 +229,40 @@ def test_a_fresh_builds_shards_are_known_validated_and_not_hashed_again_by_the_n
     manifest = tmp_path / "m.jsonl"
     ingest(raw, manifest)
     assert validate(out, manifest, remember=False)["shards_known"] == grown["shards"] - 1
+
+
+def test_a_fresh_build_leaves_ingests_manifest_and_the_next_version_reads_only_what_changed(
+    tmp_path,
+):
+    import glob
+    import shutil
+
+    from imgpack.write.onepass_kept import kept_outputs_of
+    from tests.write.test_versions import same_records
+
+    files = {f"c{n % 3}/{n:03d}.png": png_bytes(8 + n % 11, 7, shade=n) for n in range(120)}
+    files["c0/copy.png"] = files["c2/002.png"]  # a duplicate: named in the manifest
+    files["c1/trailing.png"] = png_bytes(9, 9, shade=3) + b"left over"  # a note
+    files["c1/readme.txt"] = b"no image"  # skipped
+    raw, out = write_tree(tmp_path / "raw", files), tmp_path / "p.lmdb"
+    time.sleep(2.1)  # out of the racy window: the build's stats can tell a later change
+    params = PackParams(shard_mb=0.002)
+    build(raw, out, pack_params=params)
+    kept_manifest, kept_report = kept_outputs_of(out)
+    manifest, report = tmp_path / "m.jsonl", tmp_path / "r.json"
+    ingest(raw, manifest, report, cache=False)
+    assert kept_manifest.read_bytes() == manifest.read_bytes()
+    assert json.loads(kept_report.read_text()) == json.loads(report.read_text())
+
+    for cache in glob.glob(os.path.join(os.environ["IMGPACK_STATE"], "ingest-*.sqlite")):
+        os.unlink(cache)  # only what the fresh build left can spare the unchanged files now
+    write_tree(raw, {"c2/added.png": png_bytes(5, 9, shade=9), "c0/0a.png": png_bytes(6, 5)})
+    (raw / "c1/001.png").unlink()
+    grown = build(raw, out, pack_params=params)
+    assert grown.report.read == 2 and grown.validation["ok"]
+    assert grown.header["carried_shards"] > 3
+
+    shutil.rmtree(os.environ["IMGPACK_STATE"])
+    fresh = tmp_path / "fresh.lmdb"
+    build(raw, fresh, pack_params=params)
+    assert same_records(out, fresh)

@@ -17,6 +17,7 @@ __all__ = [
     "manifest_rows",
     "MANIFEST_VERSION",
     "write_manifest",
+    "patched_rows",
     "read_manifest",
     "manifest_blocks",
     "ALL_FIELDS",
@@ -207,3 +208,17 @@ def _parsed_blocks(path: Path, fields: list[str], block_bytes: int):
                 yield pj.read_json(pa.BufferReader(data), parse_options=parse_options)
         if rest.strip():
             yield pj.read_json(pa.BufferReader(rest + b"\n"), parse_options=parse_options)
+
+
+def patched_rows(staged: str, duplicate_of: Iterable[tuple[int, str]]):
+    """Staged rows with duplicate_of filled in; the rows between pass through as blocks of text."""
+    at = 0  # the ordinal of the next staged row
+    with open(staged, encoding="utf-8") as rows:
+        for ordinal, first in duplicate_of:
+            yield "".join(itertools.islice(rows, ordinal - at))
+            row = json.loads(next(rows))
+            row["duplicate_of"] = first
+            yield row
+            at = ordinal + 1
+        while block := "".join(itertools.islice(rows, 4096)):
+            yield block

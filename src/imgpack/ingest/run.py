@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import array
-import contextlib
-import errno
-import itertools
-import json
 import os
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-from imgpack.errors import output_failed
 from imgpack.ingest.cache import file_stat
 from imgpack.ingest.examine import ExamineTask, examine_files
 from imgpack.ingest.frontend import Candidate, FrontEnd, front_end
-from imgpack.ingest.manifest import examined_row, write_manifest
+from imgpack.ingest.manifest import examined_row, patched_rows, write_manifest
 from imgpack.ingest.outcome import Outcome
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
@@ -24,7 +17,7 @@ from imgpack.ingest.spool import INDEX_FILE, entry_of, spool_file
 from imgpack.parallel.workers import batched, ordered_map, worker_pool
 from imgpack.params import IngestParams
 from imgpack.util.cores import resolve_workers
-from imgpack.util.outputs import scratch_dir
+from imgpack.util.outputs import scratch_dir, scratch_errors
 from imgpack.util.progress import progress
 from imgpack.util.urls import is_url
 
@@ -72,7 +65,7 @@ def ingest(
         # First, before any handle or thread: workers forked from this process need no imports.
         worker_pool(workers, params.scheduler or None, fork=True) as pool,
         scratch_dir(Path(manifest_out)) as scratch,
-        _scratch_errors(scratch),
+        scratch_errors(scratch),
         front_end(
             folder, scratch, labels, params, found=found, split_folders=split_folders, cache=cache
         ) as front,
@@ -89,7 +82,7 @@ def ingest(
             "count": front.report.packed,
             "total_bytes": staged.total_bytes,
         }
-        write_manifest(Path(manifest_out), header, _final_rows(staged.path, duplicate_of))
+        write_manifest(Path(manifest_out), header, patched_rows(staged.path, duplicate_of))
         if report_out is not None:
             front.report.write(Path(report_out))
         front.report.spill = None
@@ -134,7 +127,7 @@ def _carry_over(snapshot, folder, manifest_out, report_out, params, split_folder
             return None
         out = snapshot.records_writer()
         try:
-            with scratch_dir(Path(manifest_out)) as scratch, _scratch_errors(scratch):
+            with scratch_dir(Path(manifest_out)) as scratch, scratch_errors(scratch):
                 carried = carry_over(
                     prev,
                     snapshot.walk,
@@ -273,30 +266,3 @@ def _merge(known: list, fresh: list) -> list:
     """The batch's outcomes in order: from the cache where known, else as just read."""
     read = iter(fresh)
     return [k if k is not None else next(read) for k in known]
-
-
-@contextlib.contextmanager
-def _scratch_errors(scratch: Path):
-    """Failed writes of the working files (disk full) name the scratch folder, not a bare errno."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise output_failed(scratch, exc) from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise output_failed(scratch, exc) from None
-        raise
-
-
-def _final_rows(staged: str, duplicate_of: Iterator[tuple[int, str]]):
-    """Staged rows with duplicate_of filled in; the rows between pass through as blocks of text."""
-    at = 0  # the ordinal of the next staged row
-    with open(staged, encoding="utf-8") as rows:
-        for ordinal, first in duplicate_of:
-            yield "".join(itertools.islice(rows, ordinal - at))
-            row = json.loads(next(rows))
-            row["duplicate_of"] = first
-            yield row
-            at = ordinal + 1
-        while block := "".join(itertools.islice(rows, 4096)):
-            yield block

@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,16 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_errors(scratch: Path):
+    """Failed writes of the working files (disk full) name the scratch folder, not a bare errno."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise output_failed(scratch, exc) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise output_failed(scratch, exc) from None
+        raise

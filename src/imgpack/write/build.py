@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgpack.ingest.cache import state_dir
 from imgpack.ingest.report import LISTED, IngestReport
 from imgpack.ingest.splits import FOLDERS
 from imgpack.ingest.spool import INDEX_FILE
@@ -57,20 +54,23 @@ def _build(raw_dir, out: Path, labels, ingest_params, pack_params, report_out) -
         and not (ingest_params.scheduler or pack_params.scheduler or is_url(raw_dir))
     ):
         from imgpack.write.onepass import one_pass
+        from imgpack.write.onepass_kept import kept_outputs_of
 
+        kept = kept_outputs_of(Path(out))
         report, header, validation = one_pass(
-            raw_dir, Path(out), labels, ingest_params, pack_params, report_out
+            raw_dir, Path(out), labels, ingest_params, pack_params, report_out, kept
         )
         return BuildResult(report, header, validation)
     from imgpack.check.validate import validate
     from imgpack.ingest.run import ingest
+    from imgpack.write.onepass_kept import kept_outputs_of
     from imgpack.write.pack import pack
 
     with scratch_dir(Path(out)) as scratch:
         spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store
         spool.mkdir()
         split_folders = pack_params.splits == FOLDERS
-        kept = None if is_url(raw_dir) else _kept_outputs(Path(out))
+        kept = None if is_url(raw_dir) else kept_outputs_of(Path(out))
         manifest = kept[0] if kept else scratch / "manifest.jsonl"
         report = ingest(
             raw_dir,
@@ -97,16 +97,6 @@ def _build(raw_dir, out: Path, labels, ingest_params, pack_params, report_out) -
             manifest, raw_dir, out, pack_params, before_publish=check, spool=spooled
         )
     return result
-
-
-def _kept_outputs(out: Path) -> tuple[Path, Path]:
-    """Where an incremental build of `out` keeps ingest's manifest and report in imgpack's
-    state, so that the next one reads only the files changed since (`ingest`'s
-    `reuse_unchanged`); made if new."""
-    name = hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]
-    folder = state_dir() / f"build-{name}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "manifest.jsonl", folder / "report.json"
 
 
 def _listed(report: IngestReport, written: Path) -> IngestReport:

@@ -24,8 +24,9 @@ from imgpack.ingest.splits import FOLDERS
 from imgpack.parallel.workers import release_freed_memory, worker_errors, worker_pool
 from imgpack.params import IngestParams, PackParams
 from imgpack.util.cores import resolve_workers
-from imgpack.util.outputs import scratch_dir
+from imgpack.util.outputs import scratch_dir, scratch_errors
 from imgpack.write.layout import params_digest
+from imgpack.write.onepass_kept import KeptRun
 from imgpack.write.onepass_plan import PlanWindow, ShardPlan
 from imgpack.write.onepass_shard import FreshBuild, ShardResult
 
@@ -42,11 +43,16 @@ def one_pass(
     ingest: IngestParams,
     params: PackParams,
     report_out: str | Path | None = None,
+    kept: tuple[Path, Path] | None = None,
 ) -> tuple[IngestReport, dict[str, Any], dict[str, Any]]:
-    """Build `out` afresh from `raw_dir`; returns the ingest report, the header and the validation."""
+    """Build `out` afresh from `raw_dir`; returns the ingest report, the header and the validation.
+    `kept`: where ingest's manifest and report of this build are left for the next incremental
+    one (labels from folder names only; see `imgpack.write.onepass_kept`)."""
     folder = os.path.abspath(raw_dir)
     store = out.absolute().with_name(f".{out.name}.resume")
     workers = resolve_workers(params.workers, "pack.workers")
+    split_folders = params.splits == FOLDERS
+    keep = KeptRun(kept, raw_dir, ingest, split_folders) if kept and labels is None else None
     with (
         worker_pool(workers, fork=True) as pool,  # first: before any thread or handle here
         scratch_dir(out) as scratch,
@@ -55,15 +61,24 @@ def one_pass(
             scratch,
             labels,
             ingest,
-            split_folders=params.splits == FOLDERS,
+            found=keep.files() if keep else None,
+            split_folders=split_folders,
             walk_progress="build",
         ) as front,
+        contextlib.closing(keep) if keep is not None else contextlib.nullcontext(),
     ):
+        if keep is not None:
+            keep.start(scratch, front.account)
         store.mkdir(parents=True, exist_ok=True)
         build = FreshBuild.of(folder, store, out, ingest, params, front.cache)
         plan = ShardPlan(front.candidates, build, front.cache, front.account)
         try:
-            header, validation = _write(plan, pool, front, scratch, raw_dir, params, report_out)
+            with scratch_errors(scratch):  # the walk's and rows' working files are there too
+                how = (raw_dir, params, report_out, keep)
+                header, validation = _write(plan, pool, front, scratch, how)
+            if keep is not None and out.is_dir():  # a one-file pack is built afresh every time
+                with contextlib.suppress(OSError):  # published: no place to keep costs a full read
+                    keep.save(front.report, scratch / "digests.bin", not plan.window.transient)
         except ImgpackError:
             # Refused inputs or a full disk: the shards are not worth their space (a kill or
             # Ctrl-C keeps them for the next run).
@@ -80,16 +95,12 @@ def one_pass(
 
 
 def _write(
-    plan: ShardPlan,
-    pool,
-    front: FrontEnd,
-    scratch: Path,
-    raw_dir: str | Path,
-    params: PackParams,
-    report_out: str | Path | None,
+    plan: ShardPlan, pool, front: FrontEnd, scratch: Path, how: tuple
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The shards written as planned, the report and the pack published; its header and
-    validation."""
+    validation. `how`: the raw folder, the pack params, where the report goes and the `KeptRun`
+    (or None)."""
+    raw_dir, params, report_out, keep = how
     build = plan.build
     with contextlib.ExitStack() as stack:
         records: _Records | None = None
@@ -101,7 +112,7 @@ def _write(
 
             nonlocal records
             assembler = PackAssembler(Path(build.out), build.algorithm, params.batch_mb << 20)
-            records = _Records(scratch, stack.enter_context(assembler), front)
+            records = _Records(scratch, stack.enter_context(assembler), front, keep)
 
         with worker_errors():
             for end, ordinals, result in plan.results(pool, started):
@@ -151,8 +162,9 @@ def _remember_validated(out: Path, shards: list[dict[str, Any]], resumed: list[b
 class _Records:
     """Accepted shards into the pack and the report; digests kept on disk for duplicate groups."""
 
-    def __init__(self, scratch: Path, assembler: PackAssembler, front: FrontEnd):
+    def __init__(self, scratch: Path, assembler: PackAssembler, front: FrontEnd, keep=None):
         self.assembler = assembler
+        self.keep = keep
         self.front = front
         self.report = front.report
         self.digest_size = assembler.digest_size
@@ -189,6 +201,8 @@ class _Records:
         )
         for index, trailing in result.trailing:
             report.note(trailing_note(keys[index], trailing, props.formats[index]))
+        if self.keep is not None:
+            self.keep.add(rows, props, result.trailing)
         report.packed += len(keys)
         report.read += 0 if result.resumed else len(keys)
         self.digests.write(props.digests)
@@ -228,7 +242,9 @@ class _Records:
                         self.front.add_hashes(rows)
                         rows = []
             self.front.add_hashes(rows)
-            self.front.report_duplicates()  # the groups; which copy is first is not needed
+            copies = self.front.report_duplicates()  # the groups; and each later copy's first
+            if self.keep is not None:  # for the manifest kept
+                self.keep.duplicate_of = list(copies)
         self.digests.close()
         self.keys.close()
 

@@ -57,6 +57,7 @@ class PlanWindow:
         self.known: dict[int, Outcome] = {}  # ordinal -> outcome, where it differs from the plan
         self.cached: dict[int, Examined] = {}  # ordinal -> remembered outcome (resuming only)
         self.unread: set[int] = set()  # ordinals whose failure the ingest cache remembered
+        self.transient = 0  # files the operating system would not give (`Failed.transient`)
 
     def fill(self, ordinal: int) -> bool:
         """Pull candidates until `ordinal` is in the window; False at the end of the walk."""
@@ -98,6 +99,7 @@ class PlanWindow:
             if outcome is not None and not outcome.ok:
                 self.account(key, outcome.kind, outcome.detail)
                 self.report.read += outcome is not EMPTY and self.base not in self.unread
+                self.transient += outcome.transient
             self.cached.pop(self.base, None)
             self.unread.discard(self.base)
             self.base += 1

@@ -1,0 +1,115 @@
+"""What a fresh build leaves for the next incremental one: ingest's manifest, report and records."""
+
+# An incremental `imgpack build` runs ingest with its manifest and report kept in imgpack's state
+# (`imgpack.write.build`), so that the next one carries the unchanged files over from the
+# records (`imgpack.ingest.changes`). A fresh build reads every file in one pass without ingest;
+# this writes the same outputs from what its shards learned, so that already the first version
+# after it reads only what changed.
+
+from __future__ import annotations
+
+import array
+import os
+from pathlib import Path
+
+from imgpack.ingest.manifest import patched_rows, row_text, write_manifest
+from imgpack.ingest.report import IngestReport, trailing_note
+from imgpack.ingest.snapshot import InputSnapshot
+from imgpack.params import IngestParams
+
+__all__ = ["KeptRun"]
+
+
+class KeptRun:
+    """The fresh build's walk with every file's stat (`files`), and its records' rows, sizes and
+    notes gathered shard by shard (`add`) in key order; `save` writes them all."""
+
+    def __init__(
+        self, kept: tuple[Path, Path], folder: str | Path, params: IngestParams, splits: bool
+    ):
+        self.manifest, self.report = kept
+        self.snapshot = InputSnapshot(*kept, folder, None, params, splits, keep_walk=True)
+        self.algorithm = params.hash
+        self.sizes = array.array("q")
+        self.notes: list[tuple[str, dict]] = []
+        self.rows = None  # the staged rows' file, once `start` has a scratch folder
+        self.duplicate_of: list[tuple[int, str]] = []  # (ordinal, first key) of later copies
+
+    def files(self):
+        return self.snapshot.files()
+
+    def start(self, scratch: Path, account) -> None:
+        """Stage in `scratch`; `account`'s skipped files are kept for the records."""
+        account.trail = []
+        self.account = account
+        self.snapshot.walk_spill = scratch / "walk.txt"
+        self.staged = scratch / "kept-rows.jsonl"
+        self.rows = open(self.staged, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def add(self, rows, props, trailing: list[tuple[int, int]]) -> None:
+        """A shard's records (`PlannedFile`s, their `ShardProps`, (index, bytes after the image))."""
+        size = len(props.digests) // max(1, len(rows))
+        digests = props.digests
+        texts = [
+            row_text(
+                r.key,
+                props.sizes[i],
+                digests[i * size : (i + 1) * size].hex(),
+                props.formats[i],
+                props.widths[i],
+                props.heights[i],
+                r.label,
+                r.extra,
+            )
+            for i, r in enumerate(rows)
+        ]
+        self.rows.write("\n".join(texts) + "\n" if texts else "")
+        self.sizes.extend(props.sizes)
+        for index, after in trailing:
+            key = rows[index].key
+            self.notes.append((key, trailing_note(key, after, props.formats[index])))
+
+    def save(self, report: IngestReport, digests: Path, complete: bool) -> None:
+        """The manifest, report and records of the build just published (`digests`: its
+        records' digests concatenated, in key order), and the snapshot that names them."""
+        from imgpack.ingest.records import write_full_run
+
+        self.rows.close()
+        header = {"hash_algorithm": self.algorithm, "count": report.packed}
+        header["total_bytes"] = sum(self.sizes)
+        write_manifest(self.manifest, header, patched_rows(str(self.staged), self.duplicate_of))
+        report.write(self.report)
+        snapshot = self.snapshot
+        records = snapshot.records_writer() if snapshot.fingerprint else None
+        try:
+            if records is not None and not write_full_run(
+                records,
+                snapshot.walk,
+                digests.read_bytes(),
+                self.sizes,
+                self.account.trail,
+                self.notes,
+            ):
+                records.close()
+                records = None
+        except BaseException:
+            if records is not None:
+                records.close()
+            raise
+        snapshot.save(report.totals(), complete=complete, records=records)
+
+    def close(self) -> None:
+        if self.rows is not None and not self.rows.closed:
+            self.rows.close()
+
+
+def kept_outputs_of(out: Path) -> tuple[Path, Path]:
+    """Where builds of `out` keep ingest's manifest and report in imgpack's state."""
+    import hashlib
+
+    from imgpack.ingest.cache import state_dir
+
+    name = hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]
+    folder = state_dir() / f"build-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "manifest.jsonl", folder / "report.json"
