@@ -47,6 +47,15 @@ def run_process(cmd: list[str], cwd: Path | None = None, cold: bool = True) -> t
     `cold`: nothing remembered from earlier runs (a fresh, empty imgpack state folder), so every
     build reads every file; `False` keeps the project's own state (DVC's .dvc/tmp).
     """
+    elapsed, peak, _ = run_process_cpu(cmd, cwd, cold)
+    return elapsed, peak
+
+
+def run_process_cpu(
+    cmd: list[str], cwd: Path | None = None, cold: bool = True
+) -> tuple[float, int, float]:
+    """`run_process`, and the CPU seconds (user + system) of the process and the children it
+    waited for (not a Dask cluster's workers: those are not its children)."""
     with (
         tempfile.NamedTemporaryFile(mode="r") as rss,
         tempfile.TemporaryFile() as err,
@@ -69,7 +78,7 @@ def run_process(cmd: list[str], cwd: Path | None = None, cold: bool = True) -> t
                 f"{' '.join(cmd)} failed: {err.read().decode(errors='replace')[-2000:]}"
             )
         peak_kb = int(rss.read().strip().splitlines()[-1]) if GNU_TIME else usage.ru_maxrss
-    return elapsed, peak_kb * 1024
+    return elapsed, peak_kb * 1024, usage.ru_utime + usage.ru_stime
 
 
 def rounds(contenders: dict[str, Callable[[], float]], runs: int) -> dict[str, list[float]]:

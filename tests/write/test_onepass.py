@@ -244,6 +244,7 @@ def test_a_fresh_build_leaves_ingests_manifest_and_the_next_version_reads_only_w
     files["c0/copy.png"] = files["c2/002.png"]  # a duplicate: named in the manifest
     files["c1/trailing.png"] = png_bytes(9, 9, shade=3) + b"left over"  # a note
     files["c1/readme.txt"] = b"no image"  # skipped
+    files['c2/say "hi".png'] = png_bytes(7, 7, shade=4)  # its shard's rows are escaped
     raw, out = write_tree(tmp_path / "raw", files), tmp_path / "p.lmdb"
     time.sleep(2.1)  # out of the racy window: the build's stats can tell a later change
     params = PackParams(shard_mb=0.002)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack import __version__
-from imgpack.ingest.cache import RACY_NS, changed_since, file_stat, state_dir, warn_rebuilt
+from imgpack.ingest.cache import RACY_NS, file_stat, state_dir, warn_rebuilt
 from imgpack.ingest.found import Found
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
@@ -144,9 +144,14 @@ class InputSnapshot:
         started, lines = self.started, []
         kept = _Kept(self.walk_spill) if self.keep_walk else None
         for found in walk_sorted(self.folder, self.exclude, stat=True):
-            lines.append(stat_line(found))
-            if changed_since(found.stat, started):
-                self.racy = True
+            st = found.stat
+            if st is None:
+                lines.append(stat_line(found))
+            else:  # `stat_line` and `changed_since` inlined: they run for every file
+                key, problem = found.key, found.problem
+                lines.append(f"{key}\0{problem}\0{st[0]}\0{st[1]}\0{st[2]}\0{st[3]}\n")
+                if st[1] >= started or st[3] >= started:
+                    self.racy = True
             if len(lines) >= _BLOCK:
                 self._add_block("".join(lines), kept)
                 lines.clear()

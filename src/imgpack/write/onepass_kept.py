@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import os
+import re
 from pathlib import Path
 
 from imgpack.ingest.manifest import patched_rows, row_text, write_manifest
@@ -44,26 +45,11 @@ class KeptRun:
         self.account = account
         self.snapshot.walk_spill = scratch / "walk.txt"
         self.staged = scratch / "kept-rows.jsonl"
-        self.rows = open(self.staged, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self.rows = open(self.staged, "wb")  # noqa: SIM115 - closed by save or close
 
     def add(self, rows, props, trailing: list[tuple[int, int]]) -> None:
         """A shard's records (`PlannedFile`s, their `ShardProps`, (index, bytes after the image))."""
-        size = len(props.digests) // max(1, len(rows))
-        digests = props.digests
-        texts = [
-            row_text(
-                r.key,
-                props.sizes[i],
-                digests[i * size : (i + 1) * size].hex(),
-                props.formats[i],
-                props.widths[i],
-                props.heights[i],
-                r.label,
-                r.extra,
-            )
-            for i, r in enumerate(rows)
-        ]
-        self.rows.write("\n".join(texts) + "\n" if texts else "")
+        self.rows.write(_row_texts(rows, props))
         self.sizes.extend(props.sizes)
         for index, after in trailing:
             key = rows[index].key
@@ -113,3 +99,54 @@ def kept_outputs_of(out: Path) -> tuple[Path, Path]:
     folder = state_dir() / f"build-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "manifest.jsonl", folder / "report.json"
+
+
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # what `row_text`'s JSON strings escape
+
+
+def _row_texts(rows, props) -> bytes:
+    """The manifest rows of a shard's records, each `row_text` with its newline (labels from
+    folder names: no extra columns), formatted straight when no key, label or format needs
+    escaping (checked once for the shard); else made row by row."""
+    if not rows:
+        return b""
+    keys, labels = [row.key for row in rows], [row.label for row in rows]
+    if _ESCAPED.search("".join(keys) + "".join(labels) + "".join(props.formats)):
+        return _row_texts_one_by_one(rows, props)
+    hexed = props.digests.hex()
+    width = len(hexed) // len(rows)
+    return "".join(
+        [
+            f'{{"duplicate_of":null,"extra":{{}},"format":"{fmt}","hash":"{hexed[at : at + width]}",'
+            f'"height":{height},"key":"{key}","label":"{label}","size":{size},"width":{wide}}}\n'
+            for key, label, at, size, fmt, wide, height in zip(
+                keys,
+                labels,
+                range(0, len(hexed), width),
+                props.sizes,
+                props.formats,
+                props.widths,
+                props.heights,
+                strict=True,
+            )
+        ]
+    ).encode()
+
+
+def _row_texts_one_by_one(rows, props) -> bytes:
+    size = len(props.digests) // len(rows)
+    digests = props.digests
+    return "".join(
+        row_text(
+            r.key,
+            props.sizes[i],
+            digests[i * size : (i + 1) * size].hex(),
+            props.formats[i],
+            props.widths[i],
+            props.heights[i],
+            r.label,
+            r.extra,
+        )
+        + "\n"
+        for i, r in enumerate(rows)
+    ).encode()
