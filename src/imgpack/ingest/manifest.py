@@ -68,10 +68,14 @@ def examined_row(key: str, examined, label: str, extra: dict) -> str:
 
 
 def write_manifest(
-    path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any] | str | bytes | memoryview]
+    path: Path,
+    header: dict[str, Any],
+    rows: Iterable[dict[str, Any] | str | bytes | memoryview],
+    durable: bool = True,
 ) -> None:
     """Write header and rows; a row given as text or bytes is taken as already canonical JSON
-    lines (a block of them, each with its newline)."""
+    lines (a block of them, each with its newline). `durable=False`: not synced (a copy kept in
+    imgpack's state, like its other files there, is not worth the wait)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -85,7 +89,8 @@ def write_manifest(
                     row = (dumps(row) + "\n").encode()
                 handle.write(row)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         raise output_failed(path, exc) from None
@@ -210,15 +215,19 @@ def _parsed_blocks(path: Path, fields: list[str], block_bytes: int):
             yield pj.read_json(pa.BufferReader(rest + b"\n"), parse_options=parse_options)
 
 
+_COPIED = 4 << 20  # bytes of unpatched rows copied at a time
+
+
 def patched_rows(staged: str, duplicate_of: Iterable[tuple[int, str]]):
-    """Staged rows with duplicate_of filled in; the rows between pass through as blocks of text."""
+    """Staged rows with duplicate_of filled in; the rows between pass through as blocks of text,
+    and the rows after the last patched one as blocks of bytes."""
     at = 0  # the ordinal of the next staged row
-    with open(staged, encoding="utf-8") as rows:
+    with open(staged, "rb") as rows:
         for ordinal, first in duplicate_of:
-            yield "".join(itertools.islice(rows, ordinal - at))
+            yield b"".join(itertools.islice(rows, ordinal - at))
             row = json.loads(next(rows))
             row["duplicate_of"] = first
             yield row
             at = ordinal + 1
-        while block := "".join(itertools.islice(rows, 4096)):
+        while block := rows.read(_COPIED):
             yield block

@@ -7,7 +7,7 @@ import bisect
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,7 @@ def write_full_run(
     skips = sorted((_encoded(key), kind, detail) for key, kind, detail in skips)
     notes = sorted((_encoded(key), note) for key, note in notes)
     row = 0  # records written so far
-    for piece in pieces:
+    for piece in _split(pieces, _WRITE_PIECE):
         lines = _lines(piece)
         if lines is None:
             return False
@@ -138,6 +138,24 @@ def write_full_run(
         row += here
         del skips[:mine], notes[:noted]
     return row == count and not skips and not notes
+
+
+_WRITE_PIECE = 4 << 20  # walk text turned into records at a time: its numpy temporaries are 5x
+
+
+def _split(pieces: Iterable[bytes], most: int) -> Iterator[bytes]:
+    """The walk's pieces cut at line ends into parts of about `most` bytes (a longer line is a
+    part of its own)."""
+    for piece in pieces:
+        view, start = memoryview(piece), 0
+        while len(piece) - start > most:
+            end = piece.rfind(b"\n", start, start + most) + 1
+            if end <= start:  # no line end within: up to the next one
+                end = piece.find(b"\n", start + most) + 1 or len(piece)
+            yield view[start:end]
+            start = end
+        if start < len(piece):
+            yield view[start:]
 
 
 def _encoded(key: str) -> bytes:

@@ -16,6 +16,7 @@ from pathlib import Path
 from imgpack.ingest.manifest import patched_rows, row_text, write_manifest
 from imgpack.ingest.report import IngestReport, trailing_note
 from imgpack.ingest.snapshot import InputSnapshot
+from imgpack.parallel.workers import release_freed_memory
 from imgpack.params import IngestParams
 
 __all__ = ["KeptRun"]
@@ -63,8 +64,10 @@ class KeptRun:
         self.rows.close()
         header = {"hash_algorithm": self.algorithm, "count": report.packed}
         header["total_bytes"] = sum(self.sizes)
-        write_manifest(self.manifest, header, patched_rows(str(self.staged), self.duplicate_of))
+        rows = patched_rows(str(self.staged), self.duplicate_of)
+        write_manifest(self.manifest, header, rows, durable=False)
         report.write(self.report)
+        release_freed_memory()  # the build's: the records' phase peaks on its own
         snapshot = self.snapshot
         records = snapshot.records_writer() if snapshot.fingerprint else None
         try:
