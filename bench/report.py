@@ -261,10 +261,12 @@ def targets(results: dict) -> list[tuple[str, float, str, bool]]:
         from bench.append import targets as append_targets
 
         out += append_targets(sections["append"])
-    dask = sections.get("cluster", {}).get("Dask, 2 workers on 127.0.0.1", {})
-    if "client_us_per_record" in dask:
-        per = dask["client_us_per_record"]
-        out.append(("Dask client CPU per record (µs), MNIST", per, "<= 5 (issue 25)", per <= 5))
+    cluster = sections.get("cluster", {})
+    for row in cluster.values():  # MNIST's 60,000 in the section; 960,000 with --client
+        if "client_us_per_record" in row:
+            per, records = row["client_us_per_record"], row.get("records", 60_000)
+            what = f"Dask client CPU per record (µs), {records:,} records"
+            out.append((what, per, "<= 5 (issue 25)", per <= 5))
     return out
 
 
