@@ -211,3 +211,34 @@ def test_an_incremental_build_carries_the_last_ones_records_and_reads_only_what_
     shutil.rmtree(os.environ["IMGPACK_STATE"])
     build(raw, fresh, pack_params=params)
     assert same_records(out, fresh)
+
+
+def test_what_builds_kept_for_a_pack_gone_for_a_day_is_removed_by_the_next_build(tmp_path):
+    import glob
+    import shutil
+
+    from imgpack.write.onepass_kept import kept_outputs_of
+
+    files = {f"c{n % 2}/{n:03d}.png": png_bytes(8 + n % 5, 6, shade=n) for n in range(40)}
+    raw = write_tree(tmp_path / "raw", files)
+    time.sleep(2.1)  # out of the racy window: the builds keep their records
+    params = PackParams(shard_mb=0.001)
+    gone, recent, kept = (tmp_path / f"{name}.lmdb" for name in ("gone", "recent", "kept"))
+    for out in (gone, recent, kept):
+        build(raw, out, pack_params=params)
+    state = os.environ["IMGPACK_STATE"]
+    before = set(os.listdir(state))
+    folders = {out: kept_outputs_of(out)[0].parent for out in (gone, recent, kept)}
+    assert len(glob.glob(os.path.join(state, "ingest-records-*.arrow"))) == 3
+    shutil.rmtree(gone)
+    shutil.rmtree(recent)
+    day_ago = time.time() - 25 * 3600
+    os.utime(folders[gone], (day_ago, day_ago))
+
+    build(raw, tmp_path / "another.lmdb", pack_params=params)
+
+    assert not folders[gone].exists()  # its pack gone for a day: its state too
+    assert folders[recent].exists() and folders[kept].exists()  # gone just now; still there
+    left = set(os.listdir(state))
+    assert len(before - left) == 3  # the folder, and its snapshot and records beside it
+    assert len(glob.glob(os.path.join(state, "ingest-records-*.arrow"))) == 3

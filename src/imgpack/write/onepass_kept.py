@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -93,15 +94,56 @@ class KeptRun:
 
 
 def kept_outputs_of(out: Path) -> tuple[Path, Path]:
-    """Where builds of `out` keep ingest's manifest and report in imgpack's state."""
-    import hashlib
-
+    """Where builds of `out` keep ingest's manifest and report in imgpack's state (made if new);
+    what builds kept for packs gone for a day is removed on the way."""
     from imgpack.ingest.cache import state_dir
 
-    name = hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]
-    folder = state_dir() / f"build-{name}"
+    real = os.path.realpath(out)
+    state = state_dir()
+    folder = state / f"build-{_digest(real)}"
     folder.mkdir(parents=True, exist_ok=True)
+    named = folder / "out"
+    if not named.exists():
+        named.write_text(real, encoding="utf-8", errors="surrogateescape")
+    _prune(state, folder)
     return folder / "manifest.jsonl", folder / "report.json"
+
+
+_STALE = 24 * 3600  # seconds a kept folder outlives its pack: a pack being built is not gone
+
+
+def _prune(state: Path, keep: Path) -> None:
+    """Remove the kept folders (and their snapshot, records and columns) of packs no longer
+    there, untouched for `_STALE` seconds."""
+    import shutil
+    import time
+
+    for folder in state.glob("build-*"):
+        try:
+            target = (folder / "out").read_text(encoding="utf-8", errors="surrogateescape")
+            if folder == keep or os.path.exists(target):
+                continue
+            if time.time() - folder.stat().st_mtime < _STALE:
+                continue
+        except OSError:
+            continue
+        name = _digest(os.path.realpath(folder / "manifest.jsonl"))
+        for kept in (
+            "ingest-outputs-{}.json",
+            "ingest-records-{}.arrow",
+            "manifest-columns-{}.arrow",
+        ):
+            with contextlib.suppress(OSError):
+                os.unlink(state / kept.format(name))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _digest(path: str) -> str:
+    """How imgpack's state names what belongs to `path` (as `InputSnapshot` and the manifest's
+    kept columns name theirs)."""
+    import hashlib
+
+    return hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
 _ESCAPED = re.compile(r'["\\\x00-\x1f]')  # what `row_text`'s JSON strings escape
