@@ -242,3 +242,33 @@ def test_what_builds_kept_for_a_pack_gone_for_a_day_is_removed_by_the_next_build
     left = set(os.listdir(state))
     assert len(before - left) == 3  # the folder, and its snapshot and records beside it
     assert len(glob.glob(os.path.join(state, "ingest-records-*.arrow"))) == 3
+
+
+def test_a_build_succeeds_when_imgpacks_state_folder_cannot_be_written(tmp_path, monkeypatch):
+    from tests.write.test_versions import same_records
+
+    files = {f"c{n % 2}/{n:03d}.png": png_bytes(8 + n % 5, 6, shade=n) for n in range(40)}
+    raw = write_tree(tmp_path / "raw", files)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("IMGPACK_STATE", str(tmp_path / "a-file" / "state"))
+    params = PackParams(shard_mb=0.001)
+    out = tmp_path / "p.lmdb"
+    assert build(raw, out, pack_params=params).report.packed == 40  # fresh
+    write_tree(raw, {"c0/new.png": png_bytes(9, 9, shade=3)})
+    grown = build(raw, out, pack_params=params)  # incremental: its manifest in scratch
+    assert grown.report.packed == 41 and grown.validation["ok"]
+    monkeypatch.setenv("IMGPACK_STATE", str(tmp_path / "state"))
+    build(raw, tmp_path / "fresh.lmdb", pack_params=params)
+    assert same_records(out, tmp_path / "fresh.lmdb")
+
+
+def test_a_fresh_build_that_cannot_keep_its_manifest_is_published_all_the_same(tmp_path):
+    from imgpack.write.onepass_kept import kept_outputs_of
+
+    files = {f"c{n % 2}/{n:03d}.png": png_bytes(8 + n % 5, 6, shade=n) for n in range(40)}
+    raw, out = write_tree(tmp_path / "raw", files), tmp_path / "p.lmdb"
+    manifest, _ = kept_outputs_of(out)
+    manifest.mkdir()  # a folder where the kept manifest goes: writing it fails
+    result = build(raw, out, pack_params=PackParams(shard_mb=0.001))
+    assert result.validation["ok"] and out.is_dir() and len(imgpack.open(out)) == 40
+    assert manifest.is_dir()  # nothing kept; the next build reads every file

@@ -93,7 +93,8 @@ def remove_state(path: Path) -> None:
     """A state database and its WAL, shared-memory and journal files (a stale WAL must never be
     applied to the file made in its place)."""
     for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
+        # not there, or no folder to hold it (a state path through a file): nothing to remove
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(f"{path}{suffix}")
 
 

@@ -59,27 +59,41 @@ def keeping(manifest: Path, blocks: Iterator[pa.Table], fields: list[str]) -> It
     place = _place(manifest)
     tmp = place.with_name(f".{place.name}.tmp-{os.getpid()}")
     writer = sink = schema = None
+    kept = True  # until the state folder cannot take them: then the blocks only pass through
     try:
         identity = _identity(manifest)
         for block in blocks:
-            if writer is None:
-                place.parent.mkdir(parents=True, exist_ok=True)
-                schema = block.schema.with_metadata(
-                    {b"imgpack_manifest_columns": _VERSION, b"of": identity}
-                )
-                sink = pa.OSFile(str(tmp), "wb")
-                writer = pa.ipc.new_file(sink, schema)
-            writer.write_table(block.replace_schema_metadata(schema.metadata))
+            try:
+                if writer is None and kept:
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    schema = block.schema.with_metadata(
+                        {b"imgpack_manifest_columns": _VERSION, b"of": identity}
+                    )
+                    sink = pa.OSFile(str(tmp), "wb")
+                    writer = pa.ipc.new_file(sink, schema)
+                if writer is not None:
+                    writer.write_table(block.replace_schema_metadata(schema.metadata))
+            except (OSError, pa.ArrowException):
+                kept = False
+                _abandon(writer, sink)
+                writer = sink = None
             yield block.select(fields)
         if writer is not None:
             writer.close()
             sink.close()
             writer = None
-            os.replace(tmp, place)
+            with contextlib.suppress(OSError):
+                os.replace(tmp, place)
     finally:
-        if writer is not None:
-            with contextlib.suppress(pa.ArrowException, OSError):
-                writer.close()
-        if sink is not None:
+        _abandon(writer, sink)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _abandon(writer, sink) -> None:
+    if writer is not None:
+        with contextlib.suppress(pa.ArrowException, OSError):
+            writer.close()
+    if sink is not None:
+        with contextlib.suppress(pa.ArrowException, OSError):
             sink.close()
-        tmp.unlink(missing_ok=True)

@@ -76,9 +76,6 @@ def one_pass(
             with scratch_errors(scratch):  # the walk's and rows' working files are there too
                 how = (raw_dir, params, report_out, keep)
                 header, validation = _write(plan, pool, front, scratch, how)
-            if keep is not None and out.is_dir():  # a one-file pack is built afresh every time
-                with contextlib.suppress(OSError):  # published: no place to keep costs a full read
-                    keep.save(front.report, scratch / "digests.bin", not plan.window.transient)
         except ImgpackError:
             # Refused inputs or a full disk: the shards are not worth their space (a kill or
             # Ctrl-C keeps them for the next run).
@@ -88,6 +85,11 @@ def one_pass(
             with contextlib.suppress(OSError):
                 store.rmdir()  # whole shards stay for the next run; an empty store goes
             raise
+        if keep is not None and out.is_dir():  # a one-file pack is built afresh every time
+            # Published: a state folder with no room costs the next build a full read, not this
+            # one its success.
+            with contextlib.suppress(OSError, ImgpackError):
+                keep.save(front.report, scratch / "digests.bin", not plan.window.transient)
         front.report.spill = None
     shutil.rmtree(store, ignore_errors=True)
     header = {**header, "carried_shards": 0, "new_shards": len(header["shards"])}

@@ -93,18 +93,22 @@ class KeptRun:
             self.rows.close()
 
 
-def kept_outputs_of(out: Path) -> tuple[Path, Path]:
+def kept_outputs_of(out: Path) -> tuple[Path, Path] | None:
     """Where builds of `out` keep ingest's manifest and report in imgpack's state (made if new);
-    what builds kept for packs gone for a day is removed on the way."""
+    None when the state folder cannot be written (the build then keeps nothing, as its cache
+    then remembers nothing). What builds kept for packs gone for a day is removed on the way."""
     from imgpack.ingest.cache import state_dir
 
     real = os.path.realpath(out)
     state = state_dir()
     folder = state / f"build-{_digest(real)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    named = folder / "out"
-    if not named.exists():
-        named.write_text(real, encoding="utf-8", errors="surrogateescape")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        named = folder / "out"
+        if not named.exists():
+            named.write_text(real, encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
     _prune(state, folder)
     return folder / "manifest.jsonl", folder / "report.json"
 
