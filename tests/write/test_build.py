@@ -272,3 +272,35 @@ def test_a_fresh_build_that_cannot_keep_its_manifest_is_published_all_the_same(t
     result = build(raw, out, pack_params=PackParams(shard_mb=0.001))
     assert result.validation["ok"] and out.is_dir() and len(imgpack.open(out)) == 40
     assert manifest.is_dir()  # nothing kept; the next build reads every file
+
+
+def test_a_file_rewritten_while_an_append_builds_is_refused_and_the_next_build_takes_it(
+    tmp_path, monkeypatch
+):
+    import hashlib
+
+    from imgpack.errors import InputError
+    from imgpack.write import pack as pack_module
+
+    files = {f"c{n % 2}/{n:03d}.png": png_bytes(8 + n % 5, 6, shade=n) for n in range(40)}
+    raw, out = write_tree(tmp_path / "raw", files), tmp_path / "p.lmdb"
+    params = PackParams(shard_mb=0.001)
+    time.sleep(2.1)  # out of the racy window: the fresh build keeps its records
+    build(raw, out, pack_params=params)
+    write_tree(raw, {"c0/new.png": png_bytes(9, 9, shade=1)})  # carried over: read, not spooled
+    packing = pack_module.pack
+
+    def rewritten_first(*args, **kwargs):  # still being copied when ingest had read it
+        write_tree(raw, {"c0/new.png": png_bytes(9, 9, shade=2)})
+        return packing(*args, **kwargs)
+
+    monkeypatch.setattr(pack_module, "pack", rewritten_first)
+    with pytest.raises(InputError, match=r"changed since ingest .* the same imgpack build"):
+        build(raw, out, pack_params=params)
+    monkeypatch.setattr(pack_module, "pack", packing)
+
+    grown = build(raw, out, pack_params=params)  # the remedy, followed
+    assert grown.validation["ok"] and grown.report.packed == 41
+    with imgpack.open(out) as pack:
+        stored = pack[pack.index_of("c0/new.png")].data
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(png_bytes(9, 9, shade=2)).digest()

@@ -113,9 +113,9 @@ def test_a_folder_of_nothing_but_junk_is_refused_with_every_file_accounted_for(t
     assert sorted(os.listdir(tmp_path)) == ["raw"]
 
 
-def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_only_the_rest(
-    tmp_path,
-):
+def killed_build(tmp_path):
+    """A fresh build of 3,200 images killed with SIGKILL once 20 shards are finished: (raw,
+    out, its resume folder, the command and options, the environment)."""
     files = {
         f"{d}/{n:04d}.png": png_bytes(8 + n % 40, 8 + d, shade=n // 40 * 30 + d)
         for d in range(8)
@@ -142,6 +142,13 @@ def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_o
         time.sleep(0.05)
     assert not any(alive(pid) for pid in workers), "workers outlived a killed build"
     assert not out.exists()
+    return raw, out, resume, (command, options), env
+
+
+def test_a_killed_fresh_build_keeps_its_finished_shards_and_the_next_one_reads_only_the_rest(
+    tmp_path,
+):
+    raw, out, resume, (command, options), env = killed_build(tmp_path)
     finished = {p.stat().st_ino for p in resume.glob("*.lmdb")}
 
     rerun = subprocess.run(
@@ -267,3 +274,30 @@ def test_a_fresh_build_leaves_ingests_manifest_and_the_next_version_reads_only_w
     fresh = tmp_path / "fresh.lmdb"
     build(raw, fresh, pack_params=params)
     assert same_records(out, fresh)
+
+
+def test_a_finished_shard_left_by_a_killed_build_is_written_again_when_its_files_are_read(
+    tmp_path,
+):
+    import shutil
+
+    raw, out, resume, (command, options), env = killed_build(tmp_path)
+    victim = sorted(resume.glob("*.lmdb"))[0]
+    data = bytearray(victim.read_bytes())
+    at = data.index(b"\x89PNG") + 40  # inside an image's bytes
+    data[at] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    shutil.rmtree(tmp_path / "state")  # nothing remembered: every file is read again
+
+    rerun = subprocess.run(command + options, env=env, capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr
+    verified = subprocess.run(
+        [sys.executable, "-m", "imgpack.cli.main", "verify", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    fresh = tmp_path / "fresh.lmdb"
+    build(raw, fresh, pack_params=PackParams(shard_mb=0.002))
+    assert contents(out) == contents(fresh)

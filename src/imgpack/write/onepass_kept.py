@@ -107,6 +107,7 @@ def kept_outputs_of(out: Path) -> tuple[Path, Path] | None:
         named = folder / "out"
         if not named.exists():
             named.write_text(real, encoding="utf-8", errors="surrogateescape")
+        os.utime(folder)  # in use: `_prune` goes by when a folder was last used
     except OSError:
         return None
     _prune(state, folder)
@@ -118,7 +119,7 @@ _STALE = 24 * 3600  # seconds a kept folder outlives its pack: a pack being buil
 
 def _prune(state: Path, keep: Path) -> None:
     """Remove the kept folders (and their snapshot, records and columns) of packs no longer
-    there, untouched for `_STALE` seconds."""
+    there, and not built for `_STALE` seconds."""
     import shutil
     import time
 

@@ -191,10 +191,9 @@ def finish(result: ShardResult, build: FreshBuild) -> ShardResult:
         raise
     sizes = result.props.sizes
     result.entry = shard_entry(partial, len(sizes), sum(sizes))
-    if os.path.exists(result.named):  # written by an earlier run or attempt: the same bytes
-        partial.unlink()
-    else:
-        os.replace(partial, result.named)
+    # An earlier run's or attempt's file of that name is replaced, never kept: this one was just
+    # read back (the build records it as validated), the other one may have rotted since.
+    os.replace(partial, result.named)
     result.path, result.named = result.named, None
     return result
 

@@ -109,7 +109,8 @@ def _write(task: ShardTask, path: Path) -> None:
             ):
                 raise InputError(
                     f"{where} changed since ingest ({task.hash_algorithm} or size "
-                    "differs, or it is gone); rerun the ingest stage"
+                    "differs, or it is gone); run ingest again (dvc repro, or the same "
+                    "imgpack build): it reads the file anew"
                 )
             if data is None or len(data) != size:
                 raise InputError(
