@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.data import WORK, image_paths
@@ -62,12 +64,26 @@ def _cluster(log: Path) -> tuple[str, list[subprocess.Popen]]:
     return address, processes
 
 
-def measure(raw: Path, runs: int) -> dict:
+@contextlib.contextmanager
+def _running_cluster() -> Iterator[tuple[Path, str]]:
+    """A fresh work folder and a two-worker cluster on 127.0.0.1: (folder, scheduler address);
+    both gone on exit."""
     work = WORK / "cluster"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     address, processes = _cluster(work / "dask.log")
     try:
+        yield work, address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(raw: Path, runs: int) -> dict:
+    with _running_cluster() as (work, address):
         contenders = {
             "local, 1 process": ["--workers", "1"],
             "local, 2 processes": ["--workers", "2"],
@@ -89,12 +105,6 @@ def measure(raw: Path, runs: int) -> dict:
             return once
 
         times = rounds({name: contender(name, o) for name, o in contenders.items()}, runs)
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
     base = median(times["local, 1 process"])
     records = len(image_paths(raw))
     result = {
@@ -139,21 +149,11 @@ def table(section: dict) -> list[str]:
 def client_share(raw: Path) -> dict:
     """One `imgpack build` of `raw` on a fresh two-worker cluster: the client's own CPU seconds
     and µs a record (issue 25 asks for it at 960,000 records: the million section's folder)."""
-    work = WORK / "cluster"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    address, processes = _cluster(work / "dask.log")
-    try:
+    with _running_cluster() as (work, address):
         out = work / "out.lmdb"
         seconds, peak, used = run_process_cpu(
             [IMGPACK, "build", str(raw), str(out), "--shard-mb", "4", "--scheduler", address]
         )
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
     records = len(image_paths(raw))
     return {
         "records": records,

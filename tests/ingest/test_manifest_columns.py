@@ -57,4 +57,6 @@ def test_a_parse_that_fails_or_is_left_half_way_keeps_nothing(manifest):
     with pytest.raises(pa.ArrowInvalid):
         list(manifest_blocks(manifest, ALL_FIELDS, 1 << 20))
     assert manifest_columns.kept_blocks(manifest, ALL_FIELDS) is None
-    assert not [p for p in manifest_columns._place(manifest).parent.iterdir() if "tmp" in p.name]
+    assert not [
+        p for p in manifest_columns.columns_file(manifest).parent.iterdir() if "tmp" in p.name
+    ]

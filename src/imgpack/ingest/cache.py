@@ -15,7 +15,15 @@ from pathlib import Path
 from imgpack.ingest.outcome import Examined, Failed, Outcome
 from imgpack.util.projects import dvc_root
 
-__all__ = ["state_dir", "IngestCache", "FileStat", "open_state", "is_damaged", "warn_rebuilt"]
+__all__ = [
+    "state_dir",
+    "state_name",
+    "IngestCache",
+    "FileStat",
+    "open_state",
+    "is_damaged",
+    "warn_rebuilt",
+]
 
 # 2: outcome in columns; 3: every PNG chunk's CRC checked (PNGs an earlier version accepted are
 # probed again once)
@@ -37,6 +45,12 @@ def state_dir() -> Path:
         return root / ".dvc" / "tmp" / "imgpack"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(cache) / "imgpack" / "state"
+
+
+def state_name(path: str | Path) -> str:
+    """The name imgpack's state gives what belongs to the file at `path` (a manifest, a pack):
+    a digest of its real path."""
+    return hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:24]
 
 
 def changed_since(stat: FileStat | None, started: int) -> bool:

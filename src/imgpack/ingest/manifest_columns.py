@@ -4,23 +4,22 @@ after the first: pack walks the manifest twice and validate once, each a JSON pa
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
-from imgpack.ingest.cache import file_stat, state_dir
+from imgpack.ingest.cache import file_stat, state_dir, state_name
 
-__all__ = ["kept_blocks", "keeping"]
+__all__ = ["kept_blocks", "keeping", "columns_file"]
 
 _VERSION = b"1"
 
 
-def _place(manifest: Path) -> Path:
-    name = hashlib.sha256(os.path.realpath(manifest).encode()).hexdigest()[:24]
-    return state_dir() / f"manifest-columns-{name}.arrow"
+def columns_file(manifest: str | Path) -> Path:
+    """Where the columns of `manifest` are kept in imgpack's state."""
+    return state_dir() / f"manifest-columns-{state_name(manifest)}.arrow"
 
 
 def _identity(manifest: Path) -> bytes:
@@ -37,7 +36,7 @@ def kept_blocks(manifest: Path, fields: list[str]) -> Iterator[pa.Table] | None:
     file; else None."""
     with contextlib.suppress(OSError, pa.ArrowException):
         identity = _identity(manifest)
-        source = pa.OSFile(str(_place(manifest)))
+        source = pa.OSFile(str(columns_file(manifest)))
         reader = pa.ipc.open_file(source)
         meta = reader.schema.metadata or {}
         if meta.get(b"imgpack_manifest_columns") == _VERSION and meta.get(b"of") == identity:
@@ -56,7 +55,7 @@ def keeping(manifest: Path, blocks: Iterator[pa.Table], fields: list[str]) -> It
     """`blocks` (every field of the manifest, as parsed) passed on as `fields`, and kept whole
     for the readers after this one once the last has passed; nothing kept from a parse that
     fails or is left half way."""
-    place = _place(manifest)
+    place = columns_file(manifest)
     tmp = place.with_name(f".{place.name}.tmp-{os.getpid()}")
     writer = sink = schema = None
     kept = True  # until the state folder cannot take them: then the blocks only pass through
@@ -81,7 +80,7 @@ def keeping(manifest: Path, blocks: Iterator[pa.Table], fields: list[str]) -> It
         if writer is not None:
             writer.close()
             sink.close()
-            writer = None
+            writer = sink = None
             with contextlib.suppress(OSError):
                 os.replace(tmp, place)
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpack import __version__
-from imgpack.ingest.cache import RACY_NS, file_stat, state_dir, warn_rebuilt
+from imgpack.ingest.cache import RACY_NS, file_stat, state_dir, state_name, warn_rebuilt
 from imgpack.ingest.found import Found
 from imgpack.ingest.report import IngestReport
 from imgpack.ingest.walk import stat_line, walk_sorted, walk_stat_blocks
@@ -22,7 +22,7 @@ from imgpack.parallel.workers import worker_pool
 from imgpack.params import IngestParams
 from imgpack.util.cores import resolve_workers
 
-__all__ = ["InputSnapshot"]
+__all__ = ["InputSnapshot", "snapshot_files"]
 
 _VERSION = 2  # 2: PNG chunk CRCs checked (a manifest an earlier version wrote is made again once)
 _NOT_BYTES = ("workers", "scheduler")  # params that change how ingest runs, not what it writes
@@ -98,6 +98,13 @@ class _Kept:
                 yield handle.read(size)
 
 
+def snapshot_files(manifest_out: str | Path) -> tuple[Path, Path]:
+    """The state's files of the ingest run that writes `manifest_out`: its snapshot record and
+    its records."""
+    name = state_name(manifest_out)
+    return state_dir() / f"ingest-outputs-{name}.json", state_dir() / f"ingest-records-{name}.arrow"
+
+
 class InputSnapshot:
     """A digest of everything the manifest is made from, and the identity of the outputs last
     written from it (kept in imgpack's state, beside DVC's)."""
@@ -113,10 +120,8 @@ class InputSnapshot:
         keep_walk: bool = False,
     ):
         self.manifest_out, self.report_out = Path(manifest_out), report_out
-        name = hashlib.sha256(os.path.realpath(manifest_out).encode()).hexdigest()[:24]
-        self.record = state_dir() / f"ingest-outputs-{name}.json"
-        # what the run made of each file (`imgpack.ingest.records`), when `keep_walk`
-        self.records_file = self.record.with_name(f"ingest-records-{name}.arrow")
+        # and what the run made of each file (`imgpack.ingest.records`), when `keep_walk`
+        self.record, self.records_file = snapshot_files(manifest_out)
         self.keep_walk = keep_walk
         self.workers = resolve_workers(params.workers, "ingest.workers")
         self.walk: list[bytes] | Iterator[bytes] | None = None  # the walk's text, when kept

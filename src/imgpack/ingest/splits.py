@@ -28,15 +28,22 @@ def assign_split(key: str, seed: int, fractions: dict[str, float] | str) -> str:
     return split_assigner(seed, fractions)(key)
 
 
+def _bounds(fractions: dict[str, float]) -> list[tuple[str, float]]:
+    """Each split with the running sum of the fractions up to it: a point below it and above
+    the one before falls in that split."""
+    bounds, cumulative = [], 0.0
+    for name, fraction in fractions.items():
+        cumulative += fraction
+        bounds.append((name, cumulative))
+    return bounds
+
+
 def split_assigner(seed: int, fractions: dict[str, float] | str):
     """`assign_split` with the params bound once, for many keys."""
     if fractions == FOLDERS:
         return _by_folder
     prefix = f"{seed}\0".encode()
-    bounds, cumulative = [], 0.0
-    for name, fraction in fractions.items():
-        cumulative += fraction
-        bounds.append((name, cumulative))
+    bounds = _bounds(fractions)
     last = bounds[-1][0] if bounds else ""
     sha256 = hashlib.sha256
 
@@ -61,7 +68,7 @@ def splits_drawn(keys: list[str], seed: int, fractions: dict[str, float]):
     heads = b"".join([sha256(prefix + key.encode()).digest()[:8] for key in keys])
     points = np.frombuffer(heads, ">u8").astype(np.float64) / 2.0**64
     names = list(fractions) or [""]
-    bounds = np.cumsum(np.array(list(fractions.values()), np.float64))
+    bounds = np.array([bound for _, bound in _bounds(fractions)], np.float64)
     # the first bound above the point, as `assign` finds it; past the last: the last split
     chosen = np.minimum(np.searchsorted(bounds, points, "right"), len(names) - 1)
     return pa.DictionaryArray.from_arrays(pa.array(chosen, pa.int32()), names).cast(pa.string())

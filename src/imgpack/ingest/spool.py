@@ -67,10 +67,9 @@ def _identity(manifest) -> str:
 
 def stage_spool(manifest, state) -> str:
     """The spool folder of the pipeline's `manifest`, under the state folder `state`."""
-    import hashlib
+    from imgpack.ingest.cache import state_name
 
-    name = hashlib.sha256(os.path.realpath(manifest).encode()).hexdigest()[:24]
-    return os.path.join(state, f"spool-{name}")
+    return os.path.join(state, f"spool-{state_name(manifest)}")
 
 
 def mark_spool(folder: str, manifest) -> None:

@@ -46,31 +46,32 @@ def build(
 
 
 def _build(raw_dir, out: Path, labels, ingest_params, pack_params, report_out) -> BuildResult:
+    from imgpack.write.onepass_kept import kept_outputs_of
+
     ingest_params = ingest_params or IngestParams()
     pack_params = pack_params or PackParams()
+    # Where ingest's outputs are kept for the next build into `out` (see the README's
+    # *Appending with build*); None for a bucket, or a state folder that cannot be written.
+    kept = None if is_url(raw_dir) else kept_outputs_of(Path(out))
     if (
         not (pack_params.incremental and Path(out).is_dir())
         and pack_params.duplicates == "keep"
         and not (ingest_params.scheduler or pack_params.scheduler or is_url(raw_dir))
     ):
         from imgpack.write.onepass import one_pass
-        from imgpack.write.onepass_kept import kept_outputs_of
 
-        kept = kept_outputs_of(Path(out))
         report, header, validation = one_pass(
             raw_dir, Path(out), labels, ingest_params, pack_params, report_out, kept
         )
         return BuildResult(report, header, validation)
     from imgpack.check.validate import validate
     from imgpack.ingest.run import ingest
-    from imgpack.write.onepass_kept import kept_outputs_of
     from imgpack.write.pack import pack
 
     with scratch_dir(Path(out)) as scratch:
         spool = scratch.absolute() / "spool"  # the bytes ingest read, for pack to store
         spool.mkdir()
         split_folders = pack_params.splits == FOLDERS
-        kept = None if is_url(raw_dir) else kept_outputs_of(Path(out))
         manifest = kept[0] if kept else scratch / "manifest.jsonl"
         report = ingest(
             raw_dir,

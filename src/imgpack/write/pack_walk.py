@@ -135,11 +135,11 @@ class _Walk:
         if len(placed):
             # A record of a compacted shard keeps its claim: its bytes are read from there.
             compacted = claims[~carried]
-            at = np.minimum(np.searchsorted(placed, compacted[:, 0] - start), len(placed) - 1)
-            compacted = compacted[placed[at] == compacted[:, 0] - start]
-            at = np.searchsorted(placed, compacted[:, 0] - start)
+            rows = compacted[:, 0] - start
+            at = np.minimum(np.searchsorted(placed, rows), len(placed) - 1)
+            hit = placed[at] == rows  # (an alias's claim is not among the records placed)
             older = np.full((len(placed), 2), -1, np.int64)
-            older[at] = compacted[:, 1:]
+            older[at[hit]] = compacted[hit, 1:]
             taken = block.take(pa.array(placed))
             got = self.planner.place_block(placed + start, taken, older)
             shards[placed], slots[placed] = got[0], got[1]
